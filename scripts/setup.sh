@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One idempotent set-up for Ferry: Debian packages, npm packages, the TypeScript build.
+# Safe to run again: apt only installs what is missing, npm ci only when the lock changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (Ferry needs loop devices, mounts and apt-get)" >&2
+  exit 1
+fi
+
+PACKAGES=(
+  qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra
+  fdisk util-linux e2fsprogs xfsprogs btrfs-progs dosfstools mtools
+  debootstrap grub-pc-bin grub-common fuse3 attr acl rsync
+  cpio zstd xz-utils
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# npm ci only when node_modules is older than the lock file (or absent).
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+
+npx tsc -p tsconfig.json

@@ -1,0 +1,100 @@
+// Opening whole disks: a source read-only, a target writable, each as a
+// plain file (raw directly, any other format through a qemu-storage-daemon
+// FUSE export) that loop devices and sfdisk can work on.
+import { access, constants, open, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { corruptImage, notADiskImage, sourceMissing, unsupportedEndpoint } from '../errors.js';
+import { describeEndpoint, type Endpoint } from '../sources/endpoint.js';
+import type { Scope } from '../util/scope.js';
+import { checkImage, createImage, imageInfoChain, type ImageInfo } from './qemu-img.js';
+import { exportAsFile, fileBlockdevs } from './qsd.js';
+
+export interface OpenDisk {
+  /** a plain file holding the disk's bytes */
+  file: string;
+  size: number;
+  format: string;
+  describe: string;
+  info?: ImageInfo;
+}
+
+export const SOURCE_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi'];
+
+export async function openSource(scope: Scope, ep: Endpoint, work: string, name = 'source'): Promise<OpenDisk> {
+  if (ep.kind !== 'file') throw unsupportedEndpoint(ep.url, 'network sources are not supported yet; copy the disk to a file first');
+  const describe = describeEndpoint(ep);
+  const st = await stat(ep.path).catch(() => undefined);
+  if (!st) throw sourceMissing(ep.path);
+  if (!st.isFile() && !st.isBlockDevice()) throw notADiskImage(ep.path, 'not a regular file or block device');
+  if (st.isFile() && st.size === 0) throw notADiskImage(ep.path, 'the file is empty');
+  let chain: ImageInfo[];
+  try {
+    chain = await imageInfoChain(ep.path);
+  } catch (e) {
+    throw corruptImage(ep.path, (e as Error).message);
+  }
+  const info = chain[0];
+  if (!SOURCE_FORMATS.includes(info.format)) throw notADiskImage(ep.path, `format ${info.format} is not supported`);
+  if (info.corrupt) throw corruptImage(ep.path, 'the image marks itself corrupt');
+  for (const link of chain.slice(1)) {
+    if (!(await stat(link.filename).catch(() => undefined))) throw corruptImage(ep.path, `its backing file ${link.filename} is missing`);
+  }
+  if (info.format === 'qcow2') {
+    const problems = await checkImage(ep.path, 'qcow2');
+    if (problems.length) throw corruptImage(ep.path, problems.join(', '));
+  }
+  if (info.format === 'raw') return { file: ep.path, size: info.virtualSize, format: 'raw', describe, info };
+  const file = await exportAsFile(scope, work, name, fileBlockdevs(ep.path, info.format, false), { writable: false, describe });
+  const size = (await stat(file)).size;
+  return { file, size, format: info.format, describe, info };
+}
+
+export interface NewTarget extends OpenDisk {
+  /** where the image is written until it is complete */
+  partialPath: string;
+  finalPath: string;
+}
+
+export const partialPathFor = (finalPath: string) => join(dirname(finalPath), `.${basename(finalPath)}.ferry-partial`);
+
+/**
+ * Create the target under a partial name (so a crash never leaves something
+ * that looks complete) and open it writable. `owner` removes the partial
+ * file unless commitTarget() renamed it; `session` holds the writer, to be
+ * released (flushed) before verifying.
+ */
+export async function createTarget(owner: Scope, session: Scope, finalPath: string, format: string, size: number, work: string): Promise<NewTarget> {
+  const partialPath = partialPathFor(finalPath);
+  await rm(partialPath, { force: true });
+  owner.defer(`partial target ${partialPath}`, () => rm(partialPath, { force: true }));
+  await createImage(partialPath, format, size);
+  const describe = finalPath;
+  if (format === 'raw') return { file: partialPath, size, format, describe, partialPath, finalPath };
+  const file = await exportAsFile(session, work, 'target', fileBlockdevs(partialPath, format, true), { writable: true, describe });
+  return { file, size, format, describe, partialPath, finalPath };
+}
+
+export async function commitTarget(t: Pick<NewTarget, "partialPath" | "finalPath">): Promise<void> {
+  await rename(t.partialPath, t.finalPath);
+}
+
+export async function canWriteDir(dir: string): Promise<boolean> {
+  try { await access(dir, constants.W_OK); return true; } catch { return false; }
+}
+
+/** Read bytes of a disk file. */
+export async function readBytes(file: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, offset);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function writeBytes(file: string, offset: number, data: Buffer): Promise<void> {
+  const fh = await open(file, 'r+');
+  try { await fh.write(data, 0, data.length, offset); } finally { await fh.close(); }
+}

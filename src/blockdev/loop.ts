@@ -1,0 +1,26 @@
+// Loop devices, one per partition (this host's loop driver makes no partition nodes).
+import { run } from '../util/exec.js';
+import type { Scope } from '../util/scope.js';
+
+export async function attachLoop(scope: Scope, file: string, opts: { offset: number; size: number; readOnly: boolean }): Promise<string> {
+  const args = ['--find', '--show', '--offset', String(opts.offset), '--sizelimit', String(opts.size)];
+  if (opts.readOnly) args.push('--read-only');
+  args.push(file);
+  const { stdout } = await run('losetup', args);
+  const dev = stdout.trim();
+  scope.defer(`loop ${dev}`, () => detachLoop(dev));
+  return dev;
+}
+
+async function detachLoop(dev: string): Promise<void> {
+  // A just-unmounted device can be busy for a moment; retry briefly.
+  for (let i = 0; ; i++) {
+    try {
+      await run('losetup', ['-d', dev], { ignoreAbort: true });
+      return;
+    } catch (e) {
+      if (i >= 20) throw e;
+      await new Promise(r => setTimeout(r, 100));
+    }
+  }
+}

@@ -1,0 +1,35 @@
+// Mounts and the temporary directories they live in.
+import { mkdtemp, mkdir, rm, rmdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run } from '../util/exec.js';
+import type { Scope } from '../util/scope.js';
+
+/** A private work directory, removed (after everything in it is released) with the scope. */
+export async function workDir(scope: Scope): Promise<string> {
+  const dir = await mkdtemp(join(process.env.FERRY_TMP ?? tmpdir(), 'ferry-'));
+  scope.defer(`work dir ${dir}`, () => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export async function mountFs(scope: Scope, dev: string, dir: string, type: string, options: string[]): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const args = ['-t', type];
+  if (options.length) args.push('-o', options.join(','));
+  args.push(dev, dir);
+  await run('mount', args);
+  scope.defer(`mount ${dir}`, () => unmount(dir));
+}
+
+async function unmount(dir: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await run('umount', [dir], { ignoreAbort: true });
+      break;
+    } catch (e) {
+      if (i >= 20) throw e;
+      await new Promise(r => setTimeout(r, 100));
+    }
+  }
+  await rmdir(dir).catch(() => undefined);
+}

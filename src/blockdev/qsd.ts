@@ -1,0 +1,67 @@
+// qemu-storage-daemon with a FUSE export: any image format (or, later, a
+// network disk) becomes a plain file that losetup and sfdisk can use.
+import { writeFile, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run } from '../util/exec.js';
+import type { Scope } from '../util/scope.js';
+import { ToolError, corruptImage } from '../errors.js';
+
+export type BlockdevOptions = Record<string, unknown>;
+
+/** qemu's driver names for the image formats Ferry speaks. */
+export const QEMU_DRIVER: Record<string, string> = {
+  raw: 'raw', qcow2: 'qcow2', vmdk: 'vmdk', vhd: 'vpc', vpc: 'vpc', vhdx: 'vhdx', vdi: 'vdi',
+};
+
+/** Blockdev chain for an image file: protocol node "proto" under format node "disk". */
+export function fileBlockdevs(path: string, format: string, writable: boolean): BlockdevOptions[] {
+  const driver = QEMU_DRIVER[format] ?? format;
+  return [
+    { driver: 'file', 'node-name': 'proto', filename: path, 'read-only': !writable },
+    { driver, 'node-name': 'disk', file: 'proto', 'read-only': !writable },
+  ];
+}
+
+async function processAlive(pid: number): Promise<boolean> {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+async function stopDaemon(pid: number, mountpoint: string): Promise<void> {
+  if (await processAlive(pid)) {
+    process.kill(pid, 'SIGTERM'); // qsd flushes and closes its images on SIGTERM
+    for (let i = 0; i < 300 && await processAlive(pid); i++) await new Promise(r => setTimeout(r, 20));
+    if (await processAlive(pid)) process.kill(pid, 'SIGKILL');
+  }
+  // A killed daemon can leave its FUSE mount behind; lazily detach it.
+  const mounts = await readFile('/proc/self/mounts', 'utf8');
+  if (mounts.split('\n').some(l => l.split(' ')[1] === mountpoint)) {
+    await run('fusermount3', ['-u', '-z', mountpoint], { ignoreAbort: true, okCodes: [1] });
+  }
+}
+
+/**
+ * Start a daemon exporting node "disk" of the given blockdevs as a file in dir.
+ * Returns the exported file's path; the scope stops the daemon.
+ */
+export async function exportAsFile(scope: Scope, dir: string, name: string, blockdevs: BlockdevOptions[],
+  opts: { writable: boolean; describe: string }): Promise<string> {
+  const mountpoint = join(dir, `${name}.img`);
+  const pidfile = join(dir, `${name}.pid`);
+  await writeFile(mountpoint, '');
+  const args: string[] = [];
+  for (const b of blockdevs) args.push('--blockdev', JSON.stringify(b));
+  args.push('--export', JSON.stringify({
+    type: 'fuse', id: `exp-${name}`, 'node-name': 'disk', mountpoint, writable: opts.writable,
+  }));
+  args.push('--pidfile', pidfile, '--daemonize');
+  try {
+    await run('qemu-storage-daemon', args);
+  } catch (e) {
+    await rm(mountpoint, { force: true });
+    if (e instanceof ToolError) throw corruptImage(opts.describe, e.stderr.trim().split('\n').pop() ?? 'qemu-storage-daemon refused it');
+    throw e;
+  }
+  const pid = Number((await readFile(pidfile, 'utf8')).trim());
+  scope.defer(`qemu-storage-daemon ${name} (pid ${pid})`, () => stopDaemon(pid, mountpoint));
+  return mountpoint;
+}

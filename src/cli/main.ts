@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// The `ferry` command. Errors print as "ferry: CODE: what to do" and exit with
+// the error's own status, so scripts can tell a missing source from a full disk.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { convert } from '../convert/convert.js';
+import { FerryError } from '../errors.js';
+import { info } from '../info.js';
+import { createProgress } from '../util/progress.js';
+import { verifyCommand } from './verify.js';
+import { formatConvert, formatInfo } from './text.js';
+
+async function main(): Promise<void> {
+  await yargs(hideBin(process.argv))
+    .scriptName('ferry')
+    .strict()
+    .command('convert SOURCE TARGET', 'rebuild a disk into a new sparse image (or copy its blocks)', y => y
+      .positional('SOURCE', { type: 'string', demandOption: true, describe: 'disk image path (raw qcow2 vmdk vhd vhdx vdi)' })
+      .positional('TARGET', { type: 'string', demandOption: true, describe: 'image to write' })
+      .option('format', { type: 'string', describe: 'qcow2|raw|vmdk|vhdx|vdi (default: from the extension, else qcow2)' })
+      .option('size', { type: 'string', describe: 'target disk size, e.g. 8G (default: the source size)' })
+      .option('mode', { choices: ['rebuild', 'block'] as const, default: 'rebuild' as const })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing target' })
+      .option('verify', { type: 'boolean', default: true, describe: 'compare with the source at the end (--no-verify skips)' })
+      .option('json', { type: 'boolean', default: false, describe: 'NDJSON progress events, then a JSON result' })
+      .option('progress', { type: 'boolean', default: true, describe: '--no-progress hides the bar' }),
+    async a => {
+      const progress = createProgress(a.json ? 'json' : a.progress ? 'bar' : 'none');
+      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify }, progress);
+      if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
+      else process.stdout.write(formatConvert(r));
+    })
+    .command('verify SOURCE TARGET', 'prove a target equivalent to its source (exit 0) or list every difference', y => y
+      .positional('SOURCE', { type: 'string', demandOption: true })
+      .positional('TARGET', { type: 'string', demandOption: true })
+      .option('json', { type: 'boolean', default: false }),
+    async a => { process.exitCode = await verifyCommand(a.SOURCE!, a.TARGET!, a.json); })
+    .command('info SOURCE', 'format, size, partition table, file systems and used bytes', y => y
+      .positional('SOURCE', { type: 'string', demandOption: true })
+      .option('json', { type: 'boolean', default: false }),
+    async a => {
+      const r = await info(a.SOURCE!);
+      process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : formatInfo(r));
+    })
+    .demandCommand(1, 'name a command: convert, verify or info')
+    .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
+    .help()
+    .parseAsync();
+}
+
+main().catch((e: unknown) => {
+  if (e instanceof FerryError) {
+    const json = process.argv.includes('--json');
+    if (json) process.stdout.write(JSON.stringify({ event: 'error', code: e.code, message: e.message, ...e.details }) + '\n');
+    process.stderr.write(`ferry: ${e.code}: ${e.message}\n`);
+    process.exitCode = e.exitCode;
+  } else {
+    process.stderr.write(`ferry: internal error: ${(e as Error).stack ?? String(e)}\n`);
+    process.exitCode = 70;
+  }
+});

@@ -1,0 +1,29 @@
+// Human-readable summaries for the terminal.
+import type { ConvertResult } from '../convert/convert.js';
+import type { DiskInfo } from '../info.js';
+
+export const human = (n: number) => {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+};
+
+export function formatConvert(r: ConvertResult): string {
+  const lines = [`created ${r.target} (${r.format}, ${human(r.virtualSize)} virtual, ${human(r.allocatedBytes)} allocated) in ${r.seconds.toFixed(1)} s`];
+  for (const p of r.layout?.partitions ?? []) {
+    lines.push(`  p${p.number} ${(p.fs ?? '-').padEnd(6)} ${p.method.padEnd(9)} ${human(p.targetSize * 512).padStart(10)} ${p.uuid ?? ''}`);
+  }
+  if (r.layout?.bootCode.mbr || r.layout?.bootCode.gapBytes) lines.push(`  boot code: MBR ${r.layout.bootCode.mbr ? 'copied' : 'empty'}, gap ${human(r.layout.bootCode.gapBytes)}`);
+  lines.push(r.verified ? '  verified: equivalent to the source' : '  not verified (--no-verify)');
+  return lines.join('\n') + '\n';
+}
+
+export function formatInfo(r: DiskInfo): string {
+  const lines = [`${r.source}: ${r.format}, ${human(r.virtualSize)}${r.actualSize ? ` (${human(r.actualSize)} on disk)` : ''}`,
+    `partition table: ${r.partitionTable ? `${r.partitionTable.label} ${r.partitionTable.id}` : 'none'}`];
+  for (const p of r.partitions) {
+    lines.push(`  p${p.number} start ${p.start} size ${human(p.size)} type ${p.type}${p.fs ? ` ${p.fs}` : ''}${p.uuid ? ` UUID=${p.uuid}` : ''}${p.label ? ` LABEL=${p.label}` : ''}${p.usedBytes !== undefined ? ` used ${human(p.usedBytes)}` : ''}`);
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,77 @@
+// `ferry convert`: check the request, open the source read-only, build the
+// target under a partial name, verify it, then give it its real name.
+// Whatever happens, every daemon, loop device, mount and partial file goes.
+import { stat } from 'node:fs/promises';
+import { commitTarget, openSource, type OpenDisk } from '../blockdev/disk.js';
+import { workDir } from '../blockdev/mount.js';
+import { imageInfo } from '../blockdev/qemu-img.js';
+import { verifyFailed } from '../errors.js';
+import { parseEndpoint } from '../sources/endpoint.js';
+import { withSignalAbort, throwIfAborted } from '../util/abort.js';
+import type { ProgressSink } from '../util/progress.js';
+import { withScope } from '../util/scope.js';
+import { verifyDisks, type VerifyResult } from '../verify/disks.js';
+import { blockCopy, compareImages } from './block.js';
+import { checkRequest, type ConvertRequest } from './options.js';
+import { rebuild, type RebuildReport } from './rebuild.js';
+
+export interface ConvertResult {
+  source: string;
+  target: string;
+  format: string;
+  mode: 'rebuild' | 'block';
+  virtualSize: number;
+  /** bytes the target file occupies on disk */
+  allocatedBytes: number;
+  seconds: number;
+  layout?: RebuildReport;
+  verified: boolean;
+  verify?: VerifyResult;
+}
+
+export async function convert(req: ConvertRequest, progress: ProgressSink): Promise<ConvertResult> {
+  const started = Date.now();
+  const plan = await checkRequest(req);
+  return withSignalAbort(() => withScope(async owner => {
+    const work = await workDir(owner);
+    const source = await openSource(owner, plan.source, work);
+    let layout: RebuildReport | undefined;
+    let partialPath: string;
+    let targetSize: number;
+    if (plan.mode === 'block') {
+      const srcPath = plan.source.kind === 'file' ? plan.source.path : source.file;
+      ({ partialPath, targetSize } = await blockCopy(owner, plan, source, srcPath, progress));
+    } else {
+      const built = await rebuild(owner, plan, source, work, progress);
+      layout = built.report;
+      partialPath = built.target.partialPath;
+      targetSize = built.report.targetSize;
+    }
+    throwIfAborted();
+    let verify: VerifyResult | undefined;
+    if (plan.verify) {
+      progress.note('verifying the target against the source');
+      verify = await withScope(async vs => {
+        const target = await openSource(vs, parseEndpoint(partialPath), work, 'verify-target');
+        if (plan.mode === 'block') return blockVerify(source, plan.source.kind === 'file' ? plan.source.path : source.file, target, partialPath);
+        return verifyDisks(vs, source, target, work);
+      });
+      if (!verify.equivalent) throw verifyFailed(verify.differences);
+    }
+    throwIfAborted();
+    await commitTarget({ partialPath, finalPath: plan.targetPath });
+    const st = await stat(plan.targetPath);
+    return {
+      source: req.source, target: plan.targetPath, format: plan.format, mode: plan.mode,
+      virtualSize: (await imageInfo(plan.targetPath, plan.format)).virtualSize ?? targetSize,
+      allocatedBytes: st.blocks * 512, seconds: (Date.now() - started) / 1000,
+      layout, verified: !!verify, verify,
+    };
+  }));
+}
+
+async function blockVerify(source: OpenDisk, sourcePath: string, target: OpenDisk, targetPath: string): Promise<VerifyResult> {
+  const differences = await compareImages(sourcePath, source.format, targetPath, target.format);
+  return { equivalent: differences.length === 0, differences, filesystems: [] };
+}
+

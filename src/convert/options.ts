@@ -1,0 +1,80 @@
+// What a conversion is asked to do, checked before anything is touched.
+import { stat, statfs } from 'node:fs/promises';
+import { dirname, extname } from 'node:path';
+import { notRoot, targetExists, targetNotWritable, targetNoSpace, unsupportedFormat, usageError } from '../errors.js';
+import { canWriteDir } from '../blockdev/disk.js';
+import { parseEndpoint, type Endpoint } from '../sources/endpoint.js';
+import { unsupportedEndpoint } from '../errors.js';
+
+export const TARGET_FORMATS = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'] as const;
+export type TargetFormat = typeof TARGET_FORMATS[number];
+export type Mode = 'rebuild' | 'block';
+
+export interface ConvertRequest {
+  source: string;
+  target: string;
+  format?: string;
+  size?: string | number;
+  mode?: Mode;
+  force?: boolean;
+  verify?: boolean;
+}
+
+export interface ConvertPlan {
+  source: Endpoint;
+  targetPath: string;
+  format: TargetFormat;
+  /** bytes; undefined = same as the source */
+  size?: number;
+  mode: Mode;
+  force: boolean;
+  verify: boolean;
+}
+
+/** "8G", "512M", "1T", "1048576" → bytes (binary units, as qemu-img reads them). */
+export function parseSize(s: string | number): number {
+  if (typeof s === 'number') return s;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(i?[bB])?$/.exec(s.trim());
+  if (!m) throw usageError(`cannot read size '${s}'; write it like 8G, 512M or a byte count`);
+  const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * mult);
+}
+
+export function formatFor(target: string, format?: string): TargetFormat {
+  const f = format ?? extname(target).slice(1).toLowerCase();
+  const aliases: Record<string, TargetFormat> = { img: 'raw' };
+  const chosen = aliases[f] ?? f;
+  if ((TARGET_FORMATS as readonly string[]).includes(chosen)) return chosen as TargetFormat;
+  if (format) throw unsupportedFormat(format, TARGET_FORMATS);
+  return 'qcow2';
+}
+
+export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
+  if (process.getuid?.() !== 0) throw notRoot();
+  const source = parseEndpoint(r.source);
+  const target = parseEndpoint(r.target);
+  if (target.kind !== 'file') throw unsupportedEndpoint(r.target, 'network targets are not supported yet; write to a file');
+  const mode = r.mode ?? 'rebuild';
+  if (mode !== 'rebuild' && mode !== 'block') throw usageError(`--mode must be rebuild or block, not ${mode}`);
+  const plan: ConvertPlan = {
+    source, targetPath: target.path, format: formatFor(target.path, r.format),
+    size: r.size === undefined ? undefined : parseSize(r.size), mode, force: !!r.force, verify: r.verify !== false,
+  };
+  if (source.kind === 'file' && source.path === plan.targetPath) throw usageError('source and target are the same file');
+  if (await stat(plan.targetPath).catch(() => undefined)) {
+    if (!plan.force) throw targetExists(plan.targetPath);
+  }
+  const dir = dirname(plan.targetPath);
+  if (!(await stat(dir).catch(() => undefined))?.isDirectory()) throw targetNotWritable(dir, 'the directory does not exist');
+  if (!(await canWriteDir(dir))) throw targetNotWritable(dir, 'permission denied');
+  return plan;
+}
+
+/** Refuse to start when the target directory cannot hold the estimated output. */
+export async function checkSpace(targetPath: string, estimate: number): Promise<void> {
+  const dir = dirname(targetPath);
+  const s = await statfs(dir);
+  const free = s.bavail * s.bsize;
+  const needed = Math.ceil(estimate * 1.05) + 16 * 2 ** 20;
+  if (free < needed) throw targetNoSpace(dir, needed, free);
+}

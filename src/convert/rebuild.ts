@@ -1,0 +1,99 @@
+// The rebuild path: same partitions and file systems in a fresh sparse image,
+// filled with files, not sectors. Source opened read-only from start to end.
+import { attachLoop } from '../blockdev/loop.js';
+import { createTarget, type NewTarget, type OpenDisk } from '../blockdev/disk.js';
+import { copyBlocks } from '../fs/blocks.js';
+import { planLayout } from '../layout/plan.js';
+import { readSourceLayout, toPlanned, type SourceLayout } from '../layout/source-parts.js';
+import { writeTable, type PartitionTable } from '../layout/table.js';
+import { throwIfAborted } from '../util/abort.js';
+import type { ProgressSink } from '../util/progress.js';
+import { withScope, type Scope } from '../util/scope.js';
+import { copyBootCode } from './boot-code.js';
+import { checkSpace, type ConvertPlan } from './options.js';
+import { doesNotFit } from '../errors.js';
+
+export interface PartitionReport {
+  number: number;
+  fs?: string;
+  uuid?: string;
+  label?: string;
+  method: 'rebuild' | 'blocks' | 'signature';
+  sourceStart: number;
+  sourceSize: number;
+  targetStart: number;
+  targetSize: number;
+  bytesCopied: number;
+}
+
+export interface RebuildReport {
+  partitionTable: string;
+  targetSize: number;
+  bootCode: { mbr: boolean; gapBytes: number };
+  partitions: PartitionReport[];
+}
+
+const estimateOutput = (layout: SourceLayout, ss: number) =>
+  layout.parts.reduce((n, p) => n + (p.method === 'rebuild' ? p.facts!.usedBytes : p.method === 'blocks' ? p.part.size * ss : 0), 0);
+
+/** Build the target under its partial name; the caller verifies and commits it. */
+export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk, work: string, progress: ProgressSink): Promise<{ report: RebuildReport; target: NewTarget }> {
+  const layout = await readSourceLayout(owner, source.file, source.size, work);
+  const ss = layout.table?.sectorSize ?? 512;
+  const targetSize = plan.size ?? source.size;
+
+  let newTable: PartitionTable | undefined;
+  if (layout.table) {
+    newTable = planLayout(layout.table, toPlanned(layout.parts, ss), source.size, targetSize);
+  } else {
+    // a bare file system fills the disk
+    const only = layout.parts[0];
+    const min = only.module && only.facts ? only.module.minBytes(only.facts) : source.size;
+    if (targetSize < Math.min(min, source.size)) throw doesNotFit(Math.min(min, source.size), targetSize);
+  }
+  await checkSpace(plan.targetPath, estimateOutput(layout, ss));
+
+  for (const p of layout.parts) {
+    if (p.method === 'blocks') progress.note(`partition ${p.part.number}: ${p.fsType ? `file system ${p.fsType} is not rebuilt` : 'no known file system'}; copying its used blocks`);
+  }
+
+  const reports: PartitionReport[] = [];
+  let bootCode = { mbr: false, gapBytes: 0 };
+  let target: NewTarget | undefined;
+  await withScope(async session => {
+    target = await createTarget(owner, session, plan.targetPath, plan.format, targetSize, work);
+    if (layout.table && newTable) {
+      await writeTable(target.file, newTable);
+      bootCode = await copyBootCode(source.file, layout.table, target.file);
+    }
+    for (const sp of layout.parts) {
+      throwIfAborted();
+      if (sp.method === 'container') continue;
+      const np = newTable ? newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(targetSize / ss) };
+      const offset = np.start * ss, size = np.size * ss;
+      await withScope(async partScope => {
+        const dev = await attachLoop(partScope, target!.file, { offset, size, readOnly: false });
+        const label = `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`;
+        let bytesCopied = 0;
+        if (sp.method === 'rebuild') {
+          const facts = sp.facts!;
+          progress.phase(`copy ${label}`, facts.usedBytes);
+          await sp.module!.format(dev, facts, size);
+          await sp.module!.copy({ scope: partScope, work, sourceDev: sp.dev!, targetDev: dev, facts, progress });
+          bytesCopied = facts.usedBytes;
+        } else {
+          const len = Math.min(sp.part.size, np.size) * ss;
+          progress.phase(`blocks ${label}`, len);
+          bytesCopied = await copyBlocks(sp.dev!, 0, dev, 0, len, progress);
+        }
+        progress.end();
+        reports.push({
+          number: sp.part.number, fs: sp.facts?.type ?? sp.fsType, uuid: sp.facts?.uuid, label: sp.facts?.label,
+          method: sp.method === 'blocks' ? 'blocks' : sp.facts?.type === 'swap' ? 'signature' : 'rebuild',
+          sourceStart: sp.part.start, sourceSize: sp.part.size, targetStart: np.start, targetSize: np.size, bytesCopied,
+        });
+      });
+    }
+  });
+  return { report: { partitionTable: layout.table?.label ?? 'none', targetSize, bootCode, partitions: reports }, target: target! };
+}

@@ -1,0 +1,108 @@
+// ext2/3/4: format with the source's own feature list, block and inode size
+// (an older guest kernel or GRUB must still read it), copy, then carry the
+// inode flags (immutable, append-only, …) that cp cannot.
+import { run } from '../util/exec.js';
+import { withMountedRo, mountedCopy } from './mounted.js';
+import { usedBytes } from './copy-tree.js';
+import { MiB, type FsFacts, type FsModule } from './types.js';
+
+// Features that describe a state, not a format choice.
+const STATE_FEATURES = new Set(['needs_recovery', 'orphan_present']);
+// Flags worth carrying; e (extents), I (indexed dir), E, h, N are set by the file system itself.
+const CARRIED_FLAGS = 'aAcdDijsStTu';
+
+function parseDumpe2fs(text: string): Record<string, string> {
+  const kv: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([^:]+):\s*(.*)$/.exec(line);
+    if (m) kv[m[1].trim()] = m[2].trim();
+  }
+  return kv;
+}
+
+// ext4 without a journal replay on a read-only mount: never write the source.
+const SOURCE_OPTS = (type: string) => (type === 'ext2' ? [] : ['noload']);
+
+async function probe(_scope: unknown, dev: string, work: string, type: string): Promise<FsFacts> {
+  const kv = parseDumpe2fs((await run('dumpe2fs', ['-h', dev])).stdout);
+  const label = kv['Filesystem volume name'];
+  const used = await withMountedRo(dev, work, type, SOURCE_OPTS(type), usedBytes);
+  return {
+    type,
+    uuid: kv['Filesystem UUID'],
+    label: label && label !== '<none>' ? label : undefined,
+    usedBytes: used,
+    detail: {
+      features: (kv['Filesystem features'] ?? '').split(/\s+/).filter(f => f && !STATE_FEATURES.has(f)),
+      blockSize: Number(kv['Block size']),
+      inodeSize: Number(kv['Inode size'] ?? 128),
+      inodeCount: Number(kv['Inode count']),
+      freeInodes: Number(kv['Free inodes']),
+      blockCount: Number(kv['Block count']),
+      hashSeed: kv['Directory Hash Seed'],
+    },
+  };
+}
+
+function minBytes(f: FsFacts): number {
+  return Math.ceil(f.usedBytes * 1.1) + 64 * MiB;
+}
+
+async function format(dev: string, f: FsFacts, sizeBytes: number): Promise<void> {
+  const d = f.detail as { features: string[]; blockSize: number; inodeSize: number; inodeCount: number; freeInodes: number; blockCount: number; hashSeed?: string };
+  // Same inode density as the source, but never fewer inodes than it uses.
+  const bytesPerInode = (d.blockCount * d.blockSize) / d.inodeCount;
+  const inodes = Math.max(Math.floor(sizeBytes / bytesPerInode), d.inodeCount - d.freeInodes + 1024);
+  const ext = ['nodiscard'];
+  if (d.hashSeed) ext.push(`hash_seed=${d.hashSeed}`);
+  const args = ['-F', '-q', '-t', f.type, '-O', ['none', ...d.features].join(','),
+    '-b', String(d.blockSize), '-I', String(d.inodeSize), '-N', String(inodes), '-E', ext.join(',')];
+  if (f.uuid) args.push('-U', f.uuid);
+  if (f.label) args.push('-L', f.label);
+  args.push(dev);
+  await run('mke2fs', args);
+}
+
+/** `lsattr -R -a` lines of files whose flags matter: path relative to root → flags. */
+async function carriedFlags(root: string): Promise<Map<string, string>> {
+  const r = await run('lsattr', ['-R', '-a', root], { okCodes: [1] });
+  const out = new Map<string, string>();
+  for (const line of r.stdout.split('\n')) {
+    const m = /^(\S+) (\/.*)$/.exec(line);
+    if (!m || m[2].endsWith('/.') || m[2].endsWith('/..')) continue;
+    const flags = [...m[1]].filter(c => CARRIED_FLAGS.includes(c)).join('');
+    if (flags) out.set(m[2].slice(root.length), flags);
+  }
+  // lsattr -a skips the root itself
+  const top = await run('lsattr', ['-d', root], { okCodes: [1] });
+  const t = [...(top.stdout.split(' ')[0] ?? '')].filter(c => CARRIED_FLAGS.includes(c)).join('');
+  if (t) out.set('', t);
+  return out;
+}
+
+async function applyFlags(src: string, dst: string): Promise<void> {
+  for (const [rel, flags] of await carriedFlags(src)) {
+    await run('chattr', [`+${flags}`, dst + rel]);
+  }
+}
+
+export const extModule: FsModule = {
+  types: ['ext2', 'ext3', 'ext4'],
+  probe,
+  minBytes,
+  format,
+  copy: ctx => mountedCopy(ctx, {
+    sourceOptions: SOURCE_OPTS(ctx.facts.type),
+    targetOptions: [],
+    after: applyFlags,
+  }),
+  verifyAs: { kind: 'mount', options: ['noload'] },
+  async compareExtra(src, dst) {
+    const a = await carriedFlags(src), b = await carriedFlags(dst);
+    const diffs: string[] = [];
+    for (const p of new Set([...a.keys(), ...b.keys()])) {
+      if ((a.get(p) ?? '') !== (b.get(p) ?? '')) diffs.push(`/${p.replace(/^\//, '')}: inode flags ${a.get(p) ?? '-'} → ${b.get(p) ?? '-'}`);
+    }
+    return diffs;
+  },
+};

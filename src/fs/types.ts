@@ -1,0 +1,43 @@
+// What every file-system module offers: probe its facts on the source, say how
+// small it can be, format a target alike, and copy the files across.
+import type { Scope } from '../util/scope.js';
+import type { ProgressSink } from '../util/progress.js';
+
+export interface FsFacts {
+  /** blkid TYPE: ext4, xfs, btrfs, vfat, swap, … */
+  type: string;
+  uuid?: string;
+  label?: string;
+  /** bytes in use on the source (what a copy moves) */
+  usedBytes: number;
+  /** module-specific facts needed to format alike (features, block sizes, …) */
+  detail: Record<string, unknown>;
+}
+
+export interface CopyContext {
+  scope: Scope;
+  work: string;
+  sourceDev: string;
+  targetDev: string;
+  facts: FsFacts;
+  progress: ProgressSink;
+}
+
+export interface FsModule {
+  /** blkid TYPE values this module handles */
+  types: string[];
+  /** gather facts from the (read-only) source device */
+  probe(scope: Scope, dev: string, work: string, type: string): Promise<FsFacts>;
+  /** smallest partition (bytes) the rebuilt file system can live in */
+  minBytes(facts: FsFacts): number;
+  /** create the same kind of file system (type, UUID, label, features) on dev */
+  format(dev: string, facts: FsFacts, sizeBytes: number): Promise<void>;
+  /** copy every file with all its attributes */
+  copy(ctx: CopyContext): Promise<void>;
+  /** how verify reads it: a kernel mount with these options, FAT via mtools, or only its signature */
+  verifyAs: { kind: 'mount'; options: string[] } | { kind: 'fat' } | { kind: 'signature' };
+  /** differences beyond the file tree (subvolumes, inode flags), both mounted */
+  compareExtra?(src: string, dst: string): Promise<string[]>;
+}
+
+export const MiB = 2 ** 20;

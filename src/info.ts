@@ -1,0 +1,37 @@
+// `ferry info`: what a disk is — format, size, partition table, file systems
+// and how full they are — read without changing a byte.
+import { openSource } from './blockdev/disk.js';
+import { workDir } from './blockdev/mount.js';
+import { readSourceLayout } from './layout/source-parts.js';
+import { parseEndpoint } from './sources/endpoint.js';
+import { withScope } from './util/scope.js';
+import { notRoot } from './errors.js';
+
+export interface DiskInfo {
+  source: string;
+  format: string;
+  virtualSize: number;
+  actualSize?: number;
+  backing?: string;
+  partitionTable: { label: string; id: string } | null;
+  partitions: { number: number; start: number; size: number; type: string; name?: string; fs?: string; uuid?: string; label?: string; usedBytes?: number; method: string }[];
+}
+
+export async function info(spec: string): Promise<DiskInfo> {
+  if (process.getuid?.() !== 0) throw notRoot();
+  return withScope(async scope => {
+    const work = await workDir(scope);
+    const disk = await openSource(scope, parseEndpoint(spec), work);
+    const layout = await readSourceLayout(scope, disk.file, disk.size, work);
+    const ss = layout.table?.sectorSize ?? 512;
+    return {
+      source: spec, format: disk.format, virtualSize: disk.size, actualSize: disk.info?.actualSize, backing: disk.info?.backingFilename,
+      partitionTable: layout.table ? { label: layout.table.label, id: layout.table.id } : null,
+      partitions: layout.parts.map(p => ({
+        number: p.part.number, start: p.part.start * ss, size: p.part.size * ss, type: p.part.type, name: p.part.name,
+        fs: p.facts?.type ?? p.fsType, uuid: p.facts?.uuid, label: p.facts?.label, usedBytes: p.facts?.usedBytes,
+        method: p.method,
+      })),
+    };
+  });
+}
