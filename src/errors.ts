@@ -49,7 +49,7 @@ export const notRoot = () =>
   new FerryError('NOT_ROOT', 8, 'ferry needs root for loop devices and mounts; run it with sudo or as root');
 
 export const interrupted = (signal: string) =>
-  new FerryError('INTERRUPTED', 130, `stopped by ${signal}; the partial target was removed and the source is unchanged`, { signal });
+  new FerryError('INTERRUPTED', signal === 'SIGTERM' ? 143 : 130, `stopped by ${signal}; the partial target was removed and the source is unchanged`, { signal });
 
 export const verifyFailed = (differences: string[]) =>
   new FerryError('VERIFY_FAILED', 6, `target differs from source in ${differences.length} place(s):\n  ${differences.slice(0, 50).join('\n  ')}`, { differences });

@@ -8,6 +8,8 @@ import { describeEndpoint, type Endpoint } from '../sources/endpoint.js';
 import type { Scope } from '../util/scope.js';
 import { checkImage, createImage, imageInfoChain, type ImageInfo } from './qemu-img.js';
 import { exportAsFile, fileBlockdevs } from './qsd.js';
+import { readTable } from '../layout/table.js';
+import { probeDevice } from '../fs/detect.js';
 
 export interface OpenDisk {
   /** a plain file holding the disk's bytes */
@@ -43,7 +45,13 @@ export async function openSource(scope: Scope, ep: Endpoint, work: string, name 
     const problems = await checkImage(ep.path, 'qcow2');
     if (problems.length) throw corruptImage(ep.path, problems.join(', '));
   }
-  if (info.format === 'raw') return { file: ep.path, size: info.virtualSize, format: 'raw', describe, info };
+  if (info.format === 'raw') {
+    // qemu calls any file raw; a disk has a partition table or a file system at its start
+    if (!(await readTable(ep.path)) && !(await probeDevice(ep.path)).type) {
+      throw notADiskImage(ep.path, 'no partition table or file system found');
+    }
+    return { file: ep.path, size: info.virtualSize, format: 'raw', describe, info };
+  }
   const file = await exportAsFile(scope, work, name, fileBlockdevs(ep.path, info.format, false), { writable: false, describe });
   const size = (await stat(file)).size;
   return { file, size, format: info.format, describe, info };

@@ -7,6 +7,7 @@ import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../util/exec.js';
+import { throwIfAborted } from '../util/abort.js';
 
 export interface TreeEntry {
   type: string;
@@ -107,6 +108,7 @@ export async function walkTree(root: string, opts: WalkOptions = {}): Promise<Ma
   let next = 0;
   await Promise.all(Array.from({ length: 4 }, async () => {
     while (next < files.length) {
+      throwIfAborted();
       const rel = files[next++];
       entries.get(rel)!.hash = await hashFile(join(root, rel));
     }

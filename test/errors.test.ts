@@ -1,0 +1,182 @@
+// Bad input and faults: each gets a typed error and exit code, the source is
+// unchanged, and nothing is left behind (no target, no partial, no loop,
+// mount or daemon — the guard checks the machine after the file).
+import assert from 'node:assert/strict';
+import { describe, it, before } from 'node:test';
+import { access, copyFile, readdir, rm, writeFile, mkdir, truncate, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { ferry, ferryProcess, guardMachine, sha256, tempDir, FERRY } from './support/harness.js';
+import { makeSmallDisk } from './support/small-disk.js';
+
+guardMachine();
+const dir = await tempDir();
+
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+describe('convert refuses bad input cleanly', () => {
+  let disk: string, diskSum: string;
+
+  before(async () => {
+    disk = join(dir, 'small.raw');
+    await makeSmallDisk(disk);
+    diskSum = await sha256(disk);
+  });
+
+  /** the target dir holds nothing but what the test put there */
+  const assertNoTargetLeft = async (d: string, allowed: string[] = []) => {
+    const left = (await readdir(d)).filter(n => !allowed.includes(n));
+    assert.deepEqual(left, [], `left in ${d}: ${left.join(', ')}`);
+  };
+
+  it('missing source: SOURCE_MISSING, exit 3', async () => {
+    const out = join(dir, 'out1');
+    await mkdir(out);
+    const r = await ferry(['convert', join(dir, 'nope.qcow2'), join(out, 't.qcow2')]);
+    assert.equal(r.exitCode, 3);
+    assert.match(r.stderr, /SOURCE_MISSING.*nope\.qcow2/);
+    await assertNoTargetLeft(out);
+  });
+
+  it('a text file is not a disk image: NOT_A_DISK_IMAGE, exit 3', async () => {
+    const out = join(dir, 'out2');
+    await mkdir(out);
+    const txt = join(dir, 'notes.txt');
+    await writeFile(txt, 'these are not the sectors you are looking for\n'.repeat(100));
+    const before = await sha256(txt);
+    const r = await ferry(['convert', txt, join(out, 't.qcow2')]);
+    assert.equal(r.exitCode, 3);
+    assert.match(r.stderr, /NOT_A_DISK_IMAGE/);
+    assert.equal(await sha256(txt), before);
+    await assertNoTargetLeft(out);
+  });
+
+  it('a truncated qcow2 and one with a bad header: CORRUPT_IMAGE, exit 3', async () => {
+    const out = join(dir, 'out3');
+    await mkdir(out);
+    const q = join(dir, 'good.qcow2');
+    await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', disk, q]);
+    const truncated = join(dir, 'truncated.qcow2');
+    await copyFile(q, truncated);
+    await truncate(truncated, 300);
+    const badHeader = join(dir, 'badheader.qcow2');
+    await copyFile(q, badHeader);
+    const fh = await open(badHeader, 'r+');
+    await fh.write(Buffer.alloc(64, 0xff), 0, 64, 8); // version, backing offset, cluster bits … all garbage
+    await fh.close();
+    for (const bad of [truncated, badHeader]) {
+      const before = await sha256(bad);
+      const r = await ferry(['convert', bad, join(out, 't.qcow2')]);
+      assert.equal(r.exitCode, 3, r.stderr);
+      assert.match(r.stderr, /CORRUPT_IMAGE|NOT_A_DISK_IMAGE/);
+      assert.equal(await sha256(bad), before);
+      await assertNoTargetLeft(out);
+    }
+  });
+
+  it('existing target without --force: TARGET_EXISTS, exit 4, target untouched; --force replaces it', async () => {
+    const out = join(dir, 'out4');
+    await mkdir(out);
+    const t = join(out, 't.qcow2');
+    await writeFile(t, 'precious');
+    const r = await ferry(['convert', disk, t, '--no-progress']);
+    assert.equal(r.exitCode, 4);
+    assert.match(r.stderr, /TARGET_EXISTS.*--force/);
+    assert.equal(await sha256(t), await sha256Of('precious'));
+    const f = await ferry(['convert', disk, t, '--force', '--no-progress']);
+    assert.equal(f.exitCode, 0, f.stderr);
+    const info = await execa('qemu-img', ['info', '--output=json', t]);
+    assert.equal(JSON.parse(info.stdout).format, 'qcow2');
+    await assertNoTargetLeft(out, ['t.qcow2']);
+    assert.equal(await sha256(disk), diskSum);
+  });
+
+  it('read-only target directory: TARGET_NOT_WRITABLE, exit 4', async () => {
+    const ro = join(dir, 'ro');
+    await mkdir(ro);
+    await execa('mount', ['-t', 'tmpfs', '-o', 'ro,size=1M', 'tmpfs', ro]);
+    try {
+      const r = await ferry(['convert', disk, join(ro, 't.qcow2')]);
+      assert.equal(r.exitCode, 4);
+      assert.match(r.stderr, /TARGET_NOT_WRITABLE/);
+    } finally {
+      await execa('umount', [ro]);
+    }
+  });
+
+  it('target directory too small for the estimated output: TARGET_NO_SPACE before writing, exit 4', async () => {
+    const big = join(dir, 'data.raw');
+    await makeSmallDisk(big, { randomMiB: 40 });
+    const small = join(dir, 'small-fs');
+    await mkdir(small);
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=16M', 'tmpfs', small]);
+    try {
+      const r = await ferry(['convert', big, join(small, 't.qcow2')]);
+      assert.equal(r.exitCode, 4, r.stderr);
+      assert.match(r.stderr, /TARGET_NO_SPACE/);
+      await assertNoTargetLeft(small);
+    } finally {
+      await execa('umount', [small]);
+    }
+  });
+
+  it('not root: NOT_ROOT, exit 8', async () => {
+    const out = join(dir, 'out5');
+    await mkdir(out);
+    const r = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'node', FERRY, 'convert', disk, join(out, 't.qcow2')], { reject: false });
+    assert.equal(r.exitCode, 8);
+    assert.match(String(r.stderr), /NOT_ROOT/);
+    await assertNoTargetLeft(out);
+  });
+
+  it('unsupported --format: UNSUPPORTED_FORMAT, exit 2', async () => {
+    const out = join(dir, 'out6');
+    await mkdir(out);
+    const r = await ferry(['convert', disk, join(out, 't.img'), '--format', 'vhd']);
+    assert.equal(r.exitCode, 2);
+    assert.match(r.stderr, /UNSUPPORTED_FORMAT.*qcow2/);
+    await assertNoTargetLeft(out);
+  });
+
+  it('data that cannot fit --size: DOES_NOT_FIT with the bytes needed, exit 5, nothing written', async () => {
+    const out = join(dir, 'out7');
+    await mkdir(out);
+    const r = await ferry(['convert', disk, join(out, 't.qcow2'), '--size', '20M', '--json']);
+    assert.equal(r.exitCode, 5);
+    const err = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    assert.equal(err.code, 'DOES_NOT_FIT');
+    assert.ok(err.needed > 20 * 2 ** 20, 'says how many bytes are needed');
+    await assertNoTargetLeft(out);
+    assert.equal(await sha256(disk), diskSum);
+  });
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`${signal} during the copy: INTERRUPTED, partial target removed, source unchanged`, async () => {
+      const src = join(dir, `busy-${signal}.raw`);
+      await makeSmallDisk(src, { sizeMiB: 400, randomMiB: 300 });
+      const before = await sha256(src);
+      const out = join(dir, `out-${signal}`);
+      await mkdir(out);
+      const p = ferryProcess(['convert', src, join(out, 't.qcow2'), '--json']);
+      let sent = false;
+      p.stdout!.on('data', (chunk: Buffer) => {
+        if (!sent && /"event":"phase","phase":"copy/.test(chunk.toString())) {
+          sent = true;
+          setTimeout(() => p.kill(signal), 300);
+        }
+      });
+      const r = await p;
+      assert.ok(sent, 'the copy phase started');
+      assert.equal(r.exitCode, signal === 'SIGINT' ? 130 : 143, String(r.stderr));
+      assert.match(String(r.stderr), /INTERRUPTED/);
+      await assertNoTargetLeft(out);
+      assert.equal(await sha256(src), before);
+      await rm(src);
+    });
+  }
+});
+
+async function sha256Of(text: string): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  return createHash('sha256').update(text).digest('hex');
+}

@@ -1,0 +1,31 @@
+// The harness guard: what a test leaves on the machine (loop devices, mounts,
+// helper daemons, Ferry work dirs) fails that test file.
+import { execa } from 'execa';
+import { readFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+
+export interface MachineState { loops: string[]; mounts: string[]; daemons: string[]; workDirs: string[] }
+
+const DAEMONS = ['qemu-storage-d', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86'];
+
+export async function machineState(): Promise<MachineState> {
+  const loops = (await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout.split('\n').filter(Boolean);
+  const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n')
+    .filter(l => /ferry-/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('/proc/sys/fs/binfmt_misc'));
+  const daemons: string[] = [];
+  for (const name of DAEMONS) {
+    const r = await execa('pgrep', ['-a', '-x', name], { reject: false });
+    daemons.push(...r.stdout.split('\n').filter(Boolean));
+  }
+  const workDirs = (await readdir(process.env.FERRY_TMP ?? tmpdir())).filter(n => n.startsWith('ferry-'));
+  return { loops, mounts, daemons, workDirs };
+}
+
+/** Differences between two states: what appeared since `before`. */
+export function leftBehind(before: MachineState, after: MachineState): string[] {
+  const out: string[] = [];
+  for (const k of Object.keys(after) as (keyof MachineState)[]) {
+    for (const item of after[k]) if (!before[k].includes(item)) out.push(`${k}: ${item}`);
+  }
+  return out;
+}

@@ -1,0 +1,55 @@
+// Shared test helpers: run the real `ferry` binary, hash files, make temp
+// dirs, and guard each test file against leftovers.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import { leftBehind, machineState, type MachineState } from './guard.js';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const FERRY = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export interface FerryRun { exitCode: number; stdout: string; stderr: string }
+
+export async function ferry(args: string[], opts: { env?: Record<string, string> } = {}): Promise<FerryRun> {
+  const r = await execa('node', [FERRY, ...args], { reject: false, env: opts.env, stdin: 'ignore' });
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+export function ferryProcess(args: string[]): ResultPromise {
+  return execa('node', [FERRY, ...args], { reject: false, stdin: 'ignore' });
+}
+
+export async function sha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
+/** A temp dir removed after the file's tests; call it at the top level of a test file. */
+export async function tempDir(prefix = 'ferrytest-'): Promise<string> {
+  const d = await mkdtemp(join(process.env.FERRY_TEST_TMP ?? '/var/tmp', prefix));
+  after(() => rm(d, { recursive: true, force: true }));
+  return d;
+}
+
+/** Fail the test file if it leaves loop devices, mounts, daemons or work dirs behind. */
+export function guardMachine(): void {
+  let start: MachineState;
+  before(async () => { start = await machineState(); });
+  after(async () => {
+    const left = leftBehind(start, await machineState());
+    assert.deepEqual(left, [], `left behind on the machine:\n${left.join('\n')}`);
+  });
+}
+
+export async function run(cmd: string, args: string[]): Promise<string> {
+  return String((await execa(cmd, args)).stdout);
+}
+
+export { tmpdir };
