@@ -22,7 +22,7 @@ export async function info(spec: string): Promise<DiskInfo> {
   return withScope(async scope => {
     const work = await workDir(scope);
     const disk = await openSource(scope, parseEndpoint(spec), work);
-    const layout = await readSourceLayout(scope, disk.file, disk.size, work);
+    const layout = await readSourceLayout(disk.file, disk.size, work);
     const ss = layout.table?.sectorSize ?? 512;
     return {
       source: spec, format: disk.format, virtualSize: disk.size, actualSize: disk.info?.actualSize, backing: disk.info?.backingFilename,

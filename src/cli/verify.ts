@@ -12,7 +12,7 @@ export async function verifyCommand(source: string, target: string, json: boolea
     const work = await workDir(scope);
     const a = await openSource(scope, parseEndpoint(source), work, 'verify-source');
     const b = await openSource(scope, parseEndpoint(target), work, 'verify-target');
-    return verifyDisks(scope, a, b, work);
+    return verifyDisks(a, b, work);
   });
   if (json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
   else if (r.equivalent) process.stdout.write(`equivalent: ${r.filesystems.map(f => `p${f.number} ${f.fs ?? 'blocks'}${f.entries !== undefined ? ` (${f.entries} entries)` : ''}`).join(', ')}\n`);

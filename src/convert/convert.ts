@@ -54,7 +54,7 @@ export async function convert(req: ConvertRequest, progress: ProgressSink): Prom
       verify = await withScope(async vs => {
         const target = await openSource(vs, parseEndpoint(partialPath), work, 'verify-target');
         if (plan.mode === 'block') return blockVerify(source, plan.source.kind === 'file' ? plan.source.path : source.file, target, partialPath);
-        return verifyDisks(vs, source, target, work);
+        return verifyDisks(source, target, work);
       });
       if (!verify.equivalent) throw verifyFailed(verify.differences);
     }

@@ -4,7 +4,7 @@ import { attachLoop } from '../blockdev/loop.js';
 import { createTarget, type NewTarget, type OpenDisk } from '../blockdev/disk.js';
 import { copyBlocks } from '../fs/blocks.js';
 import { planLayout } from '../layout/plan.js';
-import { readSourceLayout, toPlanned, type SourceLayout } from '../layout/source-parts.js';
+import { attachPart, readSourceLayout, toPlanned, type SourceLayout } from '../layout/source-parts.js';
 import { writeTable, type PartitionTable } from '../layout/table.js';
 import { throwIfAborted } from '../util/abort.js';
 import type { ProgressSink } from '../util/progress.js';
@@ -38,7 +38,7 @@ const estimateOutput = (layout: SourceLayout, ss: number) =>
 
 /** Build the target under its partial name; the caller verifies and commits it. */
 export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk, work: string, progress: ProgressSink): Promise<{ report: RebuildReport; target: NewTarget }> {
-  const layout = await readSourceLayout(owner, source.file, source.size, work);
+  const layout = await readSourceLayout(source.file, source.size, work);
   const ss = layout.table?.sectorSize ?? 512;
   const targetSize = plan.size ?? source.size;
 
@@ -79,12 +79,13 @@ export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk,
           const facts = sp.facts!;
           progress.phase(`copy ${label}`, facts.usedBytes);
           await sp.module!.format(dev, facts, size);
-          await sp.module!.copy({ scope: partScope, work, sourceDev: sp.dev!, targetDev: dev, facts, progress });
+          const sourceDev = await attachPart(partScope, source.file, sp.part, ss);
+          await sp.module!.copy({ scope: partScope, work, sourceDev, targetDev: dev, facts, progress });
           bytesCopied = facts.usedBytes;
         } else {
           const len = Math.min(sp.part.size, np.size) * ss;
           progress.phase(`blocks ${label}`, len);
-          bytesCopied = await copyBlocks(sp.dev!, 0, dev, 0, len, progress);
+          bytesCopied = await copyBlocks(await attachPart(partScope, source.file, sp.part, ss), 0, dev, 0, len, progress);
         }
         progress.end();
         reports.push({

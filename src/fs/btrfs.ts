@@ -36,9 +36,21 @@ async function probe(_scope: unknown, dev: string, work: string, type: string): 
 
 const minBytes = (f: FsFacts) => Math.max(256 * MiB, Math.ceil(f.usedBytes * 1.3) + 128 * MiB);
 
+/** Which names this mkfs.btrfs takes with -O and which with -R (free-space-tree moved between them over versions). */
+async function mkfsFeatureSets(): Promise<{ O: Set<string>; R: Set<string> }> {
+  const names = async (flag: string) => new Set([...(await run('mkfs.btrfs', [flag, 'list-all'], { okCodes: [1] })).stderr
+    .matchAll(/^(\S+)\s+-/gm)].map(m => m[1]));
+  return { O: await names('-O'), R: await names('-R') };
+}
+
 async function format(dev: string, f: FsFacts): Promise<void> {
   const d = f.detail as { nodeSize?: string; sectorSize?: string; features: string[] };
-  const args = ['-f', '-q', '--nodiscard', '-O', d.features.join(',')];
+  const sets = await mkfsFeatureSets();
+  const bare = (x: string) => x.replace(/^\^/, '');
+  const args = ['-f', '-q', '--nodiscard'];
+  const o = d.features.filter(x => sets.O.has(bare(x))), r = d.features.filter(x => sets.R.has(bare(x)) && !sets.O.has(bare(x)));
+  if (o.length) args.push('-O', o.join(','));
+  if (r.length) args.push('-R', r.join(','));
   if (d.nodeSize) args.push('-n', d.nodeSize);
   if (d.sectorSize) args.push('-s', d.sectorSize);
   if (f.uuid) args.push('-U', f.uuid);
@@ -86,7 +98,7 @@ export const btrfsModule: FsModule = {
   copy: ctx => mountedCopy(ctx, {
     sourceOptions: SOURCE_OPTS, targetOptions: TOP, before: createSubvolumes, after: finishSubvolumes,
   }),
-  verifyAs: { kind: 'mount', options: SOURCE_OPTS },
+  verifyAs: { kind: 'mount', options: () => SOURCE_OPTS },
   async compareExtra(src, dst) {
     const describe = async (mnt: string) => {
       const subs = await listSubvolumes(mnt);

@@ -96,7 +96,7 @@ export const extModule: FsModule = {
     targetOptions: [],
     after: applyFlags,
   }),
-  verifyAs: { kind: 'mount', options: ['noload'] },
+  verifyAs: { kind: 'mount', options: SOURCE_OPTS },
   async compareExtra(src, dst) {
     const a = await carriedFlags(src), b = await carriedFlags(dst);
     const diffs: string[] = [];

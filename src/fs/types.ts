@@ -35,7 +35,7 @@ export interface FsModule {
   /** copy every file with all its attributes */
   copy(ctx: CopyContext): Promise<void>;
   /** how verify reads it: a kernel mount with these options, FAT via mtools, or only its signature */
-  verifyAs: { kind: 'mount'; options: string[] } | { kind: 'fat' } | { kind: 'signature' };
+  verifyAs: { kind: 'mount'; options: (type: string) => string[] } | { kind: 'fat' } | { kind: 'signature' };
   /** differences beyond the file tree (subvolumes, inode flags), both mounted */
   compareExtra?(src: string, dst: string): Promise<string[]>;
 }

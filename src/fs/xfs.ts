@@ -57,5 +57,5 @@ export const xfsModule: FsModule = {
   minBytes,
   format,
   copy: ctx => mountedCopy(ctx, { sourceOptions: SOURCE_OPTS, targetOptions: ['nouuid'] }),
-  verifyAs: { kind: 'mount', options: SOURCE_OPTS },
+  verifyAs: { kind: 'mount', options: () => SOURCE_OPTS },
 };

@@ -4,7 +4,7 @@ import { attachLoop } from '../blockdev/loop.js';
 import { probeDevice } from '../fs/detect.js';
 import { fsModuleFor } from '../fs/index.js';
 import type { FsFacts, FsModule } from '../fs/types.js';
-import type { Scope } from '../util/scope.js';
+import { withScope, type Scope } from '../util/scope.js';
 import { isExtended, readTable, type Partition, type PartitionTable } from './table.js';
 import type { PlannedPartition } from './plan.js';
 
@@ -13,12 +13,20 @@ export type Method = 'rebuild' | 'blocks' | 'container';
 export interface SourcePart {
   part: Partition;
   method: Method;
-  /** read-only loop device over the partition (not for extended containers) */
-  dev?: string;
   module?: FsModule;
   facts?: FsFacts;
   /** blkid TYPE even when Ferry does not rebuild it */
   fsType?: string;
+}
+
+/**
+ * A read-only loop device over one partition, owned by scope. Loops are
+ * attached only while a step needs them: mkfs.btrfs refuses a UUID that any
+ * visible device already carries, so the source twin must not be attached
+ * while its rebuilt copy is formatted.
+ */
+export async function attachPart(scope: Scope, diskFile: string, part: Partition, sectorSize: number, readOnly = true): Promise<string> {
+  return attachLoop(scope, diskFile, { offset: part.start * sectorSize, size: part.size * sectorSize, readOnly });
 }
 
 export interface SourceLayout {
@@ -27,19 +35,21 @@ export interface SourceLayout {
   parts: SourcePart[];
 }
 
-export async function readSourceLayout(scope: Scope, diskFile: string, diskSize: number, work: string): Promise<SourceLayout> {
+export async function readSourceLayout(diskFile: string, diskSize: number, work: string): Promise<SourceLayout> {
   const table = await readTable(diskFile);
   const partitions: Partition[] = table?.partitions ?? [{ number: 0, start: 0, size: Math.floor(diskSize / 512), type: '' }];
   const ss = table?.sectorSize ?? 512;
   const parts: SourcePart[] = [];
   for (const part of partitions) {
     if (table && isExtended(table, part)) { parts.push({ part, method: 'container' }); continue; }
-    const dev = await attachLoop(scope, diskFile, { offset: part.start * ss, size: part.size * ss, readOnly: true });
-    const probe = await probeDevice(dev);
-    const module = fsModuleFor(probe.type);
-    if (!module) { parts.push({ part, method: 'blocks', dev, fsType: probe.type }); continue; }
-    const facts = await module.probe(scope, dev, work, probe.type!);
-    parts.push({ part, method: 'rebuild', dev, module, facts, fsType: probe.type });
+    parts.push(await withScope(async probeScope => {
+      const dev = await attachPart(probeScope, diskFile, part, ss);
+      const probe = await probeDevice(dev);
+      const module = fsModuleFor(probe.type);
+      if (!module) return { part, method: 'blocks' as const, fsType: probe.type };
+      const facts = await module.probe(probeScope, dev, work, probe.type!);
+      return { part, method: 'rebuild' as const, module, facts, fsType: probe.type };
+    }));
   }
   return { table, parts };
 }

@@ -10,8 +10,8 @@ import type { OpenDisk } from '../blockdev/disk.js';
 import { readBytes } from '../blockdev/disk.js';
 import { gapRange } from '../convert/boot-code.js';
 import { extractVfat } from '../fs/vfat.js';
-import { readSourceLayout, type SourcePart } from '../layout/source-parts.js';
-import { withScope, type Scope } from '../util/scope.js';
+import { attachPart, readSourceLayout, type SourcePart } from '../layout/source-parts.js';
+import { withScope } from '../util/scope.js';
 import { compareTrees, walkTree, type WalkOptions } from './tree.js';
 
 export interface FsVerdict { number: number; fs?: string; uuid?: string; label?: string; entries?: number; differences: number }
@@ -32,13 +32,16 @@ async function hashRange(file: string, length: number): Promise<string> {
   return h.digest('hex');
 }
 
-async function compareParts(work: string, a: SourcePart, b: SourcePart, ss: number): Promise<{ diffs: string[]; entries?: number }> {
+async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a: SourcePart, b: SourcePart, ss: number): Promise<{ diffs: string[]; entries?: number }> {
   const n = a.part.number;
   const where = `partition ${n}`;
+  return withScope(async scope => {
+  const devA = await attachPart(scope, source.file, a.part, ss);
+  const devB = await attachPart(scope, target.file, b.part, ss);
   if (a.method === 'blocks') {
     const len = a.part.size * ss;
     if (b.part.size < a.part.size) return { diffs: [`${where}: target is smaller than the block-copied source`] };
-    return (await hashRange(a.dev!, len)) === (await hashRange(b.dev!, len)) ? { diffs: [] } : { diffs: [`${where}: block contents differ`] };
+    return (await hashRange(devA, len)) === (await hashRange(devB, len)) ? { diffs: [] } : { diffs: [`${where}: block contents differ`] };
   }
   const fa = a.facts!, fb = b.facts;
   if (!fb) return { diffs: [`${where}: target has no ${fa.type} file system`] };
@@ -47,15 +50,14 @@ async function compareParts(work: string, a: SourcePart, b: SourcePart, ss: numb
   if (ids.length) return { diffs: ids };
   const how = a.module!.verifyAs;
   if (how.kind === 'signature') return { diffs: [] };
-  return withScope(async scope => {
     const sd = join(work, `verify-src-${n}`), dd = join(work, `verify-dst-${n}`);
     const opts: WalkOptions = { fatOnly: how.kind === 'fat' };
     if (how.kind === 'fat') {
-      await extractVfat(a.dev!, sd);
-      await extractVfat(b.dev!, dd);
+      await extractVfat(devA, sd);
+      await extractVfat(devB, dd);
     } else {
-      await mountFs(scope, a.dev!, sd, fa.type, ['ro', ...how.options]);
-      await mountFs(scope, b.dev!, dd, fa.type, ['ro', ...how.options]);
+      await mountFs(scope, devA, sd, fa.type, ['ro', ...how.options(fa.type)]);
+      await mountFs(scope, devB, dd, fa.type, ['ro', ...how.options(fa.type)]);
     }
     const [ta, tb] = await Promise.all([walkTree(sd, opts), walkTree(dd, opts)]);
     const diffs = compareTrees(ta, tb, opts, `p${n}:`).map(d => d);
@@ -64,8 +66,8 @@ async function compareParts(work: string, a: SourcePart, b: SourcePart, ss: numb
   });
 }
 
-export async function verifyDisks(scope: Scope, source: OpenDisk, target: OpenDisk, work: string): Promise<VerifyResult> {
-  const [la, lb] = [await readSourceLayout(scope, source.file, source.size, work), await readSourceLayout(scope, target.file, target.size, work)];
+export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: string): Promise<VerifyResult> {
+  const [la, lb] = [await readSourceLayout(source.file, source.size, work), await readSourceLayout(target.file, target.size, work)];
   const diffs: string[] = [];
   const ta = la.table, tb = lb.table;
   if (!!ta !== !!tb) diffs.push(`partition table ${ta?.label ?? 'none'} → ${tb?.label ?? 'none'}`);
@@ -90,7 +92,7 @@ export async function verifyDisks(scope: Scope, source: OpenDisk, target: OpenDi
       if (String(x ?? '').toLowerCase() !== String(y ?? '').toLowerCase()) diffs.push(`${where}: ${k} ${x ?? '-'} → ${y ?? '-'}`);
     }
     if (a.method === 'container') continue;
-    const r = await compareParts(work, a, b, ss);
+    const r = await compareParts(work, source, target, a, b, ss);
     diffs.push(...r.diffs);
     filesystems.push({ number: a.part.number, fs: a.facts?.type ?? a.fsType, uuid: a.facts?.uuid, label: a.facts?.label, entries: r.entries, differences: r.diffs.length });
   }

@@ -5,7 +5,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
-import { join } from 'node:path';
 import { run } from '../util/exec.js';
 import { throwIfAborted } from '../util/abort.js';
 
@@ -35,7 +34,7 @@ const typeOf = (s: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink()
   s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymbolicLink() ? 'symlink' : s.isCharacterDevice() ? 'char'
     : s.isBlockDevice() ? 'block' : s.isFIFO() ? 'fifo' : s.isSocket() ? 'socket' : 'unknown';
 
-async function hashFile(path: string): Promise<string> {
+async function hashFile(path: Buffer): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
   return h.digest('hex');
@@ -47,10 +46,15 @@ function unescapeOctal(s: string): string {
   for (let i = 0; i < s.length; i++) {
     if (s[i] === '\\' && /^[0-7]{3}$/.test(s.slice(i + 1, i + 4))) { bytes.push(parseInt(s.slice(i + 1, i + 4), 8)); i += 3; }
     else if (s[i] === '\\' && s[i + 1] === '\\') { bytes.push(0x5c); i++; }
-    else bytes.push(...Buffer.from(s[i]));
+    else bytes.push(...Buffer.from(s[i], 'utf8'));
   }
-  return Buffer.from(bytes).toString('utf8');
+  return Buffer.from(bytes).toString('latin1');
 }
+
+// Paths are kept as byte strings (latin1: one char per byte), because file
+// names need not be UTF-8; show() turns one back into readable text.
+const bytesOf = (p: string) => Buffer.from(p, 'latin1');
+const show = (p: string) => bytesOf(p).toString('utf8');
 
 /** Every extended attribute in the tree, all namespaces: relative path → "name=0xvalue;…". */
 async function treeXattrs(root: string): Promise<Map<string, string>> {
@@ -63,7 +67,8 @@ async function treeXattrs(root: string): Promise<Map<string, string>> {
     if (line.startsWith('# file: ')) {
       flush();
       const abs = unescapeOctal(line.slice(8));
-      current = abs === root ? '' : abs.slice(root.length + 1);
+      const rootBytes = bytesOf(root).toString('latin1');
+      current = abs === rootBytes ? '' : abs.slice(rootBytes.length + 1);
     } else if (line.includes('=')) attrs.push(line);
   }
   flush();
@@ -74,15 +79,16 @@ export async function walkTree(root: string, opts: WalkOptions = {}): Promise<Ma
   const entries = new Map<string, TreeEntry>();
   const inodes = new Map<string, string[]>();
   const files: string[] = [];
+  const absOf = (rel: string) => rel ? Buffer.concat([Buffer.from(root + '/'), bytesOf(rel)]) : Buffer.from(root);
   const visit = async (rel: string) => {
-    const abs = rel ? join(root, rel) : root;
+    const abs = absOf(rel);
     const s = await lstat(abs, { bigint: true });
     const type = typeOf(s);
     const e: TreeEntry = {
       type, mode: Number(s.mode), uid: Number(s.uid), gid: Number(s.gid),
       size: type === 'dir' ? 0n : s.size, mtimeNs: s.mtimeNs, atimeNs: s.atimeNs,
     };
-    if (type === 'symlink') e.link = await readlink(abs);
+    if (type === 'symlink') e.link = (await readlink(abs, { encoding: 'buffer' })).toString('latin1');
     if (type === 'char' || type === 'block') e.rdev = s.rdev;
     if (type === 'file') {
       files.push(rel);
@@ -96,7 +102,8 @@ export async function walkTree(root: string, opts: WalkOptions = {}): Promise<Ma
     }
     entries.set(rel, e);
     if (type === 'dir') {
-      for (const name of (await readdir(abs)).sort()) await visit(rel ? `${rel}/${name}` : name);
+      const names = (await readdir(abs, { encoding: 'buffer' })).map(n => n.toString('latin1')).sort();
+      for (const name of names) await visit(rel ? `${rel}/${name}` : name);
     }
   };
   await visit('');
@@ -110,7 +117,7 @@ export async function walkTree(root: string, opts: WalkOptions = {}): Promise<Ma
     while (next < files.length) {
       throwIfAborted();
       const rel = files[next++];
-      entries.get(rel)!.hash = await hashFile(join(root, rel));
+      entries.get(rel)!.hash = await hashFile(absOf(rel));
     }
   }));
   if (!opts.fatOnly) {
@@ -121,7 +128,7 @@ export async function walkTree(root: string, opts: WalkOptions = {}): Promise<Ma
 
 export function compareTrees(src: Map<string, TreeEntry>, dst: Map<string, TreeEntry>, opts: WalkOptions = {}, prefix = ''): string[] {
   const diffs: string[] = [];
-  const name = (p: string) => `${prefix}/${p}`;
+  const name = (p: string) => `${prefix}/${show(p)}`;
   for (const [p, a] of src) {
     const b = dst.get(p);
     if (!b) { diffs.push(`${name(p)}: missing in target`); continue; }

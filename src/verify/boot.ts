@@ -1,0 +1,279 @@
+// Boot a disk image in QEMU (TCG, no KVM) and watch its serial line for the
+// Ferry boot marker that test guests print once they reach userspace:
+//
+//   FERRY-BOOT-OK root=<uuid of the fs mounted at /> host=<hostname>
+//
+// The image is never modified: the drive is opened with snapshot=on, so the
+// guest's writes go to a temporary overlay that QEMU discards. QEMU is always
+// gone when bootImage() settles: on marker (after a short grace for the
+// guest's own power-off), on timeout, on abort and on error. If the caller's
+// process exits while a boot runs, execa's `cleanup` kills QEMU too.
+//
+// Why TCG: /dev/kvm exists on the build hosts but ordinary guests hang or
+// abort under it (see shared/ARCHITECTURE.md). A small Debian guest reaches
+// the marker in about half a minute with TCG.
+
+import { stat } from 'node:fs/promises';
+import { StringDecoder } from 'node:string_decoder';
+import { execa } from 'execa';
+
+export type BootFormat = 'qcow2' | 'raw' | 'vmdk' | 'vhdx' | 'vdi' | 'vhd';
+export type DiskBus = 'ide' | 'virtio';
+
+export interface BootResult {
+  /** The marker line appeared on the serial line. */
+  sawMarker: boolean;
+  /** `root=` from the marker: UUID of the file system the guest runs from. */
+  rootUuid?: string;
+  /** `host=` from the marker: the guest's hostname. */
+  hostname?: string;
+  /** Everything the guest wrote to its first serial port (the tail, if huge). */
+  serialLog: string;
+  /** Wall time from QEMU start to the marker, or to the end when there was none. */
+  seconds: number;
+  /** What ended the boot: the marker, the guest stopping QEMU (power-off or
+   *  reboot, -no-reboot) without a marker, or the timeout. */
+  endedBy: 'marker' | 'poweroff' | 'timeout';
+  /** QEMU's own diagnostics (stderr). */
+  qemuStderr: string;
+}
+
+export interface BootOptions {
+  /** Path of the disk image. */
+  image: string;
+  /** Image format: qcow2 | raw | vmdk | vhdx | vdi (vhd = QEMU's `vpc`). */
+  format: BootFormat | string;
+  /** Give up (and kill QEMU) after this long. Default 240000 ms. */
+  timeoutMs?: number;
+  /** Guest RAM. Default 1024 MiB. */
+  memoryMiB?: number;
+  /** How the disk is attached. Default 'ide' (works for unconverted guests). */
+  diskBus?: DiskBus;
+  /** Abort the boot: QEMU is killed and bootImage() rejects with BootError. */
+  signal?: AbortSignal;
+  /** QEMU binary. Default `qemu-system-x86_64` from PATH. */
+  qemuBinary?: string;
+}
+
+/** A boot that could not be run or watched (as opposed to a guest that did not
+ *  print the marker, which is a normal result with sawMarker=false). */
+export class BootError extends Error {
+  override readonly name = 'BootError';
+  constructor(
+    message: string,
+    readonly image: string,
+    readonly serialLog = '',
+    readonly qemuStderr = '',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Anchored at the line end so a chunk boundary cannot cut a value short. */
+const MARKER = /FERRY-BOOT-OK root=(\S+) host=(\S+)[ \t]*\r?\n/;
+const QEMU_FORMATS: Readonly<Record<string, string>> = {
+  qcow2: 'qcow2',
+  raw: 'raw',
+  vmdk: 'vmdk',
+  vhdx: 'vhdx',
+  vdi: 'vdi',
+  vhd: 'vpc',
+  vpc: 'vpc',
+};
+const DEFAULT_TIMEOUT_MS = 240_000;
+const DEFAULT_MEMORY_MIB = 1024;
+/** After the marker, how long the guest may take to power itself off. */
+const POWEROFF_GRACE_MS = 20_000;
+/** Keep at most this much serial output (the tail). */
+const MAX_LOG_CHARS = 4 * 1024 * 1024;
+
+/** The QEMU command line for a boot (exported for unit tests). */
+export function qemuArgs(opts: {
+  image: string;
+  format: string;
+  memoryMiB?: number;
+  diskBus?: DiskBus;
+}): string[] {
+  const format = QEMU_FORMATS[opts.format];
+  if (!format) {
+    throw new BootError(
+      `cannot boot image format '${opts.format}': use one of ${Object.keys(QEMU_FORMATS).join(', ')}`,
+      opts.image,
+    );
+  }
+  const bus = opts.diskBus ?? 'ide';
+  if (bus !== 'ide' && bus !== 'virtio') {
+    throw new BootError(`unknown disk bus '${String(bus)}': use 'ide' or 'virtio'`, opts.image);
+  }
+  const memory = opts.memoryMiB ?? DEFAULT_MEMORY_MIB;
+  if (!Number.isInteger(memory) || memory < 64) {
+    throw new BootError(`memoryMiB must be an integer >= 64, got ${memory}`, opts.image);
+  }
+  // -drive separates options with commas; a comma in a path is written twice.
+  const file = opts.image.replaceAll(',', ',,');
+  return [
+    '-accel', 'tcg',
+    '-machine', 'pc',
+    '-smp', '1',
+    '-m', String(memory),
+    // -nographic (not just -display none) also makes SeaBIOS print to the
+    // serial line, so a guest that never reaches GRUB still leaves a trace.
+    '-nographic',
+    '-monitor', 'none',
+    '-parallel', 'none',
+    '-serial', 'stdio',
+    '-nic', 'none',
+    '-no-reboot',
+    // snapshot=on: writes go to a throw-away overlay; the image stays as it was.
+    '-drive', `file=${file},format=${format},if=${bus},media=disk,snapshot=on,cache=unsafe`,
+  ];
+}
+
+/**
+ * Boot `image` and wait for the Ferry boot marker, the guest stopping QEMU,
+ * or the timeout. Resolves with what was seen; rejects with BootError only
+ * when the boot could not be run (no image, no QEMU, QEMU refused the
+ * options, QEMU killed from outside) or was aborted.
+ */
+export async function bootImage(opts: BootOptions): Promise<BootResult> {
+  const { image } = opts;
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (!(timeoutMs > 0)) throw new BootError(`timeoutMs must be > 0, got ${timeoutMs}`, image);
+  const args = qemuArgs(opts);
+  try {
+    const st = await stat(image);
+    if (!st.isFile() && !st.isBlockDevice()) throw new Error('not a file or block device');
+  } catch (err) {
+    throw new BootError(`cannot boot ${image}: ${(err as Error).message}`, image, '', '', { cause: err });
+  }
+  if (opts.signal?.aborted) {
+    throw new BootError(`boot of ${image} aborted before start`, image, '', '', { cause: opts.signal.reason });
+  }
+
+  const qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
+  const started = performance.now();
+  const elapsed = () => Math.round((performance.now() - started) / 100) / 10;
+
+  const subprocess = execa(qemu, args, {
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    buffer: false, // we read the streams ourselves, live
+    reject: false, // we decide what a failure is
+    cleanup: true, // kill QEMU if this process exits first
+    forceKillAfterDelay: 3_000,
+  });
+
+  let serialLog = '';
+  let qemuStderr = '';
+  let scanFrom = 0;
+  let marker: RegExpExecArray | null = null;
+  let markerSeconds = 0;
+  let onMarker: () => void = () => {};
+  const markerSeen = new Promise<void>((resolve) => (onMarker = resolve));
+
+  const out = new StringDecoder('utf8');
+  subprocess.stdout.on('data', (chunk: Buffer) => {
+    serialLog += out.write(chunk);
+    if (!marker) {
+      const m = MARKER.exec(serialLog.slice(scanFrom));
+      if (m) {
+        marker = m;
+        markerSeconds = elapsed();
+        onMarker();
+      } else {
+        // The marker may straddle chunks: rescan the last line next time.
+        scanFrom = Math.max(0, serialLog.length - 256);
+      }
+    }
+    if (serialLog.length > MAX_LOG_CHARS) {
+      const drop = serialLog.length - MAX_LOG_CHARS;
+      serialLog = serialLog.slice(drop);
+      scanFrom = Math.max(0, scanFrom - drop);
+    }
+  });
+  const err = new StringDecoder('utf8');
+  subprocess.stderr.on('data', (chunk: Buffer) => {
+    if (qemuStderr.length < 64 * 1024) qemuStderr += err.write(chunk);
+  });
+
+  const timers: NodeJS.Timeout[] = [];
+  const after = <T>(ms: number, value: T) =>
+    new Promise<T>((resolve) => timers.push(setTimeout(() => resolve(value), ms)));
+  let onAbort: () => void = () => {};
+  const aborted = new Promise<'abort'>((resolve) => {
+    onAbort = () => resolve('abort');
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  // `subprocess` itself is a promise of the result (never rejects: reject:false).
+  const exited = subprocess.then((result) => ({ kind: 'exit' as const, result }));
+
+  let ended: 'marker' | 'exit' | 'timeout' | 'abort';
+  try {
+    const first = await Promise.race([
+      markerSeen.then(() => 'marker' as const),
+      exited.then(() => 'exit' as const),
+      after(timeoutMs, 'timeout' as const),
+      aborted,
+    ]);
+    ended = first;
+    if (first === 'marker') {
+      // Let the guest power off by itself (keeps the serial log complete),
+      // but do not wait for ever.
+      const next = await Promise.race([exited.then(() => 'exit' as const), after(POWEROFF_GRACE_MS, 'grace' as const), aborted]);
+      if (next === 'abort') ended = 'abort';
+    }
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    opts.signal?.removeEventListener('abort', onAbort);
+    // Always make sure QEMU is gone before we settle.
+    if (subprocess.exitCode === null && subprocess.signalCode === null) subprocess.kill('SIGKILL');
+  }
+  const { result } = await exited;
+  serialLog += out.end();
+  qemuStderr += err.end();
+
+  if (ended === 'abort') {
+    throw new BootError(`boot of ${image} aborted`, image, serialLog, qemuStderr, { cause: opts.signal?.reason });
+  }
+  const found = marker as RegExpExecArray | null;
+  if (found) {
+    return {
+      sawMarker: true,
+      rootUuid: found[1],
+      hostname: found[2],
+      serialLog,
+      seconds: markerSeconds,
+      endedBy: 'marker',
+      qemuStderr,
+    };
+  }
+  if (ended === 'timeout') {
+    return { sawMarker: false, serialLog, seconds: elapsed(), endedBy: 'timeout', qemuStderr };
+  }
+  // QEMU ended on its own, without a marker.
+  if (result.exitCode === undefined && !result.isTerminated) {
+    const why = result.code === 'ENOENT' ? `${qemu} not found: install qemu-system-x86 (scripts/setup.sh)` : result.shortMessage ?? 'spawn failed';
+    throw new BootError(`cannot start QEMU: ${why}`, image, serialLog, qemuStderr, { cause: result.cause });
+  }
+  if (result.isTerminated) {
+    throw new BootError(
+      `QEMU was killed by ${result.signal ?? 'a signal'} from outside while booting ${image}`,
+      image,
+      serialLog,
+      qemuStderr,
+    );
+  }
+  if (result.exitCode !== 0) {
+    const last = qemuStderr.trim().split('\n').slice(-3).join(' | ');
+    throw new BootError(
+      `QEMU failed (exit ${result.exitCode}) booting ${image}: ${last || 'no message'}`,
+      image,
+      serialLog,
+      qemuStderr,
+    );
+  }
+  // Exit 0: the guest powered off or rebooted (-no-reboot) without the marker.
+  return { sawMarker: false, serialLog, seconds: elapsed(), endedBy: 'poweroff', qemuStderr };
+}
