@@ -13,7 +13,7 @@ PACKAGES=(
   qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra
   fdisk util-linux e2fsprogs xfsprogs btrfs-progs dosfstools mtools
   debootstrap grub-pc-bin grub-common fuse3 attr acl rsync
-  cpio zstd xz-utils
+  cpio zstd xz-utils python3 libcap2-bin
 )
 
 missing=()

@@ -1,0 +1,105 @@
+// A second, independent equivalence check for tests: it does not use Ferry's
+// verify code. Each image is converted to raw by qemu-img, each partition
+// mounted read-only, and the trees compared with find, sha256sum, getfattr
+// and lsattr.
+import { execa } from 'execa';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+interface Part { node: string; start: number; size: number; type: string }
+
+async function partitions(raw: string): Promise<Part[]> {
+  const r = await execa('sfdisk', ['--json', raw]);
+  return (JSON.parse(r.stdout).partitiontable.partitions as Part[]);
+}
+
+async function blkType(dev: string): Promise<string> {
+  const r = await execa('blkid', ['-p', '-s', 'TYPE', '-o', 'value', dev], { reject: false });
+  return String(r.stdout).trim();
+}
+
+const MOUNT_OPTS: Record<string, string> = { xfs: 'ro,nouuid,norecovery', btrfs: 'ro,subvolid=5', ext4: 'ro,noload', ext3: 'ro,noload', ext2: 'ro' };
+
+async function describeTree(dir: string): Promise<string> {
+  const find = await execa('find', ['.', '-printf', '%p\\0%y %m %U %G %s %T@ %A@ %n %l\\0'], { cwd: dir, encoding: 'buffer' });
+  const fields = Buffer.from(find.stdout as Uint8Array).toString('latin1').split('\0');
+  const lines: string[] = [];
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    // a directory's size is its on-disk block size: not a property of the tree
+    lines.push(`${fields[i]} ${fields[i + 1].replace(/^d (\S+ \S+ \S+) \d+/, 'd $1 -')}`);
+  }
+  const sums = await execa('find', ['.', '-type', 'f', '-exec', 'sha256sum', '-z', '{}', '+'], { cwd: dir, encoding: 'buffer' });
+  const xattrs = await execa('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: dir, reject: false });
+  return [lines.sort().join('\n'), Buffer.from(sums.stdout as Uint8Array).toString('latin1').split('\0').sort().join('\n'), String(xattrs.stdout)].join('\n---\n');
+}
+
+async function flags(dir: string): Promise<string> {
+  const r = await execa('lsattr', ['-R', '-a', '.'], { cwd: dir, reject: false });
+  return String(r.stdout).split('\n').filter(l => /^\S+ \.\//.test(l)).map(l => l.replace(/e/g, '-')).sort().join('\n');
+}
+
+/** Returns a list of differences between the file systems of two images (empty = same). */
+export async function independentCompare(a: string, aFormat: string, b: string, bFormat: string): Promise<string[]> {
+  const work = await mkdtemp('/var/tmp/indep-');
+  const loops: string[] = [];
+  const mounts: string[] = [];
+  try {
+    const raws: string[] = [];
+    for (const [img, fmt, name] of [[a, aFormat, 'a.raw'], [b, bFormat, 'b.raw']]) {
+      const raw = join(work, name);
+      await execa('qemu-img', ['convert', '-f', fmt, '-O', 'raw', img, raw]);
+      raws.push(raw);
+    }
+    // an extended partition is a container: its logicals are compared one by one
+    const plain = (ps: Part[]) => ps.filter(p => !['5', 'f', '85'].includes(p.type.toLowerCase()));
+    const [pa, pb] = [plain(await partitions(raws[0])), plain(await partitions(raws[1]))];
+    const diffs: string[] = [];
+    if (pa.length !== pb.length) diffs.push(`partition count ${pa.length} → ${pb.length}`);
+    for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+      const trees: string[] = [];
+      const attrs: string[] = [];
+      for (const [raw, p, side] of [[raws[0], pa[i], 'a'], [raws[1], pb[i], 'b']] as const) {
+        const dev = String((await execa('losetup', ['-f', '--show', '-r', '-o', String(p.start * 512), '--sizelimit', String(p.size * 512), raw])).stdout).trim();
+        loops.push(dev);
+        const type = await blkType(dev);
+        attrs.push('');
+        if (type === 'vfat') {
+          const dir = join(work, `${side}${i}-fat`);
+          await execa('mkdir', [dir]);
+          await execa('mcopy', ['-s', '-n', '-i', dev, '::*', `${dir}/`], { env: { MTOOLS_SKIP_CHECK: '1' }, reject: false });
+          const sums = await execa('find', ['.', '-type', 'f', '-exec', 'sha256sum', '{}', '+'], { cwd: dir });
+          trees.push(`vfat ${String((await execa('blkid', ['-p', '-s', 'UUID', '-s', 'LABEL', '-o', 'value', dev])).stdout)}\n${String(sums.stdout).split('\n').sort().join('\n')}`);
+          continue;
+        }
+        if (type === 'swap' || type === '') {
+          // same signature for swap; same bytes for what Ferry copies as blocks
+          const id = type === 'swap' ? (await execa('blkid', ['-p', '-s', 'UUID', '-o', 'value', dev])).stdout : (await execa('sha256sum', [dev])).stdout.split(' ')[0];
+          trees.push(`${type} ${String(id)}`);
+          continue;
+        }
+        attrs.pop();
+        const mnt = join(work, `${side}${i}`);
+        await execa('mkdir', [mnt]);
+        await execa('mount', ['-t', type, '-o', MOUNT_OPTS[type], dev, mnt]);
+        mounts.push(mnt);
+        trees.push(await describeTree(mnt));
+        attrs.push(type.startsWith('ext') ? await flags(mnt) : '');
+      }
+      if (trees[0] !== trees[1]) diffs.push(`partition ${i + 1}: trees differ\n${firstDifference(trees[0], trees[1])}`);
+      if (attrs[0] !== attrs[1]) diffs.push(`partition ${i + 1}: inode flags differ\n${firstDifference(attrs[0], attrs[1])}`);
+    }
+    return diffs;
+  } finally {
+    for (const m of mounts.reverse()) await execa('umount', [m], { reject: false });
+    for (const l of loops) await execa('losetup', ['-d', l], { reject: false });
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function firstDifference(a: string, b: string): string {
+  const la = a.split('\n'), lb = b.split('\n');
+  for (let i = 0; i < Math.max(la.length, lb.length); i++) {
+    if (la[i] !== lb[i]) return `  source: ${la[i]}\n  target: ${lb[i]}`;
+  }
+  return '';
+}
