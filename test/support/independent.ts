@@ -35,7 +35,15 @@ async function describeTree(dir: string): Promise<string> {
 
 async function flags(dir: string): Promise<string> {
   const r = await execa('lsattr', ['-R', '-a', '.'], { cwd: dir, reject: false });
-  return String(r.stdout).split('\n').filter(l => /^\S+ \.\//.test(l)).map(l => l.replace(/e/g, '-')).sort().join('\n');
+  const out: string[] = [];
+  for (const line of String(r.stdout).split('\n')) {
+    const m = /^(\S+) (\.\/.*)$/.exec(line);
+    if (!m || /\/\.\.?$/.test(m[2])) continue;
+    // only flags a user sets; e (extents) and friends depend on how the data was written
+    const flags = m[1].replace(/[^aAcdDijsStTu]/g, '');
+    if (flags) out.push(`${flags} ${m[2]}`);
+  }
+  return out.sort().join('\n');
 }
 
 /** Returns a list of differences between the file systems of two images (empty = same). */
