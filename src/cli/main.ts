@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The `ferry` command. Errors print as "ferry: CODE: what to do" and exit with
 // the error's own status, so scripts can tell a missing source from a full disk.
+// More libuv threads: verify hashes many files at once through FUSE, where each read waits on a daemon.
+process.env.UV_THREADPOOL_SIZE ??= '16';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { convert } from '../convert/convert.js';

@@ -105,7 +105,7 @@ export const btrfsModule: FsModule = {
       const ro = await Promise.all(subs.map(async s => (await run('btrfs', ['property', 'get', '-ts', join(mnt, s.path), 'ro'])).stdout.trim()));
       return { def: await defaultSubvolume(mnt), subs: subs.map((s, i) => `${s.path}(${ro[i]})`).sort().join(' ') };
     };
-    const a = await describe(src), b = await describe(dst);
+    const [a, b] = await Promise.all([describe(src), describe(dst)]);
     const diffs: string[] = [];
     if (a.subs !== b.subs) diffs.push(`subvolumes ${a.subs} → ${b.subs}`);
     if (a.def !== b.def) diffs.push(`default subvolume ${a.def || '(top)'} → ${b.def || '(top)'}`);

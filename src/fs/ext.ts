@@ -98,7 +98,7 @@ export const extModule: FsModule = {
   }),
   verifyAs: { kind: 'mount', options: SOURCE_OPTS },
   async compareExtra(src, dst) {
-    const a = await carriedFlags(src), b = await carriedFlags(dst);
+    const [a, b] = await Promise.all([carriedFlags(src), carriedFlags(dst)]);
     const diffs: string[] = [];
     for (const p of new Set([...a.keys(), ...b.keys()])) {
       if ((a.get(p) ?? '') !== (b.get(p) ?? '')) diffs.push(`/${p.replace(/^\//, '')}: inode flags ${a.get(p) ?? '-'} → ${b.get(p) ?? '-'}`);
