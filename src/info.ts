@@ -14,7 +14,7 @@ export interface DiskInfo {
   actualSize?: number;
   backing?: string;
   partitionTable: { label: string; id: string } | null;
-  partitions: { number: number; start: number; size: number; type: string; name?: string; fs?: string; uuid?: string; label?: string; usedBytes?: number; method: string }[];
+  partitions: { number: number; start: number; size: number; type: string; name?: string; fs?: string; uuid?: string; label?: string; usedBytes?: number; features?: string[]; method: string }[];
 }
 
 export async function info(spec: string): Promise<DiskInfo> {
@@ -30,7 +30,7 @@ export async function info(spec: string): Promise<DiskInfo> {
       partitions: layout.parts.map(p => ({
         number: p.part.number, start: p.part.start * ss, size: p.part.size * ss, type: p.part.type, name: p.part.name,
         fs: p.facts?.type ?? p.fsType, uuid: p.facts?.uuid, label: p.facts?.label, usedBytes: p.facts?.usedBytes,
-        method: p.method,
+        features: p.facts ? p.module?.features?.(p.facts) : undefined, method: p.method,
       })),
     };
   });

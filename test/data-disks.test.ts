@@ -77,6 +77,9 @@ describe('GPT data disk', () => {
     assert.equal(byNum[6].name, 'ferry-unknown-données');
     const src = JSON.parse((await ferry(['info', disks.gpt, '--json'])).stdout);
     assert.equal(info.partitionTable.id, src.partitionTable.id);
+    // formatted with the source's features, not the host's defaults
+    for (const p of src.partitions) assert.deepEqual(byNum[p.number].features, p.features, `partition ${p.number} features`);
+    assert.ok(src.partitions.find((p: any) => p.fs === 'btrfs').features.includes('skinny-metadata'));
     // inode flags survive
     const p5 = disks.manifest.disks.gpt.partitions.find(p => p.number === 5)!;
     const immutable = String(p5.notable?.immutable);
@@ -156,6 +159,9 @@ describe('MBR data disk and source formats', () => {
       const methods = r.layout.partitions.map((p: any) => `${p.number}:${p.fs}:${p.method}`);
       assert.deepEqual(methods, ['1:ext2:rebuild', '2:ext3:rebuild', '5:ext4:rebuild', '6:swap:signature']);
       assert.ok(r.layout.bootCode.mbr && r.layout.bootCode.gapBytes > 0, 'boot code and gap carried');
+      // the old-style ext4 (no metadata_csum, no 64bit, 1 KiB blocks) stays old-style
+      const ext4 = JSON.parse((await ferry(['info', t, '--json'])).stdout).partitions.find((p: any) => p.number === 5);
+      assert.ok(!ext4.features.includes('metadata_csum') && !ext4.features.includes('64bit') && ext4.features.includes('block_size=1024'), ext4.features.join(' '));
       const tfmt = c.target.endsWith('.raw') ? 'raw' : c.target.split('.').pop()!;
       assert.deepEqual(await independentCompare(disks.mbr, 'raw', t, tfmt), []);
       assert.equal(await sha256(src), before, 'source file unchanged');

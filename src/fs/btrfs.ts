@@ -19,7 +19,9 @@ const FEATURES: Record<string, string> = {
 async function probe(_scope: unknown, dev: string, work: string, type: string): Promise<FsFacts> {
   const text = (await run('btrfs', ['inspect-internal', 'dump-super', dev])).stdout;
   const field = (k: string) => new RegExp(`^${k}\\s+(.*)$`, 'm').exec(text)?.[1]?.trim();
-  const flags = new Set([...text.matchAll(/\|\s*([A-Z_]+)\s*\)/g)].map(m => m[1]));
+  // flag lines look like "incompat_flags 0x361 ( MIXED_BACKREF |\n\t\t\t  BIG_METADATA | … )"
+  const flags = new Set([...text.matchAll(/^(?:compat|compat_ro|incompat)_flags\s+0x[0-9a-f]+\s*\(([^)]*)\)/gm)]
+    .flatMap(m => m[1].split('|').map(x => x.trim())));
   const used = await withMountedRo(dev, work, type, SOURCE_OPTS, usedBytes);
   return {
     type,
@@ -99,6 +101,10 @@ export const btrfsModule: FsModule = {
     sourceOptions: SOURCE_OPTS, targetOptions: TOP, before: createSubvolumes, after: finishSubvolumes,
   }),
   verifyAs: { kind: 'mount', options: () => SOURCE_OPTS },
+  features: f => {
+    const d = f.detail as { nodeSize?: string; sectorSize?: string; features: string[] };
+    return [...d.features.filter(x => !x.startsWith('^')), `nodesize=${d.nodeSize}`, `sectorsize=${d.sectorSize}`].sort();
+  },
   async compareExtra(src, dst) {
     const describe = async (mnt: string) => {
       const subs = await listSubvolumes(mnt);

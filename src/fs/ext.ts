@@ -97,6 +97,7 @@ export const extModule: FsModule = {
     after: applyFlags,
   }),
   verifyAs: { kind: 'mount', options: SOURCE_OPTS },
+  features: f => [...(f.detail as { features: string[] }).features, `block_size=${f.detail.blockSize}`, `inode_size=${f.detail.inodeSize}`].sort(),
   async compareExtra(src, dst) {
     const [a, b] = await Promise.all([carriedFlags(src), carriedFlags(dst)]);
     const diffs: string[] = [];

@@ -70,4 +70,8 @@ export const vfatModule: FsModule = {
     ctx.progress.update(ctx.facts.usedBytes);
   },
   verifyAs: { kind: 'fat' },
+  features: f => {
+    const d = f.detail as { fatBits: number; clusterSectors: number; sectorSize: number };
+    return [`fat${d.fatBits}`, `cluster_sectors=${d.clusterSectors}`, `sector_size=${d.sectorSize}`];
+  },
 };

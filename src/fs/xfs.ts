@@ -58,4 +58,10 @@ export const xfsModule: FsModule = {
   format,
   copy: ctx => mountedCopy(ctx, { sourceOptions: SOURCE_OPTS, targetOptions: ['nouuid'] }),
   verifyAs: { kind: 'mount', options: () => SOURCE_OPTS },
+  features(f) {
+    const info = (f.detail as { info: Record<string, Record<string, string>> }).info;
+    const keys = ['crc', 'finobt', 'sparse', 'rmapbt', 'reflink', 'bigtime', 'inobtcount', 'nrext64', 'isize', 'sectsz'];
+    return [...keys.filter(k => info['meta-data']?.[k] !== undefined).map(k => `${k}=${info['meta-data'][k]}`),
+      `bsize=${info.data?.bsize}`, `ftype=${info.naming?.ftype}`].sort();
+  },
 };

@@ -47,6 +47,8 @@ async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a:
   if (!fb) return { diffs: [`${where}: target has no ${fa.type} file system`] };
   const ids: string[] = [];
   for (const k of ['type', 'uuid', 'label'] as const) if (fa[k] !== fb[k]) ids.push(`${where}: ${k} ${fa[k]} → ${fb[k]}`);
+  const feats = (f: typeof fa) => a.module!.features?.(f).join(' ') ?? '';
+  if (feats(fa) !== feats(fb)) ids.push(`${where}: ${fa.type} features ${feats(fa)} → ${feats(fb)}`);
   if (ids.length) return { diffs: ids };
   const how = a.module!.verifyAs;
   if (how.kind === 'signature') return { diffs: [] };
