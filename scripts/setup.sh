@@ -33,3 +33,4 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 npx tsc -p tsconfig.json
+chmod +x dist/src/cli/main.js  # the package bin: `npx ferry` runs it directly
