@@ -80,10 +80,8 @@ async function carriedFlags(root: string): Promise<Map<string, string>> {
   return out;
 }
 
-async function applyFlags(src: string, dst: string): Promise<void> {
-  for (const [rel, flags] of await carriedFlags(src)) {
-    await run('chattr', [`+${flags}`, dst + rel]);
-  }
+async function applyFlags(flags: Map<string, string>, dst: string): Promise<void> {
+  for (const [rel, f] of flags) await run('chattr', [`+${f}`, dst + rel]);
 }
 
 export const extModule: FsModule = {
@@ -91,11 +89,16 @@ export const extModule: FsModule = {
   probe,
   minBytes,
   format,
-  copy: ctx => mountedCopy(ctx, {
-    sourceOptions: SOURCE_OPTS(ctx.facts.type),
-    targetOptions: [],
-    after: applyFlags,
-  }),
+  copy(ctx) {
+    // The source never changes, so its flags are scanned while cp runs.
+    let scan: Promise<Map<string, string>> | undefined;
+    return mountedCopy(ctx, {
+      sourceOptions: SOURCE_OPTS(ctx.facts.type),
+      targetOptions: [],
+      before: async src => { scan = carriedFlags(src); scan.catch(() => undefined); },
+      after: async (_src, dst) => applyFlags(await scan!, dst),
+    });
+  },
   verifyAs: { kind: 'mount', options: SOURCE_OPTS },
   features: f => [...(f.detail as { features: string[] }).features, `block_size=${f.detail.blockSize}`, `inode_size=${f.detail.inodeSize}`].sort(),
   async compareExtra(src, dst) {
