@@ -120,6 +120,16 @@ describe('GPT data disk', () => {
       await execa('mount', [dev, mnt]);
       await execa('touch', ['-m', '-d', '2001-01-01', join(mnt, 'random/random-3MiB')]);
       await execa('setfattr', ['-n', 'user.sneaky', '-v', '1', join(mnt, 'empty/empty-file')]);
+      // same size and mtime, one byte changed: only a content comparison sees it
+      const victim = join(mnt, 'random/random-5MiB-plus-123');
+      const mtime = (await execa('stat', ['-c', '%.9Y', victim])).stdout.trim();
+      await execa('dd', [`of=${victim}`, 'bs=1', 'seek=4000000', 'conv=notrunc', 'status=none'], { input: 'Z' });
+      await execa('touch', ['-m', '-d', `@${mtime}`, victim]);
+      // a byte written into a hole of a sparse file: verify reads only data extents, so it must take both sides' extents
+      const sparse = join(mnt, 'sparse/big-sparse');
+      const smtime = (await execa('stat', ['-c', '%.9Y', sparse])).stdout.trim();
+      await execa('dd', [`of=${sparse}`, 'bs=1', `seek=${50 * 2 ** 20 + 7}`, 'conv=notrunc', 'status=none'], { input: 'H' });
+      await execa('touch', ['-m', '-d', `@${smtime}`, sparse]);
       await execa('umount', [mnt]);
     } finally {
       await execa('losetup', ['-d', dev]);
@@ -130,6 +140,8 @@ describe('GPT data disk', () => {
     assert.equal(v.exitCode, 6);
     assert.match(v.stdout, /random\/random-3MiB: mtime/);
     assert.match(v.stdout, /empty\/empty-file: xattrs/);
+    assert.match(v.stdout, /random\/random-5MiB-plus-123: content differs/);
+    assert.match(v.stdout, /sparse\/big-sparse: content differs/);
     assert.match(v.stdout, /partition 6: block contents differ/);
   });
 });

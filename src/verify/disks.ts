@@ -12,7 +12,7 @@ import { gapRange } from '../convert/boot-code.js';
 import { extractVfat } from '../fs/vfat.js';
 import { attachPart, readSourceLayout, type SourcePart } from '../layout/source-parts.js';
 import { withScope } from '../util/scope.js';
-import { compareTrees, walkTree, type WalkOptions } from './tree.js';
+import { compareTrees, contentDifferences, walkTree, type WalkOptions } from './tree.js';
 
 export interface FsVerdict { number: number; fs?: string; uuid?: string; label?: string; entries?: number; differences: number }
 export interface VerifyResult { equivalent: boolean; differences: string[]; filesystems: FsVerdict[] }
@@ -61,9 +61,12 @@ async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a:
       await mountFs(scope, devA, sd, fa.type, ['ro', ...how.options(fa.type)]);
       await mountFs(scope, devB, dd, fa.type, ['ro', ...how.options(fa.type)]);
     }
+    // module extras (inode flags, subvolumes) read the same mounts alongside the walk
+    const extra = how.kind === 'mount' && a.module!.compareExtra ? a.module!.compareExtra(sd, dd) : Promise.resolve([]);
+    extra.catch(() => undefined);
     const [ta, tb] = await Promise.all([walkTree(sd, opts), walkTree(dd, opts)]);
-    const diffs = compareTrees(ta, tb, opts, `p${n}:`).map(d => d);
-    if (how.kind === 'mount' && a.module!.compareExtra) diffs.push(...(await a.module!.compareExtra(sd, dd)).map(d => `p${n}: ${d}`));
+    const diffs = [...compareTrees(ta, tb, opts, `p${n}:`), ...await contentDifferences(sd, ta, dd, tb, `p${n}:`)];
+    diffs.push(...(await extra).map(d => `p${n}: ${d}`));
     return { diffs, entries: ta.size };
   });
 }
