@@ -14,7 +14,8 @@ export class FerryError extends Error {
   }
 }
 
-// Exit codes are grouped: 2 usage, 3 source, 4 target, 5 fit, 6 verify, 7 tool, 8 permission, 130 interrupted.
+// Exit codes are grouped: 2 usage, 3 source, 4 target, 5 fit, 6 verify, 7 tool, 8 permission,
+// 9 network source unreachable, 10 network authentication, 130 interrupted.
 export const usageError = (msg: string) => new FerryError('USAGE', 2, msg);
 
 export const sourceMissing = (path: string) =>
@@ -56,6 +57,48 @@ export const verifyFailed = (differences: string[]) =>
 
 export const unsupportedEndpoint = (url: string, why: string) =>
   new FerryError('UNSUPPORTED_ENDPOINT', 2, `cannot use ${url}: ${why}`, { url });
+
+// Network sources. Messages name the host, port, target or export, never a secret.
+export const secretFileMissing = (path: string, option: string) =>
+  new FerryError('SECRET_FILE_MISSING', 2, `${option} ${path} does not exist or cannot be read`, { path });
+
+export const secretFileUnsafe = (path: string, mode: number, option: string) =>
+  new FerryError('SECRET_FILE_UNSAFE', 2,
+    `${option} ${path} can be read or written by ${mode & 0o007 ? 'every user' : 'its group'} (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); run 'chmod 600 ${path}' and try again`,
+    { path, mode: (mode & 0o777).toString(8) });
+
+export const secretFileInvalid = (path: string, why: string) =>
+  new FerryError('SECRET_FILE_INVALID', 2, `secret file ${path} ${why}`, { path });
+
+export const sourceUnreachable = (where: string, why: string, details: Record<string, unknown>) =>
+  new FerryError('SOURCE_UNREACHABLE', 9, `cannot reach ${where}: ${why}; check the host, the port and that the server runs`, details);
+
+export const authRequired = (where: string, what: string, details: Record<string, unknown>) =>
+  new FerryError('AUTH_REQUIRED', 10, `${where} requires ${what}`, details);
+
+export const authFailed = (what: string, hint: string, details: Record<string, unknown>) =>
+  new FerryError('AUTH_FAILED', 10, `authentication failed: ${what}; ${hint}`, details);
+
+export const tlsUnavailable = (where: string, details: Record<string, unknown>) =>
+  new FerryError('TLS_UNAVAILABLE', 10, `${where} does not offer TLS; use nbd:// without --tls-psk-file, or enable TLS on the server`, details);
+
+export const exportMissing = (where: string, name: string, available: string[], details: Record<string, unknown>) =>
+  new FerryError('EXPORT_MISSING', 3,
+    `${where} has no export '${name}'; ${available.length ? `its exports: ${available.map(e => `'${e}'`).join(', ')}` : 'it lists no exports'}`,
+    { ...details, export: name, available });
+
+export const targetMissing = (where: string, iqn: string, available: string[], details: Record<string, unknown>) =>
+  new FerryError('ISCSI_TARGET_MISSING', 3,
+    `the iSCSI portal ${where} has no target ${iqn}; ${available.length ? `its targets: ${available.join(', ')}` : 'it lists no targets'}`,
+    { ...details, target: iqn, available });
+
+export const lunMissing = (where: string, iqn: string, lun: number, available: string[], details: Record<string, unknown>) =>
+  new FerryError('LUN_MISSING', 3,
+    `iSCSI target ${iqn} at ${where} has no LUN ${lun}; ${available.length ? `its disk LUNs: ${available.join(', ')}` : 'it has no disk LUNs'}`,
+    { ...details, target: iqn, lun, available });
+
+export const networkSourceFailed = (where: string, why: string, details: Record<string, unknown>) =>
+  new FerryError('NETWORK_SOURCE_FAILED', 3, `could not open ${where}: ${why}`, details);
 
 export class ToolError extends FerryError {
   constructor(readonly tool: string, readonly args: readonly string[], readonly stderr: string, exitCode: number | undefined) {

@@ -3,8 +3,9 @@
 // FUSE export) that loop devices and sfdisk can work on.
 import { access, constants, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { corruptImage, notADiskImage, sourceMissing, unsupportedEndpoint } from '../errors.js';
+import { corruptImage, notADiskImage, sourceMissing } from '../errors.js';
 import { describeEndpoint, type Endpoint } from '../sources/endpoint.js';
+import { openNetworkSource } from '../sources/network.js';
 import type { Scope } from '../util/scope.js';
 import { checkImage, createImage, imageInfoChain, type ImageInfo } from './qemu-img.js';
 import { exportAsFile, fileBlockdevs } from './qsd.js';
@@ -18,12 +19,14 @@ export interface OpenDisk {
   format: string;
   describe: string;
   info?: ImageInfo;
+  /** network sources: the remote bytes' own format (file is already decoded, so format is raw) */
+  sourceFormat?: string;
 }
 
 export const SOURCE_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi'];
 
 export async function openSource(scope: Scope, ep: Endpoint, work: string, name = 'source'): Promise<OpenDisk> {
-  if (ep.kind !== 'file') throw unsupportedEndpoint(ep.url, 'network sources are not supported yet; copy the disk to a file first');
+  if (ep.kind !== 'file') return openNetworkSource(scope, ep, work, name, { requireDisk: true });
   const describe = describeEndpoint(ep);
   const st = await stat(ep.path).catch(() => undefined);
   if (!st) throw sourceMissing(ep.path);

@@ -2,8 +2,14 @@
 import { run } from '../util/exec.js';
 import type { Scope } from '../util/scope.js';
 
-export async function attachLoop(scope: Scope, file: string, opts: { offset: number; size: number; readOnly: boolean }): Promise<string> {
+/**
+ * directIo: the loop device writes straight to its backing file instead of
+ * caching every page twice; only for plain files (over a FUSE export mkfs
+ * produced a broken file system in a trial).
+ */
+export async function attachLoop(scope: Scope, file: string, opts: { offset: number; size: number; readOnly: boolean; directIo?: boolean }): Promise<string> {
   const args = ['--find', '--show', '--offset', String(opts.offset), '--sizelimit', String(opts.size)];
+  if (opts.directIo) args.push('--direct-io=on');
   if (opts.readOnly) args.push('--read-only');
   args.push(file);
   const { stdout } = await run('losetup', args);

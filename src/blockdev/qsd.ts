@@ -4,7 +4,7 @@ import { writeFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../util/exec.js';
 import type { Scope } from '../util/scope.js';
-import { ToolError, corruptImage } from '../errors.js';
+import { ToolError, corruptImage, type FerryError } from '../errors.js';
 
 export type BlockdevOptions = Record<string, unknown>;
 
@@ -44,11 +44,18 @@ async function stopDaemon(pid: number, mountpoint: string): Promise<void> {
  * Returns the exported file's path; the scope stops the daemon.
  */
 export async function exportAsFile(scope: Scope, dir: string, name: string, blockdevs: BlockdevOptions[],
-  opts: { writable: boolean; describe: string }): Promise<string> {
+  opts: {
+    writable: boolean; describe: string;
+    /** --object values (secrets, TLS credentials); they name files, never hold a secret themselves */
+    objects?: string[];
+    /** turn the daemon's complaint into a typed error (network sources) */
+    diagnose?: (stderr: string) => Promise<FerryError>;
+  }): Promise<string> {
   const mountpoint = join(dir, `${name}.img`);
   const pidfile = join(dir, `${name}.pid`);
   await writeFile(mountpoint, '');
   const args: string[] = [];
+  for (const o of opts.objects ?? []) args.push('--object', o);
   for (const b of blockdevs) args.push('--blockdev', JSON.stringify(b));
   args.push('--export', JSON.stringify({
     type: 'fuse', id: `exp-${name}`, 'node-name': 'disk', mountpoint, writable: opts.writable,
@@ -58,6 +65,7 @@ export async function exportAsFile(scope: Scope, dir: string, name: string, bloc
     await run('qemu-storage-daemon', args);
   } catch (e) {
     await rm(mountpoint, { force: true });
+    if (e instanceof ToolError && opts.diagnose) throw await opts.diagnose(e.stderr);
     if (e instanceof ToolError) throw corruptImage(opts.describe, e.stderr.trim().split('\n').pop() ?? 'qemu-storage-daemon refused it');
     throw e;
   }

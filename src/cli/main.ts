@@ -10,14 +10,31 @@ import { FerryError } from '../errors.js';
 import { info } from '../info.js';
 import { createProgress } from '../util/progress.js';
 import { verifyCommand } from './verify.js';
+import { formatProbe, probe } from './probe.js';
+import { redact, setNetworkCredentials } from '../sources/secrets.js';
 import { formatConvert, formatInfo } from './text.js';
+
+const SOURCE_FORMS = 'disk image path (raw qcow2 vmdk vhd vhdx vdi), nbd://HOST[:PORT]/EXPORT, nbds://…, nbd+unix:///EXPORT?socket=PATH or iscsi://[USER@]HOST[:PORT]/IQN/LUN';
+
+/** Options for network sources; secrets come only from files, never from the command line. */
+const credentialOptions = <T>(y: import('yargs').Argv<T>) => y
+  .option('chap-secret-file', { type: 'string', describe: 'iSCSI: file (mode 600) holding the CHAP password of USER in iscsi://USER@…' })
+  .option('tls-psk-file', { type: 'string', describe: "NBD: TLS pre-shared key file (mode 600) of 'username:hexkey' lines, as psktool writes" });
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
+    .middleware(a => {
+      const chapSecretFile = a['chap-secret-file'] as string | undefined, tlsPskFile = a['tls-psk-file'] as string | undefined;
+      const urls = [a.SOURCE, a.TARGET, a.URL].filter(x => typeof x === 'string' && /^[a-z+]+:\/\//.test(x) && !x.startsWith('file:'));
+      if ((chapSecretFile || tlsPskFile) && !urls.length) {
+        throw new FerryError('USAGE', 2, `${chapSecretFile ? '--chap-secret-file' : '--tls-psk-file'} is for network sources (iscsi://, nbd://, nbds://, nbd+unix://)`);
+      }
+      setNetworkCredentials({ chapSecretFile, tlsPskFile });
+    })
     .scriptName('ferry')
     .strict()
-    .command('convert SOURCE TARGET', 'rebuild a disk into a new sparse image (or copy its blocks)', y => y
-      .positional('SOURCE', { type: 'string', demandOption: true, describe: 'disk image path (raw qcow2 vmdk vhd vhdx vdi)' })
+    .command('convert SOURCE TARGET', 'rebuild a disk into a new sparse image (or copy its blocks)', y => credentialOptions(y)
+      .positional('SOURCE', { type: 'string', demandOption: true, describe: SOURCE_FORMS })
       .positional('TARGET', { type: 'string', demandOption: true, describe: 'image to write' })
       .option('format', { type: 'string', describe: 'qcow2|raw|vmdk|vhdx|vdi (default: from the extension, else qcow2)' })
       .option('size', { type: 'string', describe: 'target disk size, e.g. 8G (default: the source size)' })
@@ -32,19 +49,26 @@ async function main(): Promise<void> {
       if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
       else process.stdout.write(formatConvert(r));
     })
-    .command('verify SOURCE TARGET', 'prove a target equivalent to its source (exit 0) or list every difference', y => y
-      .positional('SOURCE', { type: 'string', demandOption: true })
+    .command('verify SOURCE TARGET', 'prove a target equivalent to its source (exit 0) or list every difference', y => credentialOptions(y)
+      .positional('SOURCE', { type: 'string', demandOption: true, describe: SOURCE_FORMS })
       .positional('TARGET', { type: 'string', demandOption: true })
       .option('json', { type: 'boolean', default: false }),
     async a => { process.exitCode = await verifyCommand(a.SOURCE!, a.TARGET!, a.json); })
-    .command('info SOURCE', 'format, size, partition table, file systems and used bytes', y => y
-      .positional('SOURCE', { type: 'string', demandOption: true })
+    .command('info SOURCE', 'format, size, partition table, file systems and used bytes', y => credentialOptions(y)
+      .positional('SOURCE', { type: 'string', demandOption: true, describe: SOURCE_FORMS })
       .option('json', { type: 'boolean', default: false }),
     async a => {
       const r = await info(a.SOURCE!);
       process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : formatInfo(r));
     })
-    .demandCommand(1, 'name a command: convert, verify or info')
+    .command('probe URL', 'what a server offers: NBD exports or iSCSI targets and LUNs, with sizes, partition tables and file systems', y => credentialOptions(y)
+      .positional('URL', { type: 'string', demandOption: true, describe: 'nbd://HOST[:PORT][/EXPORT], nbds://…, nbd+unix:///?socket=PATH, iscsi://[USER@]HOST[:PORT][/IQN[/LUN]]' })
+      .option('json', { type: 'boolean', default: false }),
+    async a => {
+      const r = await probe(a.URL!);
+      process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : formatProbe(r));
+    })
+    .demandCommand(1, 'name a command: convert, verify, info or probe')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();
@@ -53,11 +77,12 @@ async function main(): Promise<void> {
 main().catch((e: unknown) => {
   if (e instanceof FerryError) {
     const json = process.argv.includes('--json');
-    if (json) process.stdout.write(JSON.stringify({ event: 'error', code: e.code, message: e.message, ...e.details }) + '\n');
-    process.stderr.write(`ferry: ${e.code}: ${e.message}\n`);
+    // secrets never reach a message; redact() is the last guard should a tool ever echo one
+    if (json) process.stdout.write(redact(JSON.stringify({ event: 'error', code: e.code, message: e.message, ...e.details })) + '\n');
+    process.stderr.write(redact(`ferry: ${e.code}: ${e.message}`) + '\n');
     process.exitCode = e.exitCode;
   } else {
-    process.stderr.write(`ferry: internal error: ${(e as Error).stack ?? String(e)}\n`);
+    process.stderr.write(redact(`ferry: internal error: ${(e as Error).stack ?? String(e)}`) + '\n');
     process.exitCode = 70;
   }
 });

@@ -72,7 +72,7 @@ export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk,
       const np = newTable ? newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(targetSize / ss) };
       const offset = np.start * ss, size = np.size * ss;
       await withScope(async partScope => {
-        const dev = await attachLoop(partScope, target!.file, { offset, size, readOnly: false });
+        const dev = await attachLoop(partScope, target!.file, { offset, size, readOnly: false, directIo: target!.format === 'raw' });
         const label = `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`;
         let bytesCopied = 0;
         if (sp.method === 'rebuild') {
