@@ -50,11 +50,10 @@ export async function convert(req: ConvertRequest, progress: ProgressSink): Prom
     throwIfAborted();
     let verify: VerifyResult | undefined;
     if (plan.verify) {
-      progress.note('verifying the target against the source');
       verify = await withScope(async vs => {
         const target = await openSource(vs, parseEndpoint(partialPath), work, 'verify-target');
         if (plan.mode === 'block') return blockVerify(source, plan.source.kind === 'file' ? plan.source.path : source.file, target, partialPath);
-        return verifyDisks(source, target, work);
+        return verifyDisks(source, target, work, progress);
       });
       if (!verify.equivalent) throw verifyFailed(verify.differences);
     }

@@ -12,6 +12,7 @@ import { gapRange } from '../convert/boot-code.js';
 import { extractVfat } from '../fs/vfat.js';
 import { attachPart, readSourceLayout, type SourcePart } from '../layout/source-parts.js';
 import { withScope } from '../util/scope.js';
+import { silentProgress, type ProgressSink } from '../util/progress.js';
 import { compareTrees, contentDifferences, walkTree, type WalkOptions } from './tree.js';
 
 export interface FsVerdict { number: number; fs?: string; uuid?: string; label?: string; entries?: number; differences: number }
@@ -32,7 +33,8 @@ async function hashRange(file: string, length: number): Promise<string> {
   return h.digest('hex');
 }
 
-async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a: SourcePart, b: SourcePart, ss: number): Promise<{ diffs: string[]; entries?: number }> {
+async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a: SourcePart, b: SourcePart, ss: number,
+  onBytes: (n: number) => void): Promise<{ diffs: string[]; entries?: number }> {
   const n = a.part.number;
   const where = `partition ${n}`;
   return withScope(async scope => {
@@ -65,14 +67,17 @@ async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a:
     const extra = how.kind === 'mount' && a.module!.compareExtra ? a.module!.compareExtra(sd, dd) : Promise.resolve([]);
     extra.catch(() => undefined);
     const [ta, tb] = await Promise.all([walkTree(sd, opts), walkTree(dd, opts)]);
-    const diffs = [...compareTrees(ta, tb, opts, `p${n}:`), ...await contentDifferences(sd, ta, dd, tb, `p${n}:`)];
+    const diffs = [...compareTrees(ta, tb, opts, `p${n}:`), ...await contentDifferences(sd, ta, dd, tb, `p${n}:`, onBytes)];
     diffs.push(...(await extra).map(d => `p${n}: ${d}`));
     return { diffs, entries: ta.size };
   });
 }
 
-export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: string): Promise<VerifyResult> {
+export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: string, progress: ProgressSink = silentProgress): Promise<VerifyResult> {
   const [la, lb] = [await readSourceLayout(source.file, source.size, work), await readSourceLayout(target.file, target.size, work)];
+  let compared = 0;
+  progress.phase('verify', la.parts.reduce((n, p) => n + (p.facts?.usedBytes ?? 0), 0));
+  const onBytes = (n: number) => progress.update(compared += n);
   const diffs: string[] = [];
   const ta = la.table, tb = lb.table;
   if (!!ta !== !!tb) diffs.push(`partition table ${ta?.label ?? 'none'} → ${tb?.label ?? 'none'}`);
@@ -97,10 +102,11 @@ export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: stri
       if (String(x ?? '').toLowerCase() !== String(y ?? '').toLowerCase()) diffs.push(`${where}: ${k} ${x ?? '-'} → ${y ?? '-'}`);
     }
     if (a.method === 'container') continue;
-    const r = await compareParts(work, source, target, a, b, ss);
+    const r = await compareParts(work, source, target, a, b, ss, onBytes);
     diffs.push(...r.diffs);
     filesystems.push({ number: a.part.number, fs: a.facts?.type ?? a.fsType, uuid: a.facts?.uuid, label: a.facts?.label, entries: r.entries, differences: r.diffs.length });
   }
   for (const b of lb.parts) if (!la.parts.some(a => a.part.number === b.part.number)) diffs.push(`partition ${b.part.number}: only in target`);
+  progress.end();
   return { equivalent: diffs.length === 0, differences: diffs, filesystems };
 }

@@ -166,7 +166,8 @@ export async function walkTree(root: string, opts: WalkOptions = {}): Promise<Ma
 }
 
 /** Regular files of the same size on both sides whose bytes differ. */
-export async function contentDifferences(rootA: string, a: Map<string, TreeEntry>, rootB: string, b: Map<string, TreeEntry>, prefix = ''): Promise<string[]> {
+export async function contentDifferences(rootA: string, a: Map<string, TreeEntry>, rootB: string, b: Map<string, TreeEntry>, prefix = '',
+  onBytes: (n: number) => void = () => undefined): Promise<string[]> {
   const pairs = [...a].filter(([p, e]) => e.type === 'file' && b.get(p)?.type === 'file' && b.get(p)!.size === e.size).map(([p]) => p);
   const abs = (root: string, rel: string) => Buffer.concat([Buffer.from(root + '/'), bytesOf(rel)]);
   const diffs: string[] = [];
@@ -179,6 +180,7 @@ export async function contentDifferences(rootA: string, a: Map<string, TreeEntry
       const pa = abs(rootA, rel), pb = abs(rootB, rel);
       const ranges = await rangesToCompare(pa, a.get(rel)!, pb, b.get(rel)!);
       if (!(await sameContent(pa, pb, ranges, bufA, bufB))) diffs.push(`${prefix}/${show(rel)}: content differs`);
+      onBytes(ranges.reduce((n, [s, e]) => n + e - s, 0));
     }
   }));
   return diffs.sort();
