@@ -14,7 +14,7 @@ PACKAGES=(
   fdisk util-linux e2fsprogs xfsprogs btrfs-progs dosfstools mtools
   debootstrap grub-pc-bin grub-common fuse3 attr acl rsync
   cpio zstd xz-utils python3 libcap2-bin
-  libiscsi-bin libnbd-bin tgt
+  libiscsi-bin libnbd-bin nbdkit tgt
 )
 
 missing=()
