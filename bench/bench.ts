@@ -43,7 +43,7 @@ async function sourceUsed(image: string): Promise<{ used: number; size: number }
 
 /**
  * Time `ferry convert --json`; split the wall time into steps by the arrival
- * time of its NDJSON events: start-up, each `phase`, the verify note, exit.
+ * time of its NDJSON events: start-up, each `phase` (the last is `verify`), exit.
  */
 async function ferry(image: string, out: string, verify: boolean): Promise<Run> {
   await dropCaches();
@@ -56,7 +56,6 @@ async function ferry(image: string, out: string, verify: boolean): Promise<Run> 
     const at = (performance.now() - t0) / 1000;
     const ev = JSON.parse(String(line)) as { event: string; phase?: string; message?: string };
     if (ev.event === 'phase') marks.push({ name: ev.phase!, seconds: at });
-    else if (ev.event === 'note' && ev.message?.startsWith('verifying')) marks.push({ name: 'verify', seconds: at });
     else if (ev.event === 'result') marks.push({ name: 'exit', seconds: at });
   }
   await child;
