@@ -5,6 +5,7 @@ import { notRoot } from '../errors.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { withScope } from '../util/scope.js';
 import { verifyDisks } from '../verify/disks.js';
+import { createProgress } from '../util/progress.js';
 
 export async function verifyCommand(source: string, target: string, json: boolean): Promise<number> {
   if (process.getuid?.() !== 0) throw notRoot();
@@ -12,7 +13,8 @@ export async function verifyCommand(source: string, target: string, json: boolea
     const work = await workDir(scope);
     const a = await openSource(scope, parseEndpoint(source), work, 'verify-source');
     const b = await openSource(scope, parseEndpoint(target), work, 'verify-target');
-    return verifyDisks(a, b, work);
+    // the bar goes to stderr on a terminal; --json keeps stdout one document
+    return verifyDisks(a, b, work, createProgress(json ? 'none' : 'bar'));
   });
   if (json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
   else if (r.equivalent) process.stdout.write(`equivalent: ${r.filesystems.map(f => `p${f.number} ${f.fs ?? 'blocks'}${f.entries !== undefined ? ` (${f.entries} entries)` : ''}`).join(', ')}\n`);

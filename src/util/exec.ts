@@ -38,7 +38,11 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   return { stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), exitCode: r.exitCode ?? 0 };
 }
 
-/** Start a long-lived child (daemons); the caller owns it and must stop it. */
-export function spawnDaemon(cmd: string, args: readonly string[]): ResultPromise {
-  return execa(cmd, args, { reject: false, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: true });
+/**
+ * Start a long-lived child whose output the caller reads live (a booting
+ * guest's serial line). The caller owns it and must stop it; it is killed if
+ * this process exits first.
+ */
+export function spawnLive(cmd: string, args: readonly string[]): ResultPromise<{ stdin: 'ignore'; stdout: 'pipe'; stderr: 'pipe'; buffer: false; reject: false; cleanup: true; forceKillAfterDelay: number }> {
+  return execa(cmd, args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, cleanup: true, forceKillAfterDelay: 3000 });
 }

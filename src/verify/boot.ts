@@ -15,7 +15,7 @@
 
 import { stat } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
-import { execa } from 'execa';
+import { spawnLive } from '../util/exec.js';
 
 export type BootFormat = 'qcow2' | 'raw' | 'vmdk' | 'vhdx' | 'vdi' | 'vhd';
 export type DiskBus = 'ide' | 'virtio';
@@ -155,15 +155,8 @@ export async function bootImage(opts: BootOptions): Promise<BootResult> {
   const started = performance.now();
   const elapsed = () => Math.round((performance.now() - started) / 100) / 10;
 
-  const subprocess = execa(qemu, args, {
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false, // we read the streams ourselves, live
-    reject: false, // we decide what a failure is
-    cleanup: true, // kill QEMU if this process exits first
-    forceKillAfterDelay: 3_000,
-  });
+  // streams read live; we decide what a failure is; QEMU dies with this process
+  const subprocess = spawnLive(qemu, args);
 
   let serialLog = '';
   let qemuStderr = '';
