@@ -73,6 +73,10 @@ export const secretFileInvalid = (path: string, why: string) =>
 export const sourceUnreachable = (where: string, why: string, details: Record<string, unknown>) =>
   new FerryError('SOURCE_UNREACHABLE', 9, `cannot reach ${where}: ${why}; check the host, the port and that the server runs`, details);
 
+export const sourceConnectionLost = (where: string, why: string, details: Record<string, unknown>) =>
+  new FerryError('SOURCE_CONNECTION_LOST', 9,
+    `lost the connection to ${where} during the conversion (${why}); the partial target was removed; check that the server runs and convert again`, details);
+
 export const authRequired = (where: string, what: string, details: Record<string, unknown>) =>
   new FerryError('AUTH_REQUIRED', 10, `${where} requires ${what}`, details);
 

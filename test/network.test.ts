@@ -9,7 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
+import { FERRY, ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
+import { makeSmallDisk } from './support/small-disk.js';
 import { buildDataDisks } from './support/fixtures.js';
 import {
   freePort, makePskDir, randomPassword, startNbdkit, startQemuNbd, startTgtd, stopAllServers, writeSecret, type IscsiServer, type Server,
@@ -263,5 +264,93 @@ describe('network sources: NBD and iSCSI from real servers', () => {
 
   it('the served file is unchanged', async () => {
     assert.equal(await sha256(mbr), mbrSum);
+  });
+});
+
+describe('a connection dropped mid-copy', () => {
+  // ~300 MiB of random files, served at 50 MB/s: the copy lasts ~6 s, long enough to cut
+  let disk: string;
+  const RATE = '400M';
+
+  before(async () => {
+    disk = join(dir, 'big.raw');
+    await makeSmallDisk(disk, { sizeMiB: 400, randomMiB: 304 });
+  });
+
+  after(stopAllServers);
+
+  /**
+   * `ferry convert URL TARGET --json` with FERRY_RECONNECT_SECONDS; once the
+   * first copy phase has run for a second, SIGKILL the server and call
+   * afterKill. Returns the run and the seconds from the kill to ferry's exit.
+   */
+  const convertCut = async (server: Server, target: string, reconnectSeconds: number, afterKill: () => Promise<void>) => {
+    const p = execa('node', [FERRY, 'convert', server.url, target, '--json'], {
+      reject: false, stdin: 'ignore', env: { FERRY_RECONNECT_SECONDS: String(reconnectSeconds) },
+    });
+    let killedAt = 0, lines = '';
+    let cut: Promise<void> | undefined;
+    let phasesAtKill: string[] = [];
+    const phases: string[] = [];
+    p.stdout!.on('data', (d: Buffer) => {
+      lines += String(d);
+      const parts = lines.split('\n');
+      lines = parts.pop()!;
+      for (const l of parts) {
+        const m = /"event":"phase","phase":"([^"]*)"/.exec(l);
+        if (!m) continue;
+        phases.push(m[1]);
+        if (!cut && m[1].startsWith('copy')) {
+          cut = (async () => {
+            await new Promise(r => setTimeout(r, 1000));
+            phasesAtKill = [...phases];
+            process.kill(server.pid, 'SIGKILL');
+            killedAt = Date.now();
+            await server.stop();
+            await afterKill();
+          })();
+        }
+      }
+    });
+    const r = await p;
+    await cut;
+    assert.ok(killedAt, `the server was killed (phases: ${phases.join(', ')})`);
+    assert.deepEqual(phasesAtKill, [phases.find(x => x.startsWith('copy'))], 'killed during the first copy phase');
+    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), secondsAfterKill: (Date.now() - killedAt) / 1000 };
+  };
+
+  it('server killed and restarted on the same port: the conversion completes and verifies', async () => {
+    const server = await startNbdkit({ file: disk, rate: RATE });
+    const port = Number(new URL(server.url).port);
+    const o = join(dir, 'cut-restart');
+    await mkdir(o);
+    const target = join(o, 't.qcow2');
+    const r = await convertCut(server, target, 30, async () => {
+      await new Promise(res => setTimeout(res, 2000));
+      await startNbdkit({ file: disk, port });
+    });
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout.trim().split('\n').at(-1)!).event, 'result');
+    const v = await ferry(['verify', disk, target]);
+    assert.equal(v.exitCode, 0, v.stdout + v.stderr);
+    assert.match(v.stdout, /^equivalent: p1 ext4/);
+  });
+
+  it('server killed and not restarted: SOURCE_CONNECTION_LOST, exit 9, naming host and port, after the retry window; nothing left', async () => {
+    const server = await startNbdkit({ file: disk, rate: RATE });
+    const port = Number(new URL(server.url).port);
+    const o = join(dir, 'cut-gone');
+    await mkdir(o);
+    const r = await convertCut(server, join(o, 't.qcow2'), 4, async () => undefined);
+    assert.equal(r.exitCode, 9, r.stderr);
+    assert.match(r.stderr, new RegExp(`^ferry: SOURCE_CONNECTION_LOST: lost the connection to the NBD server at 127\\.0\\.0\\.1:${port} .*backoff for 4 s did not succeed`, 'm'));
+    assert.ok(r.secondsAfterKill >= 4, `failed ${r.secondsAfterKill} s after the kill, before the retry window ran out`);
+    assert.ok(r.secondsAfterKill < 4 + 20, `failed ${r.secondsAfterKill} s after the kill`);
+    const e = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+    assert.equal(e.code, 'SOURCE_CONNECTION_LOST');
+    assert.equal(e.host, '127.0.0.1');
+    assert.equal(e.port, port);
+    assert.equal(e.export, 'disk');
+    assert.deepEqual(await readdir(o), [], 'no target or partial target left');
   });
 });

@@ -7,12 +7,13 @@ import { workDir } from '../blockdev/mount.js';
 import { imageInfo } from '../blockdev/qemu-img.js';
 import { verifyFailed } from '../errors.js';
 import { parseEndpoint } from '../sources/endpoint.js';
+import { connectionLost } from '../sources/network.js';
 import { withSignalAbort, throwIfAborted } from '../util/abort.js';
 import type { ProgressSink } from '../util/progress.js';
 import { withScope } from '../util/scope.js';
 import { verifyDisks, type VerifyResult } from '../verify/disks.js';
 import { blockCopy, compareImages } from './block.js';
-import { checkRequest, type ConvertRequest } from './options.js';
+import { checkRequest, type ConvertPlan, type ConvertRequest } from './options.js';
 import { rebuild, type RebuildReport } from './rebuild.js';
 
 export interface ConvertResult {
@@ -32,6 +33,16 @@ export interface ConvertResult {
 export async function convert(req: ConvertRequest, progress: ProgressSink): Promise<ConvertResult> {
   const started = Date.now();
   const plan = await checkRequest(req);
+  try {
+    return await convertIn(req, plan, progress, started);
+  } catch (e) {
+    // a network source that no longer answers: its reconnect window ran out
+    if (plan.source.kind !== 'file') throw (await connectionLost(plan.source, e)) ?? e;
+    throw e;
+  }
+}
+
+function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSink, started: number): Promise<ConvertResult> {
   return withSignalAbort(() => withScope(async owner => {
     const work = await workDir(owner);
     const source = await openSource(owner, plan.source, work);

@@ -11,7 +11,7 @@ import type { OpenDisk } from '../blockdev/disk.js';
 import { exportAsFile, type BlockdevOptions } from '../blockdev/qsd.js';
 import {
   authFailed, authRequired, exportMissing, FerryError, lunMissing, networkSourceFailed, notADiskImage,
-  sourceUnreachable, targetMissing, tlsUnavailable, ToolError, usageError,
+  sourceConnectionLost, sourceUnreachable, targetMissing, tlsUnavailable, ToolError, usageError,
 } from '../errors.js';
 import { probeDevice } from '../fs/detect.js';
 import { readTable } from '../layout/table.js';
@@ -60,6 +60,27 @@ export function checkCredentials(ep: NetworkEndpoint, c: NetworkCredentials): vo
   }
 }
 
+/** How long reads wait for a dropped NBD connection to come back: FERRY_RECONNECT_SECONDS, default 30. */
+export function reconnectSeconds(): number {
+  const v = process.env.FERRY_RECONNECT_SECONDS;
+  if (v === undefined || v === '') return 30;
+  if (!/^\d+$/.test(v) || Number(v) > 3600) throw usageError(`FERRY_RECONNECT_SECONDS=${v} is not a whole number of seconds from 0 to 3600`);
+  return Number(v);
+}
+
+/**
+ * A step failed while reading a network source: was it the connection? When
+ * the endpoint no longer answers, the reads failed because the reconnect
+ * window ran out; say so as a typed error naming the endpoint.
+ */
+export async function connectionLost(ep: NetworkEndpoint, e: unknown): Promise<FerryError | undefined> {
+  if (e instanceof FerryError && !(e instanceof ToolError)) return undefined;
+  const why = await tryConnect(ep, 3000);
+  if (!why) return undefined;
+  const window = ep.kind === 'nbd' ? `; reconnecting with backoff for ${reconnectSeconds()} s did not succeed` : '';
+  return sourceConnectionLost(`${whereOf(ep)} (${describeEndpoint(ep)})`, `${why}${window}`, detailsOf(ep));
+}
+
 interface Prepared {
   objects: string[];
   proto: BlockdevOptions;
@@ -73,7 +94,11 @@ async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: Netwo
     const server = ep.socket
       ? { type: 'unix', path: ep.socket }
       : { type: 'inet', host: bareHost(ep.host!), port: String(ep.port ?? 10809) };
-    const proto: BlockdevOptions = { driver: 'nbd', 'node-name': 'proto', server, export: ep.export, 'read-only': true };
+    // reconnect-delay: after an unexpected disconnect qemu reconnects with
+    // backoff (1, 2, 4 … 16 s apart); requests wait this long, then fail (EIO).
+    const proto: BlockdevOptions = {
+      driver: 'nbd', 'node-name': 'proto', server, export: ep.export, 'read-only': true, 'reconnect-delay': reconnectSeconds(),
+    };
     const objects: string[] = [];
     if (c.tlsPskFile) {
       const username = await pskUsername(c.tlsPskFile, urlUser(ep.url));

@@ -131,6 +131,10 @@ export interface NbdkitOptions {
   exportName?: string;
   /** require TLS with this pre-shared key file ("user:hexkey" lines) */
   tlsPskFile?: string;
+  /** listen on this port (a restart on the port a killed server had) instead of a free one */
+  port?: number;
+  /** limit the server's bandwidth (nbdkit's rate filter, bits per second: '400M') */
+  rate?: string;
 }
 
 /**
@@ -141,10 +145,12 @@ export interface NbdkitOptions {
  */
 export async function startNbdkit(o: NbdkitOptions): Promise<Server> {
   const name = o.exportName ?? 'disk';
-  const port = await freePort();
+  const port = o.port ?? await freePort();
   const args = ['--foreground', '--exit-with-parent', '--read-only', '-i', '127.0.0.1', '-p', String(port)];
   if (o.tlsPskFile) args.push('--tls=require', `--tls-psk=${o.tlsPskFile}`);
+  if (o.rate) args.push('--filter=rate');
   args.push('--filter=exportname', 'file', o.file, `exportname=${name}`, 'exportname-strict=true', 'exportname-list=explicit');
+  if (o.rate) args.push(`rate=${o.rate}`);
   const child = execa('nbdkit', args, { reject: false, stdin: 'ignore', buffer: true });
   const url = `${o.tlsPskFile ? 'nbds' : 'nbd'}://127.0.0.1:${port}/${name}`;
   const server = track(url, child, () => stopChild(child));
