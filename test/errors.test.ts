@@ -2,7 +2,7 @@
 // unchanged, and nothing is left behind (no target, no partial, no loop,
 // mount or daemon — the guard checks the machine after the file).
 import assert from 'node:assert/strict';
-import { describe, it, before } from 'node:test';
+import { describe, it, before, after } from 'node:test';
 import { access, copyFile, readdir, rm, writeFile, mkdir, truncate, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -22,6 +22,9 @@ describe('convert refuses bad input cleanly', () => {
     await makeSmallDisk(disk);
     diskSum = await sha256(disk);
   });
+
+  // every refusal below used this source: it must be byte-for-byte what it was
+  after(async () => { assert.equal(await sha256(disk), diskSum, 'source unchanged after every refusal'); });
 
   /** the target dir holds nothing but what the test put there */
   const assertNoTargetLeft = async (d: string, allowed: string[] = []) => {
@@ -107,6 +110,7 @@ describe('convert refuses bad input cleanly', () => {
   it('target directory too small for the estimated output: TARGET_NO_SPACE before writing, exit 4', async () => {
     const big = join(dir, 'data.raw');
     await makeSmallDisk(big, { randomMiB: 40 });
+    const bigSum = await sha256(big);
     const small = join(dir, 'small-fs');
     await mkdir(small);
     await execa('mount', ['-t', 'tmpfs', '-o', 'size=16M', 'tmpfs', small]);
@@ -115,6 +119,7 @@ describe('convert refuses bad input cleanly', () => {
       assert.equal(r.exitCode, 4, r.stderr);
       assert.match(r.stderr, /TARGET_NO_SPACE/);
       await assertNoTargetLeft(small);
+      assert.equal(await sha256(big), bigSum);
     } finally {
       await execa('umount', [small]);
     }
