@@ -66,7 +66,15 @@ export interface NewTarget extends OpenDisk {
   finalPath: string;
 }
 
-export const partialPathFor = (finalPath: string) => join(dirname(finalPath), `.${basename(finalPath)}.ferry-partial`);
+const partialPathFor = (finalPath: string) => join(dirname(finalPath), `.${basename(finalPath)}.ferry-partial`);
+
+/** The partial name a target is written under; `owner` removes it unless commitTarget() renamed it. */
+export async function ownPartial(owner: Scope, finalPath: string): Promise<string> {
+  const partialPath = partialPathFor(finalPath);
+  await rm(partialPath, { force: true });
+  owner.defer(`partial target ${partialPath}`, () => rm(partialPath, { force: true }));
+  return partialPath;
+}
 
 /**
  * Create the target under a partial name (so a crash never leaves something
@@ -75,9 +83,7 @@ export const partialPathFor = (finalPath: string) => join(dirname(finalPath), `.
  * released (flushed) before verifying.
  */
 export async function createTarget(owner: Scope, session: Scope, finalPath: string, format: string, size: number, work: string): Promise<NewTarget> {
-  const partialPath = partialPathFor(finalPath);
-  await rm(partialPath, { force: true });
-  owner.defer(`partial target ${partialPath}`, () => rm(partialPath, { force: true }));
+  const partialPath = await ownPartial(owner, finalPath);
   await createImage(partialPath, format, size);
   const describe = finalPath;
   if (format === 'raw') return { file: partialPath, size, format, describe, partialPath, finalPath };

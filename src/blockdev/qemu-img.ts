@@ -75,8 +75,17 @@ export async function checkImage(path: string, format: string): Promise<string[]
 }
 
 /** Block copy with zero skipping (the --mode block path and the benchmark peer). */
-export async function convertImage(src: string, srcFormat: string, dst: string, dstFormat: string): Promise<void> {
-  await run('qemu-img', ['convert', '-f', srcFormat, '-O', dstFormat, '-S', '4k', '-W', src, dst]);
+export async function convertImage(src: string, srcFormat: string, dst: string, dstFormat: string,
+  opts: { intoEmptyImage?: boolean } = {}): Promise<void> {
+  // intoEmptyImage: dst was just created (e.g. larger than src); -n keeps it, and it reads as zeros
+  const into = opts.intoEmptyImage ? ['-n', '--target-is-zero'] : [];
+  await run('qemu-img', ['convert', ...into, '-f', srcFormat, '-O', dstFormat, '-S', '4k', '-W', src, dst]);
+}
+
+/** Differences qemu-img compare reports between two images (empty = identical). */
+export async function compareImages(a: string, aFormat: string, b: string, bFormat: string): Promise<string[]> {
+  const r = await run('qemu-img', ['compare', '-f', aFormat, '-F', bFormat, a, b], { okCodes: [1] });
+  return r.exitCode === 0 ? [] : [r.stdout.trim() || 'contents differ'];
 }
 
 /** Grow a raw or qcow2 image in place (block mode with a larger --size). */

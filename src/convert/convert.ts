@@ -4,7 +4,7 @@
 import { stat } from 'node:fs/promises';
 import { commitTarget, openSource, type OpenDisk } from '../blockdev/disk.js';
 import { workDir } from '../blockdev/mount.js';
-import { imageInfo } from '../blockdev/qemu-img.js';
+import { compareImages, imageInfo } from '../blockdev/qemu-img.js';
 import { verifyFailed } from '../errors.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { connectionLost } from '../sources/network.js';
@@ -12,7 +12,7 @@ import { withSignalAbort, throwIfAborted } from '../util/abort.js';
 import type { ProgressSink } from '../util/progress.js';
 import { withScope } from '../util/scope.js';
 import { verifyDisks, type VerifyResult } from '../verify/disks.js';
-import { blockCopy, compareImages } from './block.js';
+import { blockCopy } from './block.js';
 import { checkRequest, type ConvertPlan, type ConvertRequest } from './options.js';
 import { rebuild, type RebuildReport } from './rebuild.js';
 
