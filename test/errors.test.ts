@@ -3,7 +3,7 @@
 // mount or daemon — the guard checks the machine after the file).
 import assert from 'node:assert/strict';
 import { describe, it, before, after } from 'node:test';
-import { access, copyFile, readdir, rm, writeFile, mkdir, truncate, open } from 'node:fs/promises';
+import { access, copyFile, readdir, readFile, rm, writeFile, mkdir, truncate, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { ferry, ferryProcess, guardMachine, sha256, tempDir, FERRY } from './support/harness.js';
@@ -153,6 +153,36 @@ describe('convert refuses bad input cleanly', () => {
     assert.ok(err.needed > 20 * 2 ** 20, 'says how many bytes are needed');
     await assertNoTargetLeft(out);
     assert.equal(await sha256(disk), diskSum);
+  });
+
+  it('--inventory: a bad file is INVENTORY_INVALID (exit 2) before anything is written; a good one is kept beside the target', async () => {
+    const out = join(dir, 'out-inv');
+    await mkdir(out);
+    const t = join(out, 't.qcow2');
+    const bad: [string, string][] = [
+      ['missing', ''], ['notjson.json', '{"ferryInventory": 1,'], ['array.json', '[1]'],
+      ['noschema.json', '{"hostname": "db1"}'], ['schema2.json', '{"ferryInventory": 2}'],
+    ];
+    for (const [name, text] of bad) {
+      const f = join(dir, name);
+      if (text) await writeFile(f, text);
+      const r = await ferry(['convert', disk, t, '--inventory', f, '--no-progress']);
+      assert.equal(r.exitCode, 2, `${name}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^ferry: INVENTORY_INVALID: inventory ${f.replace(/[/.]/g, '\\$&')} `, 'm'));
+      await assertNoTargetLeft(out);
+    }
+    const inv = join(dir, 'inventory.json');
+    const text = JSON.stringify({ ferryInventory: 1, hostname: 'db1', nics: [{ name: 'eth0', mac: '52:54:00:12:34:56' }] });
+    await writeFile(inv, text);
+    const r = await ferry(['convert', disk, t, '--inventory', inv, '--no-verify', '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout.trim().split('\n').at(-1)!).inventory, `${t}.inventory.json`);
+    assert.equal(await readFile(`${t}.inventory.json`, 'utf8'), text);
+    await assertNoTargetLeft(out, ['t.qcow2', 't.qcow2.inventory.json']);
+    // replaced without an inventory: the old one no longer describes the target
+    const f = await ferry(['convert', disk, t, '--force', '--no-verify', '--no-progress']);
+    assert.equal(f.exitCode, 0, f.stderr);
+    await assertNoTargetLeft(out, ['t.qcow2']);
   });
 
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {

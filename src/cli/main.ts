@@ -42,10 +42,11 @@ async function main(): Promise<void> {
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing target' })
       .option('verify', { type: 'boolean', default: true, describe: 'compare with the source at the end (--no-verify skips)' })
       .option('json', { type: 'boolean', default: false, describe: 'NDJSON progress events, then a JSON result' })
-      .option('progress', { type: 'boolean', default: true, describe: '--no-progress hides the bar' }),
+      .option('progress', { type: 'boolean', default: true, describe: '--no-progress hides the bar' })
+      .option('inventory', { type: 'string', describe: "a P2V agent's inventory.json, kept beside the target as TARGET.inventory.json" }),
     async a => {
       const progress = createProgress(a.json ? 'json' : a.progress ? 'bar' : 'none');
-      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify }, progress);
+      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory }, progress);
       if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
       else process.stdout.write(formatConvert(r));
     })

@@ -16,6 +16,7 @@ export function formatConvert(r: ConvertResult): string {
   }
   if (r.layout?.bootCode.mbr || r.layout?.bootCode.gapBytes) lines.push(`  boot code: MBR ${r.layout.bootCode.mbr ? 'copied' : 'empty'}, gap ${human(r.layout.bootCode.gapBytes)}`);
   lines.push(r.verified ? '  verified: equivalent to the source' : '  not verified (--no-verify)');
+  if (r.inventory) lines.push(`  inventory kept: ${r.inventory}`);
   return lines.join('\n') + '\n';
 }
 

@@ -13,6 +13,7 @@ import type { ProgressSink } from '../util/progress.js';
 import { withScope } from '../util/scope.js';
 import { verifyDisks, type VerifyResult } from '../verify/disks.js';
 import { blockCopy } from './block.js';
+import { stageInventory } from './inventory.js';
 import { checkRequest, type ConvertPlan, type ConvertRequest } from './options.js';
 import { rebuild, type RebuildReport } from './rebuild.js';
 
@@ -28,6 +29,8 @@ export interface ConvertResult {
   layout?: RebuildReport;
   verified: boolean;
   verify?: VerifyResult;
+  /** where the P2V inventory given with --inventory was kept */
+  inventory?: string;
 }
 
 export async function convert(req: ConvertRequest, progress: ProgressSink): Promise<ConvertResult> {
@@ -69,13 +72,15 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
       if (!verify.equivalent) throw verifyFailed(verify.differences);
     }
     throwIfAborted();
+    const commitInventory = await stageInventory(owner, plan.targetPath, plan.inventory);
     await commitTarget({ partialPath, finalPath: plan.targetPath });
+    const inventory = await commitInventory();
     const st = await stat(plan.targetPath);
     return {
       source: req.source, target: plan.targetPath, format: plan.format, mode: plan.mode,
       virtualSize: (await imageInfo(plan.targetPath, plan.format)).virtualSize ?? targetSize,
       allocatedBytes: st.blocks * 512, seconds: (Date.now() - started) / 1000,
-      layout, verified: !!verify, verify,
+      layout, verified: !!verify, verify, inventory,
     };
   }));
 }

@@ -5,6 +5,7 @@ import { notRoot, targetExists, targetNotWritable, targetNoSpace, unsupportedFor
 import { canWriteDir } from '../blockdev/disk.js';
 import { parseEndpoint, type Endpoint } from '../sources/endpoint.js';
 import { unsupportedEndpoint } from '../errors.js';
+import { readInventory } from './inventory.js';
 
 export const TARGET_FORMATS = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'] as const;
 export type TargetFormat = typeof TARGET_FORMATS[number];
@@ -18,6 +19,8 @@ export interface ConvertRequest {
   mode?: Mode;
   force?: boolean;
   verify?: boolean;
+  /** a P2V agent's inventory.json, kept beside the target */
+  inventory?: string;
 }
 
 export interface ConvertPlan {
@@ -29,6 +32,8 @@ export interface ConvertPlan {
   mode: Mode;
   force: boolean;
   verify: boolean;
+  /** the inventory's text, checked */
+  inventory?: string;
 }
 
 /** "8G", "512M", "1T", "1048576" → bytes (binary units, as qemu-img reads them). */
@@ -59,6 +64,7 @@ export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
   const plan: ConvertPlan = {
     source, targetPath: target.path, format: formatFor(target.path, r.format),
     size: r.size === undefined ? undefined : parseSize(r.size), mode, force: !!r.force, verify: r.verify !== false,
+    inventory: r.inventory === undefined ? undefined : await readInventory(r.inventory),
   };
   if (source.kind === 'file' && source.path === plan.targetPath) throw usageError('source and target are the same file');
   if (await stat(plan.targetPath).catch(() => undefined)) {

@@ -1,0 +1,50 @@
+// The hardware inventory a P2V agent collected on the physical machine
+// (scripts/p2v-agent). `ferry convert --inventory FILE` checks it before
+// anything is touched and keeps a copy beside the target, TARGET.inventory.json,
+// where re-fitting and registration find the source hardware later.
+import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { FerryError } from '../errors.js';
+import type { Scope } from '../util/scope.js';
+
+export const INVENTORY_SCHEMA = 1;
+const MAX_BYTES = 16 * 2 ** 20;
+
+export const inventoryInvalid = (path: string, why: string) =>
+  new FerryError('INVENTORY_INVALID', 2, `inventory ${path} ${why}; give the inventory.json the P2V agent wrote`, { path });
+
+/** The inventory as text, checked: JSON, an object, `ferryInventory: 1`. */
+export async function readInventory(path: string): Promise<string> {
+  const st = await stat(path).catch(() => undefined);
+  if (!st?.isFile()) throw inventoryInvalid(path, 'does not exist or is not a file');
+  if (st.size > MAX_BYTES) throw inventoryInvalid(path, `is ${st.size} bytes, more than an inventory ever is`);
+  const text = await readFile(path, 'utf8');
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw inventoryInvalid(path, `is not JSON (${(e as Error).message})`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw inventoryInvalid(path, 'is not a JSON object');
+  const schema = (doc as Record<string, unknown>).ferryInventory;
+  if (schema === undefined) throw inventoryInvalid(path, "has no 'ferryInventory' field");
+  if (schema !== INVENTORY_SCHEMA) throw inventoryInvalid(path, `has schema ${JSON.stringify(schema)}; this Ferry reads schema ${INVENTORY_SCHEMA}`);
+  return text;
+}
+
+export const inventoryPathFor = (targetPath: string) => `${targetPath}.inventory.json`;
+
+/**
+ * Write the inventory under a partial name beside the target (removed by
+ * `owner` unless committed); the returned function gives it its real name
+ * once the target has its own, or removes a stale copy left by a conversion
+ * that --force replaced when there is no inventory this time.
+ */
+export async function stageInventory(owner: Scope, targetPath: string, text: string | undefined): Promise<() => Promise<string | undefined>> {
+  const final = inventoryPathFor(targetPath);
+  if (text === undefined) return async () => { await rm(final, { force: true }); return undefined; };
+  const partial = join(dirname(final), `.${basename(final)}.ferry-partial`);
+  owner.defer(`partial inventory ${partial}`, () => rm(partial, { force: true }));
+  await writeFile(partial, text, { mode: 0o644 });
+  return async () => { await rename(partial, final); return final; };
+}
