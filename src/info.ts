@@ -1,6 +1,7 @@
 // `ferry info`: what a disk is — format, size, partition table, file systems
 // and how full they are — read without changing a byte.
 import { openSource, type OpenDisk } from './blockdev/disk.js';
+import { reportingLostSources } from './sources/watchdog.js';
 import { workDir } from './blockdev/mount.js';
 import { readSourceLayout } from './layout/source-parts.js';
 import { parseEndpoint } from './sources/endpoint.js';
@@ -19,11 +20,12 @@ export interface DiskInfo {
 
 export async function info(spec: string): Promise<DiskInfo> {
   if (process.getuid?.() !== 0) throw notRoot();
-  return withScope(async scope => {
+  const ep = parseEndpoint(spec);
+  return reportingLostSources([ep], () => withScope(async scope => {
     const work = await workDir(scope);
-    const disk = await openSource(scope, parseEndpoint(spec), work);
+    const disk = await openSource(scope, ep, work);
     return describeDisk(spec, disk, work);
-  });
+  }));
 }
 
 /** The info of a disk already opened (also what `ferry probe` shows for each LUN or export). */

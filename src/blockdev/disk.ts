@@ -8,7 +8,9 @@ import { describeEndpoint, type Endpoint } from '../sources/endpoint.js';
 import { openNetworkSource } from '../sources/network.js';
 import type { Scope } from '../util/scope.js';
 import { checkImage, createImage, imageInfoChain, type ImageInfo } from './qemu-img.js';
-import { exportAsFile, fileBlockdevs } from './qsd.js';
+import { cutExport, exportAsFile, fileBlockdevs } from './qsd.js';
+import { watchConnection } from '../sources/watchdog.js';
+import type { ProgressSink } from '../util/progress.js';
 import { readTable } from '../layout/table.js';
 import { probeDevice } from '../fs/detect.js';
 
@@ -25,8 +27,13 @@ export interface OpenDisk {
 
 export const SOURCE_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi'];
 
-export async function openSource(scope: Scope, ep: Endpoint, work: string, name = 'source'): Promise<OpenDisk> {
-  if (ep.kind !== 'file') return openNetworkSource(scope, ep, work, name, { requireDisk: true });
+/** Open a source read-only; a network source is watched while open, its reconnects shown on `progress`. */
+export async function openSource(scope: Scope, ep: Endpoint, work: string, name = 'source', progress?: ProgressSink): Promise<OpenDisk> {
+  if (ep.kind !== 'file') {
+    const disk = await openNetworkSource(scope, ep, work, name, { requireDisk: true });
+    watchConnection(scope, ep, progress, () => cutExport(disk.file));
+    return disk;
+  }
   const describe = describeEndpoint(ep);
   const st = await stat(ep.path).catch(() => undefined);
   if (!st) throw sourceMissing(ep.path);

@@ -48,6 +48,8 @@ export async function exportAsFile(scope: Scope, dir: string, name: string, bloc
     writable: boolean; describe: string;
     /** --object values (secrets, TLS credentials); they name files, never hold a secret themselves */
     objects?: string[];
+    /** extra environment for the daemon (never a secret: it would show in /proc/PID/environ to root) */
+    env?: Record<string, string>;
     /** turn the daemon's complaint into a typed error (network sources) */
     diagnose?: (stderr: string) => Promise<FerryError>;
   }): Promise<string> {
@@ -62,7 +64,7 @@ export async function exportAsFile(scope: Scope, dir: string, name: string, bloc
   }));
   args.push('--pidfile', pidfile, '--daemonize');
   try {
-    await run('qemu-storage-daemon', args);
+    await run('qemu-storage-daemon', args, { env: opts.env });
   } catch (e) {
     await rm(mountpoint, { force: true });
     if (e instanceof ToolError && opts.diagnose) throw await opts.diagnose(e.stderr);
@@ -72,4 +74,14 @@ export async function exportAsFile(scope: Scope, dir: string, name: string, bloc
   const pid = Number((await readFile(pidfile, 'utf8')).trim());
   scope.defer(`qemu-storage-daemon ${name} (pid ${pid})`, () => stopDaemon(pid, mountpoint));
   return mountpoint;
+}
+
+/**
+ * Cut an export off at once: the daemon is killed, so reads waiting on it
+ * (a network source whose server is gone) fail with an I/O error instead of
+ * waiting on. The scope that started it still unmounts what is left.
+ */
+export async function cutExport(mountpoint: string): Promise<void> {
+  const pid = Number((await readFile(mountpoint.replace(/\.img$/, '.pid'), 'utf8').catch(() => '')).trim());
+  if (pid > 0) try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
 }

@@ -7,7 +7,7 @@ import { workDir } from '../blockdev/mount.js';
 import { compareImages, imageInfo } from '../blockdev/qemu-img.js';
 import { verifyFailed } from '../errors.js';
 import { parseEndpoint } from '../sources/endpoint.js';
-import { connectionLost } from '../sources/network.js';
+import { reportingLostSources } from '../sources/watchdog.js';
 import { withSignalAbort, throwIfAborted } from '../util/abort.js';
 import type { ProgressSink } from '../util/progress.js';
 import { withScope } from '../util/scope.js';
@@ -36,19 +36,13 @@ export interface ConvertResult {
 export async function convert(req: ConvertRequest, progress: ProgressSink): Promise<ConvertResult> {
   const started = Date.now();
   const plan = await checkRequest(req);
-  try {
-    return await convertIn(req, plan, progress, started);
-  } catch (e) {
-    // a network source that no longer answers: its reconnect window ran out
-    if (plan.source.kind !== 'file') throw (await connectionLost(plan.source, e)) ?? e;
-    throw e;
-  }
+  return reportingLostSources([plan.source], () => convertIn(req, plan, progress, started));
 }
 
 function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSink, started: number): Promise<ConvertResult> {
   return withSignalAbort(() => withScope(async owner => {
     const work = await workDir(owner);
-    const source = await openSource(owner, plan.source, work);
+    const source = await openSource(owner, plan.source, work, 'source', progress);
     let layout: RebuildReport | undefined;
     let partialPath: string;
     let targetSize: number;

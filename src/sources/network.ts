@@ -77,7 +77,7 @@ export async function connectionLost(ep: NetworkEndpoint, e: unknown): Promise<F
   if (e instanceof FerryError && !(e instanceof ToolError)) return undefined;
   const why = await tryConnect(ep, 3000);
   if (!why) return undefined;
-  const window = ep.kind === 'nbd' ? `; reconnecting with backoff for ${reconnectSeconds()} s did not succeed` : '';
+  const window = `; reconnecting with backoff for ${reconnectSeconds()} s did not succeed`;
   return sourceConnectionLost(`${whereOf(ep)} (${describeEndpoint(ep)})`, `${why}${window}`, detailsOf(ep));
 }
 

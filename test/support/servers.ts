@@ -168,6 +168,8 @@ export interface IscsiOptions {
   file: string;
   iqn: string;
   chap?: { user: string; password: string };
+  /** listen on this port (a restart on the same address) instead of a free one */
+  port?: number;
 }
 
 export interface IscsiServer extends Server {
@@ -192,7 +194,7 @@ export async function startTgtd(o: IscsiOptions): Promise<IscsiServer> {
 }
 
 async function startTgtdOnce(o: IscsiOptions): Promise<IscsiServer> {
-  const port = await freePort();
+  const port = o.port ?? await freePort();
   // management socket /var/run/tgtd/socket.<control>; tgtd takes 0..32767
   const control = 1000 + Math.floor(Math.random() * 31000);
   const child = execa('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${port}`],
