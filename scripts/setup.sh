@@ -15,6 +15,7 @@ PACKAGES=(
   debootstrap grub-pc-bin grub-common fuse3 attr acl rsync
   cpio zstd xz-utils python3 libcap2-bin
   libiscsi-bin libnbd-bin nbdkit tgt
+  gcc libc6-dev openssl
 )
 
 missing=()

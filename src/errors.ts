@@ -70,6 +70,13 @@ export const secretFileUnsafe = (path: string, mode: number, option: string) =>
 export const secretFileInvalid = (path: string, why: string) =>
   new FerryError('SECRET_FILE_INVALID', 2, `secret file ${path} ${why}`, { path });
 
+export const tlsCertsInvalid = (dir: string, why: string) =>
+  new FerryError('TLS_CERTS_INVALID', 2,
+    `--tls-certs ${dir} ${why}; it must hold ca-cert.pem and, if the server wants a client certificate, client-cert.pem and client-key.pem (mode 600)`, { path: dir });
+
+export const mutualChapUnavailable = (why: string) =>
+  new FerryError('MUTUAL_CHAP_UNAVAILABLE', 7, `mutual CHAP cannot be used: ${why}`);
+
 export const sourceUnreachable = (where: string, why: string, details: Record<string, unknown>) =>
   new FerryError('SOURCE_UNREACHABLE', 9, `cannot reach ${where}: ${why}; check the host, the port and that the server runs`, details);
 
@@ -84,7 +91,7 @@ export const authFailed = (what: string, hint: string, details: Record<string, u
   new FerryError('AUTH_FAILED', 10, `authentication failed: ${what}; ${hint}`, details);
 
 export const tlsUnavailable = (where: string, details: Record<string, unknown>) =>
-  new FerryError('TLS_UNAVAILABLE', 10, `${where} does not offer TLS; use nbd:// without --tls-psk-file, or enable TLS on the server`, details);
+  new FerryError('TLS_UNAVAILABLE', 10, `${where} does not offer TLS; use nbd:// without --tls-psk-file or --tls-certs, or enable TLS on the server`, details);
 
 export const exportMissing = (where: string, name: string, available: string[], details: Record<string, unknown>) =>
   new FerryError('EXPORT_MISSING', 3,

@@ -1,5 +1,6 @@
 // Network sources against real servers started here: qemu-nbd over TCP, a
-// unix socket and TLS-PSK, and tgtd (iSCSI with CHAP), all serving the
+// unix socket and TLS-PSK, nbdkit with x509 TLS, and tgtd (iSCSI with CHAP
+// and mutual CHAP), all serving the
 // data-disk fixture read-only without a copy. Each is converted, verified
 // against the local file, probed; each failure is a typed error naming the
 // endpoint; no secret shows on any command line or in any output; the served
@@ -7,13 +8,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { execa } from 'execa';
-import { FERRY, ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
-import { makeSmallDisk } from './support/small-disk.js';
+import { ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
 import { buildDataDisks } from './support/fixtures.js';
+import { mutualChapShim } from '../src/sources/iscsi-mutual-chap.js';
 import {
-  freePort, makePskDir, randomPassword, startNbdkit, startQemuNbd, startTgtd, stopAllServers, writeSecret, type IscsiServer, type Server,
+  freePort, makePskDir, makeX509Dirs, randomPassword, startNbdkit, startQemuNbd, startTgtd, stopAllServers, writeSecret,
+  type IscsiServer, type Server, type X509Dirs,
 } from './support/servers.js';
 
 guardMachine();
@@ -21,20 +23,31 @@ const dir = await tempDir('ferrynet-');
 
 const IQN = 'iqn.2026-11.io.ferry.test:mbr';
 const CHAP_USER = 'alice';
+/** the target's own account for mutual CHAP */
+const MUTUAL_USER = 'target-srv';
 
-/** Every /proc/PID/cmdline holding one of the secrets; and whether a daemon with a secret object was seen. */
-async function scanCmdlines(secrets: string[]): Promise<{ hits: string[]; sawSecretObject: boolean }> {
+/**
+ * Every /proc/PID/cmdline holding one of the secrets, and every daemon's
+ * environment holding one; whether a daemon with a secret object was seen,
+ * and whether one ran with the mutual CHAP helper preloaded.
+ */
+async function scanCmdlines(secrets: string[]): Promise<{ hits: string[]; sawSecretObject: boolean; sawMutualHelper: boolean }> {
   const hits: string[] = [];
-  let sawSecretObject = false;
+  let sawSecretObject = false, sawMutualHelper = false;
   for (const pid of await readdir('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     const raw = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
     if (!raw?.length) continue;
     const cmd = raw.toString('latin1');
-    if (/qemu-storage-d/.test(cmd) && /secret,id=|tls-creds-psk/.test(cmd)) sawSecretObject = true;
+    const daemon = /qemu-storage-d/.test(cmd);
+    if (daemon && /secret,id=|tls-creds-psk|tls-creds-x509/.test(cmd)) sawSecretObject = true;
     for (const s of secrets) if (cmd.includes(s)) hits.push(`pid ${pid}: ${cmd.split('\0').join(' ').split(s).join('<SECRET>')}`);
+    if (!daemon) continue;
+    const env = (await readFile(`/proc/${pid}/environ`).catch(() => Buffer.alloc(0))).toString('latin1');
+    if (/(^|\0)LD_PRELOAD=[^\0]*iscsi-mutual-chap/.test(env)) sawMutualHelper = true;
+    for (const s of secrets) if (env.includes(s)) hits.push(`pid ${pid}: a secret in the daemon's environment`);
   }
-  return { hits, sawSecretObject };
+  return { hits, sawSecretObject, sawMutualHelper };
 }
 
 /** Run ferry while scanning every process's command line; the secrets must appear nowhere. */
@@ -42,13 +55,14 @@ async function ferryWatched(args: string[], secrets: string[]) {
   const p = ferryProcess(args);
   let done = false;
   void p.finally(() => { done = true; });
-  let scans = 0, sawSecretObject = false;
+  let scans = 0, sawSecretObject = false, sawMutualHelper = false;
   const hits: string[] = [];
   while (!done) {
     const s = await scanCmdlines(secrets);
     scans++;
     hits.push(...s.hits);
     sawSecretObject ||= s.sawSecretObject;
+    sawMutualHelper ||= s.sawMutualHelper;
     await new Promise(r => setTimeout(r, 100));
   }
   const r = await p;
@@ -58,14 +72,16 @@ async function ferryWatched(args: string[], secrets: string[]) {
     assert.ok(!stderr.includes(s), 'a secret appeared on stderr');
   }
   assert.deepEqual(hits, [], 'a secret appeared on a command line');
-  return { exitCode: r.exitCode ?? -1, stdout, stderr, scans, sawSecretObject };
+  return { exitCode: r.exitCode ?? -1, stdout, stderr, scans, sawSecretObject, sawMutualHelper };
 }
 
 describe('network sources: NBD and iSCSI from real servers', () => {
   let mbr: string, mbrSum: string;
-  let tcp: Server, unix: Server, tls: Server, qcowRaw: Server, tgt: IscsiServer;
+  let tcp: Server, unix: Server, tls: Server, x509Server: Server, qcowRaw: Server, tgt: IscsiServer;
   let psk: { dir: string; file: string; key: string };
+  let x509: X509Dirs;
   let chapPassword: string, chapFile: string;
+  let mutualPassword: string, mutualFile: string;
   let out: string;
 
   before(async () => {
@@ -77,15 +93,20 @@ describe('network sources: NBD and iSCSI from real servers', () => {
     chapPassword = randomPassword(16);
     // written as `echo PASSWORD > file` would: the trailing newline is not part of the password
     chapFile = await writeSecret(join(dir, 'chap.secret'), `${chapPassword}\n`);
+    mutualPassword = randomPassword(14);
+    mutualFile = await writeSecret(join(dir, 'mutual.secret'), `${MUTUAL_USER}:${mutualPassword}\n`);
+    x509 = await makeX509Dirs(join(dir, 'x509'));
     const qcow = join(dir, 'mbr.qcow2');
     await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', mbr, qcow]);
     // both NBD servers: nbdkit over TCP (plain and TLS-PSK), qemu-nbd on a unix socket and serving a qcow2 raw
-    [tcp, unix, tls, qcowRaw, tgt] = await Promise.all([
+    // tgtd also has an outgoing account: it proves itself to initiators that ask (mutual CHAP); plain CHAP is unchanged
+    [tcp, unix, tls, x509Server, qcowRaw, tgt] = await Promise.all([
       startNbdkit({ file: mbr }),
       startQemuNbd({ file: mbr, socket: join(dir, 'nbd.sock') }),
       startNbdkit({ file: mbr, tlsPskFile: psk.file }),
+      startNbdkit({ file: mbr, tlsCertsDir: x509.server }),
       startQemuNbd({ file: qcow, format: 'raw', exportName: 'q' }),
-      startTgtd({ file: mbr, iqn: IQN, chap: { user: CHAP_USER, password: chapPassword } }),
+      startTgtd({ file: mbr, iqn: IQN, chap: { user: CHAP_USER, password: chapPassword, mutual: { user: MUTUAL_USER, password: mutualPassword } } }),
     ]);
   });
 
@@ -98,7 +119,7 @@ describe('network sources: NBD and iSCSI from real servers', () => {
     const target = join(out, `${name}.qcow2`);
     const r = secrets.length
       ? await ferryWatched(['convert', ...args, target, '--json'], secrets)
-      : { ...(await ferry(['convert', ...args, target, '--no-progress'])), scans: 0, sawSecretObject: false };
+      : { ...(await ferry(['convert', ...args, target, '--no-progress'])), scans: 0, sawSecretObject: false, sawMutualHelper: false };
     assert.equal(r.exitCode, 0, r.stderr);
     const v = await ferry(['verify', mbr, target]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
@@ -131,6 +152,24 @@ describe('network sources: NBD and iSCSI from real servers', () => {
     const v = await ferry(['verify', chapUrl(), join(out, 'iscsi.qcow2'), '--chap-secret-file', chapFile]);
     assert.equal(v.exitCode, 0, v.stderr);
     assert.ok(!v.stdout.includes(chapPassword) && !v.stderr.includes(chapPassword));
+  });
+
+  it('nbds:// with --tls-certs (x509): converts and verifies; nbd:// with a client certificate works too', async () => {
+    const r = await convertAndVerify('x509', [x509Server.url, '--tls-certs', x509.client], []);
+    assert.equal(r.exitCode, 0);
+    const i = await ferry(['info', x509Server.url.replace(/^nbds:/, 'nbd:'), '--tls-certs', x509.clientWithCert, '--json']);
+    assert.equal(i.exitCode, 0, i.stderr);
+    assert.equal((JSON.parse(i.stdout) as { partitionTable: { label: string } }).partitionTable.label, 'dos');
+  });
+
+  it('iSCSI with --mutual-chap-secret-file: converts and verifies; neither password is on a command line, in a daemon environment or in output', async () => {
+    const r = await convertAndVerify('mutual', [chapUrl(), '--chap-secret-file', chapFile, '--mutual-chap-secret-file', mutualFile], [chapPassword, mutualPassword]);
+    assert.ok(r.scans >= 3, `scanned ${r.scans} times`);
+    assert.ok(r.sawSecretObject, 'the scan saw the daemon with its secret object');
+    assert.ok(r.sawMutualHelper, 'the scan saw the daemon with the mutual CHAP helper preloaded');
+    const v = await ferry(['verify', chapUrl(), join(out, 'mutual.qcow2'), '--chap-secret-file', chapFile, '--mutual-chap-secret-file', mutualFile]);
+    assert.equal(v.exitCode, 0, v.stderr);
+    for (const s of [chapPassword, mutualPassword]) assert.ok(!v.stdout.includes(s) && !v.stderr.includes(s));
   });
 
   it('a qcow2 served as raw bytes is read as qcow2', async () => {
@@ -176,6 +215,27 @@ describe('network sources: NBD and iSCSI from real servers', () => {
     assert.match(text.stdout, /LUN 1: DIRECT_ACCESS, 600\.0 MiB/);
   });
 
+  it('probe with x509 TLS lists the exports and reads them', async () => {
+    const r = await ferry(['probe', x509Server.url.replace(/\/disk$/, ''), '--tls-certs', x509.client, '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const p = JSON.parse(r.stdout) as { exports: { name: string; size: number; disk?: { partitions: { fs?: string }[] }; error?: unknown }[] };
+    assert.deepEqual(p.exports.map(e => [e.name, e.size]), [['disk', 600 * 2 ** 20]]);
+    assert.equal(p.exports[0].error, undefined);
+    assert.deepEqual(p.exports[0].disk!.partitions.map(x => x.fs).filter(Boolean), ['ext2', 'ext3', 'ext4', 'swap']);
+  });
+
+  it('probe with mutual CHAP lists the LUNs and reads them', async () => {
+    const r = await ferry(['probe', `iscsi://${CHAP_USER}@127.0.0.1:${tgt.port}`, '--chap-secret-file', chapFile, '--mutual-chap-secret-file', mutualFile, '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    for (const s of [chapPassword, mutualPassword]) assert.ok(!r.stdout.includes(s) && !r.stderr.includes(s));
+    const p = JSON.parse(r.stdout) as { targets: { iqn: string; error?: unknown; luns: { lun: number; size?: number; error?: unknown; disk?: { partitions: { fs?: string }[] } }[] }[] };
+    assert.deepEqual(p.targets.map(t => [t.iqn, t.error]), [[IQN, undefined]]);
+    const disk = p.targets[0].luns.find(l => l.lun === 1)!;
+    assert.equal(disk.error, undefined);
+    assert.equal(disk.size, 600 * 2 ** 20);
+    assert.deepEqual(disk.disk!.partitions.map(x => x.fs).filter(Boolean), ['ext2', 'ext3', 'ext4', 'swap']);
+  });
+
   describe('errors: typed, naming the endpoint, exit codes, nothing left', () => {
     /** convert into an empty directory; the error's code, exit status and message; the directory stays empty */
     const fails = async (args: string[], code: string, exit: number) => {
@@ -185,7 +245,7 @@ describe('network sources: NBD and iSCSI from real servers', () => {
       assert.equal(r.exitCode, exit, r.stderr);
       assert.match(r.stderr, new RegExp(`^ferry: ${code}: `, 'm'));
       assert.deepEqual(await readdir(o), [], 'no target or partial target left');
-      for (const s of [chapPassword, psk.key]) assert.ok(!r.stderr.includes(s) && !r.stdout.includes(s), 'no secret in the message');
+      for (const s of [chapPassword, mutualPassword, psk.key]) assert.ok(!r.stderr.includes(s) && !r.stdout.includes(s), 'no secret in the message');
       return r.stderr;
     };
 
@@ -241,6 +301,71 @@ describe('network sources: NBD and iSCSI from real servers', () => {
       await fails([tcp.url.replace(/^nbd:/, 'nbds:'), '--tls-psk-file', psk.file], 'TLS_UNAVAILABLE', 10);
     });
 
+    it('x509: a server certificate not signed by ca-cert.pem is AUTH_FAILED, exit 10, naming the server and the CA file; probe says the same', async () => {
+      const port = new URL(x509Server.url).port;
+      const msg = await fails([x509Server.url, '--tls-certs', x509.wrongCa], 'AUTH_FAILED', 10);
+      assert.match(msg, new RegExp(`the NBD server at 127\\.0\\.0\\.1:${port} presented a certificate not signed by ${x509.wrongCa.replace(/[/.]/g, '\\$&')}/ca-cert\\.pem`));
+      const p = await ferry(['probe', x509Server.url.replace(/\/disk$/, ''), '--tls-certs', x509.wrongCa]);
+      assert.equal(p.exitCode, 10, p.stderr);
+      assert.match(p.stderr, /^ferry: AUTH_FAILED: .*presented a certificate not signed by/m);
+    });
+
+    it('x509: bad --tls-certs directories and options are refused before connecting', async () => {
+      const both = await fails([x509Server.url, '--tls-certs', x509.client, '--tls-psk-file', psk.file], 'USAGE', 2);
+      assert.match(both, /either --tls-psk-file .* or --tls-certs/);
+      assert.match(await fails([x509Server.url, '--tls-certs', join(dir, 'nowhere')], 'TLS_CERTS_INVALID', 2), /does not exist/);
+      const noCa = join(dir, 'x509-noca');
+      await mkdir(noCa);
+      assert.match(await fails([x509Server.url, '--tls-certs', noCa], 'TLS_CERTS_INVALID', 2), /no ca-cert\.pem/);
+      const openKey = join(dir, 'x509-openkey');
+      await mkdir(openKey);
+      for (const f of ['ca-cert.pem', 'client-cert.pem']) await writeSecret(join(openKey, f), await readFile(join(x509.clientWithCert, f), 'utf8'), 0o644);
+      await writeSecret(join(openKey, 'client-key.pem'), await readFile(join(x509.clientWithCert, 'client-key.pem'), 'utf8'), 0o640);
+      assert.match(await fails([x509Server.url, '--tls-certs', openKey], 'SECRET_FILE_UNSAFE', 2), /client-key\.pem .*chmod 600/);
+      assert.match(await fails([chapUrl(), '--chap-secret-file', chapFile, '--tls-certs', x509.client], 'USAGE', 2), /--tls-certs is for nbd/);
+    });
+
+    it('mutual CHAP: a target that cannot prove itself is AUTH_FAILED, exit 10, without the password; probe too', async () => {
+      const wrong = randomPassword(14);
+      const f = await writeSecret(join(dir, 'wrong-mutual.secret'), `${MUTUAL_USER}:${wrong}\n`);
+      const msg = await fails([chapUrl(), '--chap-secret-file', chapFile, '--mutual-chap-secret-file', f], 'AUTH_FAILED', 10);
+      assert.match(msg, new RegExp(`iSCSI target ${IQN} at 127\\.0\\.0\\.1:${tgt.port} failed to authenticate itself`));
+      assert.match(msg, /--mutual-chap-secret-file/);
+      assert.ok(!msg.includes(wrong));
+      const p = await ferry(['probe', `iscsi://${CHAP_USER}@127.0.0.1:${tgt.port}`, '--chap-secret-file', chapFile, '--mutual-chap-secret-file', f]);
+      assert.equal(p.exitCode, 10, p.stdout + p.stderr);
+      assert.match(p.stderr, /^ferry: AUTH_FAILED: .*failed to authenticate itself/m);
+      assert.ok(!p.stdout.includes(wrong) && !p.stderr.includes(wrong));
+      // a target without an outgoing account cannot take part: tgtd refuses the login itself
+      const plain = await startTgtd({ file: mbr, iqn: IQN, chap: { user: CHAP_USER, password: chapPassword } });
+      const none = await fails([`iscsi://${CHAP_USER}@127.0.0.1:${plain.port}/${IQN}/1`, '--chap-secret-file', chapFile, '--mutual-chap-secret-file', mutualFile], 'AUTH_FAILED', 10);
+      assert.match(none, /with mutual CHAP.*outgoing account/);
+      await plain.stop();
+    });
+
+    it('mutual CHAP: if the daemon did not load the helper, MUTUAL_CHAP_UNAVAILABLE, exit 7, before the disk is used; nothing left', async () => {
+      // a helper the loader ignores ("cannot be preloaded: ignored") stands in for any preload that did not take
+      const cache = join(dir, 'cache');
+      await mkdir(join(cache, 'native'), { recursive: true, mode: 0o755 });
+      await writeSecret(join(cache, 'native', basename(await mutualChapShim())), 'not an ELF object', 0o755);
+      const o = join(out, 'no-helper');
+      await mkdir(o);
+      const r = await ferry(['convert', chapUrl(), join(o, 't.qcow2'), '--chap-secret-file', chapFile, '--mutual-chap-secret-file', mutualFile],
+        { env: { FERRY_CACHE: cache } });
+      assert.equal(r.exitCode, 7, r.stderr);
+      assert.match(r.stderr, /^ferry: MUTUAL_CHAP_UNAVAILABLE: .*did not load the helper/m);
+      assert.deepEqual(await readdir(o), []);
+    });
+
+    it('--mutual-chap-secret-file without --chap-secret-file, or with NBD: USAGE, exit 2', async () => {
+      assert.match(await fails([`iscsi://127.0.0.1:${tgt.port}/${IQN}/1`, '--mutual-chap-secret-file', mutualFile], 'USAGE', 2), /needs --chap-secret-file/);
+      assert.match(await fails([tcp.url, '--mutual-chap-secret-file', mutualFile], 'USAGE', 2), /is for iscsi:\/\//);
+      const bad = await writeSecret(join(dir, 'mutual-bad.secret'), `${mutualPassword}\n`);
+      assert.match(await fails([chapUrl(), '--chap-secret-file', chapFile, '--mutual-chap-secret-file', bad], 'SECRET_FILE_INVALID', 2), /USER:PASSWORD/);
+      const open = await writeSecret(join(dir, 'mutual-open.secret'), `${MUTUAL_USER}:${mutualPassword}\n`, 0o644);
+      await fails([chapUrl(), '--chap-secret-file', chapFile, '--mutual-chap-secret-file', open], 'SECRET_FILE_UNSAFE', 2);
+    });
+
     it('a secret file readable by others or by the group is refused: SECRET_FILE_UNSAFE, exit 2', async () => {
       const world = await writeSecret(join(dir, 'world.secret'), chapPassword, 0o644);
       assert.match(await fails([chapUrl(), '--chap-secret-file', world], 'SECRET_FILE_UNSAFE', 2), /chmod 600/);
@@ -267,90 +392,4 @@ describe('network sources: NBD and iSCSI from real servers', () => {
   });
 });
 
-describe('a connection dropped mid-copy', () => {
-  // ~300 MiB of random files, served at 50 MB/s: the copy lasts ~6 s, long enough to cut
-  let disk: string;
-  const RATE = '400M';
-
-  before(async () => {
-    disk = join(dir, 'big.raw');
-    await makeSmallDisk(disk, { sizeMiB: 400, randomMiB: 304 });
-  });
-
-  after(stopAllServers);
-
-  /**
-   * `ferry convert URL TARGET --json` with FERRY_RECONNECT_SECONDS; once the
-   * first copy phase has run for a second, SIGKILL the server and call
-   * afterKill. Returns the run and the seconds from the kill to ferry's exit.
-   */
-  const convertCut = async (server: Server, target: string, reconnectSeconds: number, afterKill: () => Promise<void>) => {
-    const p = execa('node', [FERRY, 'convert', server.url, target, '--json'], {
-      reject: false, stdin: 'ignore', env: { FERRY_RECONNECT_SECONDS: String(reconnectSeconds) },
-    });
-    let killedAt = 0, lines = '';
-    let cut: Promise<void> | undefined;
-    let phasesAtKill: string[] = [];
-    const phases: string[] = [];
-    p.stdout!.on('data', (d: Buffer) => {
-      lines += String(d);
-      const parts = lines.split('\n');
-      lines = parts.pop()!;
-      for (const l of parts) {
-        const m = /"event":"phase","phase":"([^"]*)"/.exec(l);
-        if (!m) continue;
-        phases.push(m[1]);
-        if (!cut && m[1].startsWith('copy')) {
-          cut = (async () => {
-            await new Promise(r => setTimeout(r, 1000));
-            phasesAtKill = [...phases];
-            process.kill(server.pid, 'SIGKILL');
-            killedAt = Date.now();
-            await server.stop();
-            await afterKill();
-          })();
-        }
-      }
-    });
-    const r = await p;
-    await cut;
-    assert.ok(killedAt, `the server was killed (phases: ${phases.join(', ')})`);
-    assert.deepEqual(phasesAtKill, [phases.find(x => x.startsWith('copy'))], 'killed during the first copy phase');
-    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), secondsAfterKill: (Date.now() - killedAt) / 1000 };
-  };
-
-  it('server killed and restarted on the same port: the conversion completes and verifies', async () => {
-    const server = await startNbdkit({ file: disk, rate: RATE });
-    const port = Number(new URL(server.url).port);
-    const o = join(dir, 'cut-restart');
-    await mkdir(o);
-    const target = join(o, 't.qcow2');
-    const r = await convertCut(server, target, 30, async () => {
-      await new Promise(res => setTimeout(res, 2000));
-      await startNbdkit({ file: disk, port });
-    });
-    assert.equal(r.exitCode, 0, r.stderr);
-    assert.equal(JSON.parse(r.stdout.trim().split('\n').at(-1)!).event, 'result');
-    const v = await ferry(['verify', disk, target]);
-    assert.equal(v.exitCode, 0, v.stdout + v.stderr);
-    assert.match(v.stdout, /^equivalent: p1 ext4/);
-  });
-
-  it('server killed and not restarted: SOURCE_CONNECTION_LOST, exit 9, naming host and port, after the retry window; nothing left', async () => {
-    const server = await startNbdkit({ file: disk, rate: RATE });
-    const port = Number(new URL(server.url).port);
-    const o = join(dir, 'cut-gone');
-    await mkdir(o);
-    const r = await convertCut(server, join(o, 't.qcow2'), 4, async () => undefined);
-    assert.equal(r.exitCode, 9, r.stderr);
-    assert.match(r.stderr, new RegExp(`^ferry: SOURCE_CONNECTION_LOST: lost the connection to the NBD server at 127\\.0\\.0\\.1:${port} .*backoff for 4 s did not succeed`, 'm'));
-    assert.ok(r.secondsAfterKill >= 4, `failed ${r.secondsAfterKill} s after the kill, before the retry window ran out`);
-    assert.ok(r.secondsAfterKill < 4 + 20, `failed ${r.secondsAfterKill} s after the kill`);
-    const e = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
-    assert.equal(e.code, 'SOURCE_CONNECTION_LOST');
-    assert.equal(e.host, '127.0.0.1');
-    assert.equal(e.port, port);
-    assert.equal(e.export, 'disk');
-    assert.deepEqual(await readdir(o), [], 'no target or partial target left');
-  });
-});
+// a connection dropped mid-copy (NBD and iSCSI, with and without a restart): test/network-cut.test.ts

@@ -19,17 +19,23 @@ const SOURCE_FORMS = 'disk image path (raw qcow2 vmdk vhd vhdx vdi), nbd://HOST[
 /** Options for network sources; secrets come only from files, never from the command line. */
 const credentialOptions = <T>(y: import('yargs').Argv<T>) => y
   .option('chap-secret-file', { type: 'string', describe: 'iSCSI: file (mode 600) holding the CHAP password of USER in iscsi://USER@…' })
-  .option('tls-psk-file', { type: 'string', describe: "NBD: TLS pre-shared key file (mode 600) of 'username:hexkey' lines, as psktool writes" });
+  .option('mutual-chap-secret-file', { type: 'string', describe: "iSCSI mutual CHAP: file (mode 600) holding the target's own account as one line USER:PASSWORD" })
+  .option('tls-psk-file', { type: 'string', describe: "NBD: TLS pre-shared key file (mode 600) of 'username:hexkey' lines, as psktool writes" })
+  .option('tls-certs', { type: 'string', describe: 'NBD: x509 TLS directory with ca-cert.pem (and client-cert.pem, client-key.pem mode 600 if the server wants them)' });
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .middleware(a => {
-      const chapSecretFile = a['chap-secret-file'] as string | undefined, tlsPskFile = a['tls-psk-file'] as string | undefined;
+      const opt = (k: string) => a[k] as string | undefined;
+      const given = ['chap-secret-file', 'mutual-chap-secret-file', 'tls-psk-file', 'tls-certs'].filter(k => opt(k) !== undefined);
       const urls = [a.SOURCE, a.TARGET, a.URL].filter(x => typeof x === 'string' && /^[a-z+]+:\/\//.test(x) && !x.startsWith('file:'));
-      if ((chapSecretFile || tlsPskFile) && !urls.length) {
-        throw new FerryError('USAGE', 2, `${chapSecretFile ? '--chap-secret-file' : '--tls-psk-file'} is for network sources (iscsi://, nbd://, nbds://, nbd+unix://)`);
+      if (given.length && !urls.length) {
+        throw new FerryError('USAGE', 2, `--${given[0]} is for network sources (iscsi://, nbd://, nbds://, nbd+unix://)`);
       }
-      setNetworkCredentials({ chapSecretFile, tlsPskFile });
+      setNetworkCredentials({
+        chapSecretFile: opt('chap-secret-file'), mutualChapSecretFile: opt('mutual-chap-secret-file'),
+        tlsPskFile: opt('tls-psk-file'), tlsCerts: opt('tls-certs'),
+      });
     })
     .scriptName('ferry')
     .strict()

@@ -5,7 +5,9 @@ import { workDir } from '../blockdev/mount.js';
 import { authFailed, authRequired, exportMissing, FerryError, lunMissing, notRoot, targetMissing, usageError } from '../errors.js';
 import { describeDisk, type DiskInfo } from '../info.js';
 import { parseEndpoint } from '../sources/endpoint.js';
-import { checkCredentials, detailsOf, listIscsi, listNbdExports, openNetworkSource, whereOf, type IscsiEndpoint, type NbdEndpoint } from '../sources/network.js';
+import {
+  chapRefused, checkCredentials, detailsOf, listIscsi, listNbdExports, mutualWhat, openNetworkSource, targetNotAuthenticated, whereOf, type IscsiEndpoint, type NbdEndpoint,
+} from '../sources/network.js';
 import { networkCredentials, redact } from '../sources/secrets.js';
 import { withScope } from '../util/scope.js';
 import { formatInfo, human } from './text.js';
@@ -92,11 +94,16 @@ async function probeIscsi(spec: string, p: IscsiProbe): Promise<ProbeResult> {
     listed = mine;
   }
   // a login failure on every target asked for is the answer itself: say it as the typed error
+  if (listed.length && listed.every(t => t.error && targetNotAuthenticated(t.error))) {
+    const which = listed.length === 1 ? `iSCSI target ${listed[0].iqn} at ${p.host}:${p.port}` : `every iSCSI target at ${p.host}:${p.port}`;
+    throw authFailed(await mutualWhat(p, c, which), `${targetNotAuthenticated(listed[0].error!)}; check the target's user name and password in --mutual-chap-secret-file`,
+      { host: p.host, port: p.port, targets: listed.map(t => t.iqn), user: p.user });
+  }
   if (listed.length && listed.every(t => t.error && /Authentication failure/i.test(t.error))) {
     const which = listed.length === 1 ? `iSCSI target ${listed[0].iqn} at ${p.host}:${p.port}` : `every iSCSI target at ${p.host}:${p.port}`;
     const details = { host: p.host, port: p.port, targets: listed.map(t => t.iqn), user: p.user };
     if (!c.chapSecretFile) throw authRequired(which, `CHAP authentication; write iscsi://USER@${p.host}:${p.port}${p.iqn ? `/${p.iqn}` : ''} and give --chap-secret-file FILE`, details);
-    throw authFailed(`${which} refused CHAP user '${p.user}'`, 'check the user name and the password in --chap-secret-file', details);
+    throw chapRefused(which, p.user, c, details);
   }
   const targets: ProbedTarget[] = [];
   for (const t of listed) {

@@ -18,7 +18,10 @@ import { readTable } from '../layout/table.js';
 import { run } from '../util/exec.js';
 import { Scope } from '../util/scope.js';
 import { describeEndpoint, type Endpoint } from './endpoint.js';
-import { chapPassword, chapSecretForDaemon, networkCredentials, pskDirForDaemon, pskUsername, type NetworkCredentials } from './secrets.js';
+import {
+  chapPassword, chapSecretForDaemon, checkTlsCertsDir, mutualChapAccount, mutualChapForDaemon, mutualChapHelperEnv, networkCredentials, pskDirForDaemon, pskUsername,
+  type NetworkCredentials,
+} from './secrets.js';
 
 export type NbdEndpoint = Extract<Endpoint, { kind: 'nbd' }>;
 export type IscsiEndpoint = Extract<Endpoint, { kind: 'iscsi' }>;
@@ -44,12 +47,22 @@ export function detailsOf(ep: NetworkEndpoint): Record<string, unknown> {
 /** Which credentials fit which URL; mistakes are usage errors before anything connects. */
 export function checkCredentials(ep: NetworkEndpoint, c: NetworkCredentials): void {
   if (ep.kind === 'nbd') {
-    if (c.chapSecretFile) throw usageError('--chap-secret-file is for iscsi:// sources; NBD uses --tls-psk-file');
-    if (ep.tls && !c.tlsPskFile) throw usageError(`${ep.url} asks for TLS; give the pre-shared key with --tls-psk-file FILE (lines 'username:hexkey')`);
+    if (c.chapSecretFile || c.mutualChapSecretFile) {
+      throw usageError(`${c.chapSecretFile ? '--chap-secret-file' : '--mutual-chap-secret-file'} is for iscsi:// sources; NBD uses --tls-psk-file or --tls-certs`);
+    }
+    if (c.tlsPskFile && c.tlsCerts) throw usageError('give either --tls-psk-file (pre-shared key) or --tls-certs (x509 certificates), not both');
+    if (ep.tls && !c.tlsPskFile && !c.tlsCerts) {
+      throw usageError(`${ep.url} asks for TLS; give the pre-shared key with --tls-psk-file FILE (lines 'username:hexkey') or x509 certificates with --tls-certs DIR`);
+    }
     if (!ep.socket && !ep.host) throw usageError(`${ep.url} names no host; write nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH`);
     if (ep.url.startsWith('nbd+unix:') && !ep.socket) throw usageError(`${ep.url} names no socket; write nbd+unix:///EXPORT?socket=PATH`);
   } else {
-    if (c.tlsPskFile) throw usageError('--tls-psk-file is for nbd:// and nbds:// sources; iSCSI uses --chap-secret-file');
+    if (c.tlsPskFile || c.tlsCerts) {
+      throw usageError(`${c.tlsPskFile ? '--tls-psk-file' : '--tls-certs'} is for nbd:// and nbds:// sources; iSCSI uses --chap-secret-file`);
+    }
+    if (c.mutualChapSecretFile && !c.chapSecretFile) {
+      throw usageError('--mutual-chap-secret-file needs --chap-secret-file too: mutual CHAP is Ferry logging in with its own CHAP account, then the target proving itself');
+    }
     if (c.chapSecretFile && !ep.user) throw usageError(`--chap-secret-file needs the CHAP user name in the URL: iscsi://USER@${ep.host}:${ep.port}/${ep.iqn}/${ep.lun}`);
     if (ep.user && !c.chapSecretFile) throw usageError(`${describeEndpoint(ep)} names CHAP user '${ep.user}' but no --chap-secret-file gives the password`);
   }
@@ -84,6 +97,10 @@ export async function connectionLost(ep: NetworkEndpoint, e: unknown): Promise<F
 interface Prepared {
   objects: string[];
   proto: BlockdevOptions;
+  /** extra environment for the daemon (the mutual CHAP helper: paths, never a secret) */
+  env?: Record<string, string>;
+  /** after each daemon start: throw if a credential was not applied as asked */
+  confirm(): Promise<void>;
   /** remove what prepare() made for the daemon's start (secret copies) */
   done(): Promise<void>;
 }
@@ -105,8 +122,13 @@ async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: Netwo
       const dir = await pskDirForDaemon(work, c.tlsPskFile);
       objects.push(`tls-creds-psk,id=ferry-tls,endpoint=client,dir=${dir},username=${username}`);
       proto['tls-creds'] = 'ferry-tls';
+    } else if (c.tlsCerts) {
+      // qemu verifies the server's certificate against DIR/ca-cert.pem and its name against the host
+      const dir = await checkTlsCertsDir(c.tlsCerts);
+      objects.push(`tls-creds-x509,id=ferry-tls,endpoint=client,verify-peer=on,dir=${dir.replace(/,/g, ',,')}`);
+      proto['tls-creds'] = 'ferry-tls';
     }
-    return { objects, proto, done: async () => undefined };
+    return { objects, proto, confirm: async () => undefined, done: async () => undefined };
   }
   const proto: BlockdevOptions = {
     driver: 'iscsi', 'node-name': 'proto', transport: 'tcp', portal: `${ep.host}:${ep.port}`,
@@ -114,6 +136,14 @@ async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: Netwo
   };
   const objects: string[] = [];
   let done = async () => undefined as void;
+  let env: Record<string, string> | undefined;
+  let confirm = async () => undefined as void;
+  if (c.mutualChapSecretFile) {
+    // qemu has no option for the target's account: a preloaded helper sets it in libiscsi (iscsi-mutual-chap.ts)
+    const mutual = await mutualChapForDaemon(work, c.mutualChapSecretFile);
+    env = mutual.env;
+    confirm = mutual.confirm;
+  }
   if (c.chapSecretFile) {
     const secret = await chapSecretForDaemon(scope, work, c.chapSecretFile);
     objects.push(`secret,id=ferry-chap,file=${secret.path},format=raw`);
@@ -121,7 +151,7 @@ async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: Netwo
     proto['password-secret'] = 'ferry-chap';
     done = secret.discard;
   }
-  return { objects, proto, done };
+  return { objects, proto, env, confirm, done };
 }
 
 /** Can a TCP (or unix socket) connection be made at all? Resolves to the reason when not. */
@@ -144,6 +174,31 @@ export function tryConnect(ep: NetworkEndpoint, timeoutMs = 5000): Promise<strin
 
 const lastLines = (stderr: string) => stderr.trim().split('\n').map(l => l.replace(/^qemu-storage-daemon: (--blockdev \{.*?\}: )?/, '').trim()).filter(Boolean).slice(-2).join(' | ');
 
+/**
+ * libiscsi's complaint when the target failed mutual CHAP (it did not prove
+ * itself with the account in --mutual-chap-secret-file), as a short reason;
+ * undefined for anything else.
+ */
+export function targetNotAuthenticated(text: string): string | undefined {
+  if (/Invalid CHAP_R response from the target|Wrong size of CHAP_R/i.test(text)) return 'its answer to the CHAP challenge was wrong';
+  if (/Wrong CHAP targetname received/i.test(text)) return 'it answered with another user name';
+  if (/did not return CHAP_[NR] during SECNEG/i.test(text)) return 'it did not answer the CHAP challenge (it may have no outgoing account)';
+  return undefined;
+}
+
+/** "iSCSI target IQN at H:P failed to authenticate itself as 'USER' (mutual CHAP)": never the password. */
+export async function mutualWhat(ep: { host: string; port: number; iqn?: string }, c: NetworkCredentials, which?: string): Promise<string> {
+  const user = c.mutualChapSecretFile ? await mutualChapAccount(c.mutualChapSecretFile).then(a => a.user, () => '?') : '?';
+  return `${which ?? `iSCSI target ${ep.iqn} at ${ep.host}:${ep.port}`} failed to authenticate itself as '${user}' (mutual CHAP)`;
+}
+
+/** The target refused the login; with mutual CHAP asked for, a target without an outgoing account refuses it the same way. */
+export function chapRefused(which: string, user: string | undefined, c: NetworkCredentials, details: Record<string, unknown>): FerryError {
+  if (!c.mutualChapSecretFile) return authFailed(`${which} refused CHAP user '${user}'`, 'check the user name and the password in --chap-secret-file', details);
+  return authFailed(`${which} refused CHAP user '${user}' with mutual CHAP`,
+    'check the user name and the password in --chap-secret-file, and that the target has an outgoing account for mutual CHAP (else leave out --mutual-chap-secret-file)', details);
+}
+
 /** The daemon (or qemu-img, nbdinfo, iscsi-ls) could not open the endpoint: say why, as a typed error. */
 export async function diagnose(ep: NetworkEndpoint, stderr: string, c: NetworkCredentials): Promise<FerryError> {
   const where = whereOf(ep);
@@ -156,20 +211,41 @@ export async function diagnose(ep: NetworkEndpoint, stderr: string, c: NetworkCr
       return exportMissing(where, ep.export, available, details);
     }
     if (/TLS negotiation required|not permitted before TLS|requires TLS/i.test(stderr)) {
-      return authRequired(where, `TLS; write nbds://${ep.socket ? '' : `${ep.host}:${ep.port}`}/${ep.export} and give --tls-psk-file FILE`, details);
+      return authRequired(where, `TLS; write nbds://${ep.socket ? '' : `${ep.host}:${ep.port}`}/${ep.export} and give --tls-psk-file FILE or --tls-certs DIR`, details);
     }
     if (/option 5 \(starttls\)|TLS not configured|does not support TLS/i.test(stderr)) return tlsUnavailable(where, details);
+    if (c.tlsCerts) {
+      // qemu says which check failed; nbdinfo (probe) only "Error in the certificate verification"
+      const ca = `${c.tlsCerts}/ca-cert.pem`;
+      const host = ep.socket ? 'the socket' : bareHost(ep.host ?? '');
+      const cert = (what: string, hint: string) => authFailed(`${where} presented a certificate ${what}`, hint, details);
+      if (/hasn't got a known issuer|certificate is not trusted/i.test(stderr)) {
+        return cert(`not signed by ${ca}`, `put the CA that signed the server's certificate in ${ca}`);
+      }
+      if (/Error in the certificate verification|certificate verification failed/i.test(stderr)) {
+        return cert(`not signed by ${ca} (or not issued for ${host})`, `put the CA that signed the server's certificate in ${ca} and check the server's certificate names ${host}`);
+      }
+      if (/does not match the hostname/i.test(stderr)) return cert(`not issued for ${host}`, 'connect with the host name (or address) its certificate names');
+      if (/has expired|not yet activated|not activated/i.test(stderr)) return cert('that has expired or is not yet valid', "renew the server's certificate or check this machine's clock");
+      if (/has been revoked/i.test(stderr)) return cert('that has been revoked', "the server needs a new certificate");
+      if (/TLS handshake failed|gnutls_handshake|handshake|certificate/i.test(stderr)) {
+        return authFailed(`${where} refused the x509 TLS handshake`,
+          `if it requires a client certificate, put client-cert.pem and client-key.pem (signed by a CA it trusts) in ${c.tlsCerts}`, details);
+      }
+    }
     if (/TLS handshake failed|gnutls_handshake|handshake/i.test(stderr)) {
       const user = await pskUsername(c.tlsPskFile!, urlUser(ep.url)).catch(() => '?');
       return authFailed(`${where} refused the TLS pre-shared key of user '${user}'`, 'check the key in --tls-psk-file', details);
     }
   } else {
+    const mutual = targetNotAuthenticated(stderr);
+    if (mutual) return authFailed(await mutualWhat(ep, c), `${mutual}; check the target's user name and password in --mutual-chap-secret-file`, details);
     if (/Authentication failure/i.test(stderr)) {
       if (!c.chapSecretFile) {
         return authRequired(`iSCSI target ${ep.iqn} at ${ep.host}:${ep.port}`,
           `CHAP authentication; write iscsi://USER@${ep.host}:${ep.port}/${ep.iqn}/${ep.lun} and give --chap-secret-file FILE`, details);
       }
-      return authFailed(`iSCSI target ${ep.iqn} at ${ep.host}:${ep.port} refused CHAP user '${ep.user}'`, 'check the user name and the password in --chap-secret-file', details);
+      return chapRefused(`iSCSI target ${ep.iqn} at ${ep.host}:${ep.port}`, ep.user, c, details);
     }
     if (/Target not found/i.test(stderr)) {
       const available = await listIscsi(ep, c, false).then(t => t.map(x => x.iqn), () => [] as string[]);
@@ -229,8 +305,8 @@ export async function openNetworkSource(scope: Scope, ep: NetworkEndpoint, work:
   const prepared = await prepare(scope, work, ep, c);
   try {
     const start = (s: Scope, suffix: string, format: BlockdevOptions) => exportAsFile(s, work, `${name}${suffix}`, [prepared.proto, format], {
-      writable: false, describe, objects: prepared.objects, diagnose: stderr => diagnose(ep, stderr, c),
-    });
+      writable: false, describe, objects: prepared.objects, env: prepared.env, diagnose: stderr => diagnose(ep, stderr, c),
+    }).then(async f => { await prepared.confirm(); return f; });
     let file = await start(raw, '', { driver: 'raw', 'node-name': 'disk', file: 'proto', 'read-only': true });
     let sourceFormat = 'raw';
     const head = qcow2Header(await firstBytes(file, 512));
@@ -260,11 +336,12 @@ export interface NbdExportEntry { name: string; description?: string; size: numb
 
 /** nbdinfo's URI for an NBD endpoint (the PSK file's path, never the key, goes in it). */
 function nbdinfoUri(ep: NbdEndpoint, c: NetworkCredentials, user?: string): string {
-  const tls = !!c.tlsPskFile;
+  const tls = !!(c.tlsPskFile || c.tlsCerts);
   const q = new URLSearchParams();
   if (ep.socket) q.set('socket', ep.socket);
-  if (tls) q.set('tls-psk-file', c.tlsPskFile!);
-  const auth = tls && user ? `${encodeURIComponent(user)}@` : '';
+  if (c.tlsPskFile) q.set('tls-psk-file', c.tlsPskFile);
+  else if (c.tlsCerts) q.set('tls-certificates', c.tlsCerts);
+  const auth = c.tlsPskFile && user ? `${encodeURIComponent(user)}@` : '';
   const base = ep.socket ? `nbd${tls ? 's' : ''}+unix://${auth}/` : `nbd${tls ? 's' : ''}://${auth}${ep.host}:${ep.port ?? 10809}/`;
   const qs = q.toString();
   return qs ? `${base}?${qs}` : base;
@@ -273,6 +350,7 @@ function nbdinfoUri(ep: NbdEndpoint, c: NetworkCredentials, user?: string): stri
 export async function listNbdExports(ep: NbdEndpoint, c: NetworkCredentials = networkCredentials()): Promise<NbdExportEntry[]> {
   checkCredentials(ep, c);
   const user = c.tlsPskFile ? await pskUsername(c.tlsPskFile, urlUser(ep.url)) : undefined;
+  if (c.tlsCerts) await checkTlsCertsDir(c.tlsCerts);
   let out: string;
   try {
     out = (await run('nbdinfo', ['--list', '--json', nbdinfoUri(ep, c, user)])).stdout;
@@ -283,7 +361,7 @@ export async function listNbdExports(ep: NbdEndpoint, c: NetworkCredentials = ne
       throw sourceUnreachable(whereOf(ep), (await tryConnect(ep)) ?? lastLines(s), detailsOf(ep));
     }
     // a TLS-only server answers a plain client's list request with "not supported"
-    if (!c.tlsPskFile && /list request: Operation not supported|TLS/i.test(s)) throw await diagnose(ep, 'TLS negotiation required', c);
+    if (!c.tlsPskFile && !c.tlsCerts && /list request: Operation not supported|TLS/i.test(s)) throw await diagnose(ep, 'TLS negotiation required', c);
     throw await diagnose(ep, s, c);
   }
   const j = JSON.parse(out) as { exports?: { 'export-name': string; description?: string; 'export-size': number }[] };
@@ -302,6 +380,10 @@ export interface IscsiTarget { iqn: string; portal: string; luns?: IscsiLun[]; e
 export async function listIscsi(ep: Pick<IscsiEndpoint, 'host' | 'port' | 'user'>, c: NetworkCredentials = networkCredentials(), luns = true): Promise<IscsiTarget[]> {
   const env: Record<string, string> = {};
   if (luns && c.chapSecretFile && ep.user) env.LIBISCSI_CHAP_PASSWORD = await chapPassword(c.chapSecretFile);
+  // mutual CHAP: not LIBISCSI_CHAP_TARGET_*, which iscsi-ls applies only to its discovery session (where
+  // targets such as tgtd do no mutual CHAP, so discovery fails) and not to the LUN listing sessions; the
+  // helper that qemu-storage-daemon gets, preloaded here too, sets the target's account on those sessions
+  if (luns && c.chapSecretFile && ep.user && c.mutualChapSecretFile) Object.assign(env, (await mutualChapHelperEnv(c.mutualChapSecretFile)).env);
   const url = `iscsi://${luns && ep.user ? `${encodeURIComponent(ep.user)}@` : ''}${ep.host}:${ep.port}`;
   const args = luns ? ['-s', url] : [url];
   const r = await run('iscsi-ls', args, { env, okCodes: [10] });

@@ -1,20 +1,28 @@
-// Secrets for network sources: CHAP passwords and TLS pre-shared keys.
+// Secrets for network sources: CHAP passwords (the target's too, for mutual
+// CHAP), TLS pre-shared keys and x509 client keys.
 //
-// They live in files the user names (--chap-secret-file, --tls-psk-file),
+// They live in files the user names (--chap-secret-file,
+// --mutual-chap-secret-file, --tls-psk-file, the key in --tls-certs DIR),
 // which must not be readable by group or others. Ferry hands them to
 // qemu-storage-daemon only as files (`--object secret,file=…`, a TLS-PSK
-// directory); never on a command line, never in a message. What Ferry reads
+// directory, the x509 directory, the mutual CHAP file read by a preloaded
+// helper); never on a command line, never in a message. What Ferry reads
 // into memory is remembered only so redact() can scrub it from any text that
 // leaves the process.
 import { chmod, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { secretFileInvalid, secretFileMissing, secretFileUnsafe, usageError } from '../errors.js';
+import { mutualChapUnavailable, secretFileInvalid, secretFileMissing, secretFileUnsafe, tlsCertsInvalid, usageError } from '../errors.js';
+import { mutualChapShim } from './iscsi-mutual-chap.js';
 import type { Scope } from '../util/scope.js';
 
 /** Credentials given on the command line; they apply to every network endpoint of the command. */
 export interface NetworkCredentials {
   chapSecretFile?: string;
+  /** iSCSI mutual CHAP: the target's own account, one line USER:PASSWORD */
+  mutualChapSecretFile?: string;
   tlsPskFile?: string;
+  /** NBD x509 TLS: qemu's credentials directory (ca-cert.pem, optional client-cert.pem + client-key.pem) */
+  tlsCerts?: string;
 }
 
 let current: NetworkCredentials = {};
@@ -22,7 +30,9 @@ let current: NetworkCredentials = {};
 export function setNetworkCredentials(c: NetworkCredentials): void {
   current = {
     chapSecretFile: c.chapSecretFile ? resolve(c.chapSecretFile) : undefined,
+    mutualChapSecretFile: c.mutualChapSecretFile ? resolve(c.mutualChapSecretFile) : undefined,
     tlsPskFile: c.tlsPskFile ? resolve(c.tlsPskFile) : undefined,
+    tlsCerts: c.tlsCerts ? resolve(c.tlsCerts) : undefined,
   };
 }
 
@@ -133,4 +143,75 @@ export async function pskDirForDaemon(work: string, file: string): Promise<strin
   const dir = await privateDir(work, `tls-psk-${unique()}`);
   await symlink(resolve(file), join(dir, 'keys.psk'));
   return dir;
+}
+
+/** The target's account for mutual CHAP, from a file holding one line `USER:PASSWORD` (a trailing newline ignored). */
+export async function mutualChapAccount(file: string): Promise<{ user: string; password: string }> {
+  const text = (await readSecretFile(file, '--mutual-chap-secret-file')).replace(/\r?\n$/, '');
+  const m = /^([^:\r\n]+):([^\r\n]+)$/.exec(text);
+  if (!m) throw secretFileInvalid(file, "must hold the target's account as one line USER:PASSWORD");
+  if (Buffer.byteLength(m[1]) > 255 || Buffer.byteLength(m[2]) > 255) throw secretFileInvalid(file, 'holds a user name or password longer than 255 bytes');
+  known.add(m[2]);
+  return { user: m[1], password: m[2] };
+}
+
+/**
+ * Mutual CHAP through the helper preloaded into a libiscsi program (see
+ * iscsi-mutual-chap.ts): it reads the user's file itself, so the password is
+ * neither copied nor put in any environment; the environment holds paths.
+ * `ack`: a file the helper creates once it set the target's account.
+ */
+export async function mutualChapHelperEnv(file: string, ack?: string): Promise<{ user: string; env: Record<string, string> }> {
+  const { user } = await mutualChapAccount(file);
+  const shim = await mutualChapShim();
+  const env: Record<string, string> = { LD_PRELOAD: [shim, process.env.LD_PRELOAD].filter(Boolean).join(':'), FERRY_ISCSI_MUTUAL_CHAP_FILE: file };
+  if (ack) env.FERRY_ISCSI_MUTUAL_CHAP_ACK = ack;
+  return { user, env };
+}
+
+export interface MutualChapForDaemon {
+  /** the target's user name (not secret: messages name it) */
+  user: string;
+  /** environment for qemu-storage-daemon: the preloaded helper and the paths it reads; never the password */
+  env: Record<string, string>;
+  /** after the daemon opened the LUN: throw unless the helper really set the target's account */
+  confirm(): Promise<void>;
+}
+
+/**
+ * Mutual CHAP for qemu-storage-daemon, which has no option for it. A loader
+ * that ignored the preload must not silently skip the target's proof, so
+ * confirm() refuses to go on unless the helper acknowledged.
+ */
+export async function mutualChapForDaemon(work: string, file: string): Promise<MutualChapForDaemon> {
+  const dir = await privateDir(work, 'secrets');
+  const ack = join(dir, `mutual-chap-ack-${unique()}`);
+  const { user, env } = await mutualChapHelperEnv(file, ack);
+  return {
+    user, env,
+    confirm: async () => {
+      const seen = await stat(ack).then(() => true, () => false);
+      await rm(ack, { force: true });
+      if (!seen) throw mutualChapUnavailable('qemu-storage-daemon did not load the helper that asks the target to authenticate itself; Ferry stopped it before using the disk');
+    },
+  };
+}
+
+/**
+ * Check an x509 credentials directory for qemu's tls-creds-x509 (client
+ * side) and nbdinfo: ca-cert.pem must be there; client-cert.pem and
+ * client-key.pem come together or not at all, and the key must not be open
+ * to group or others. Returns the absolute directory.
+ */
+export async function checkTlsCertsDir(dir: string): Promise<string> {
+  const abs = resolve(dir);
+  const st = await stat(abs).catch(() => undefined);
+  if (!st) throw tlsCertsInvalid(abs, 'does not exist');
+  if (!st.isDirectory()) throw tlsCertsInvalid(abs, 'is not a directory');
+  const isFile = async (name: string) => (await stat(join(abs, name)).catch(() => undefined))?.isFile() ?? false;
+  if (!(await isFile('ca-cert.pem'))) throw tlsCertsInvalid(abs, 'holds no ca-cert.pem (the CA that signed the server\'s certificate)');
+  const [cert, key] = await Promise.all([isFile('client-cert.pem'), isFile('client-key.pem')]);
+  if (cert !== key) throw tlsCertsInvalid(abs, `holds ${cert ? 'client-cert.pem but no client-key.pem' : 'client-key.pem but no client-cert.pem'}; give both or neither`);
+  if (key) await checkSecretFile(join(abs, 'client-key.pem'), '--tls-certs');
+  return abs;
 }

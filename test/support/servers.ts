@@ -1,11 +1,11 @@
-// Real network servers for the tests: qemu-nbd (TCP, unix socket, TLS-PSK)
-// and tgtd (iSCSI with CHAP), on 127.0.0.1 only, each a child process of the
+// Real network servers for the tests: qemu-nbd (TCP, unix socket, TLS-PSK),
+// nbdkit (TCP, TLS-PSK, x509 TLS) and tgtd (iSCSI with CHAP, mutual CHAP), on 127.0.0.1 only, each a child process of the
 // test. Every server started is remembered; stopAllServers() stops them all
 // (call it in an `after` hook: it also runs when a test failed), and a last
 // synchronous kill runs should the test process exit without it.
 import { execa, type ResultPromise } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 
@@ -131,6 +131,8 @@ export interface NbdkitOptions {
   exportName?: string;
   /** require TLS with this pre-shared key file ("user:hexkey" lines) */
   tlsPskFile?: string;
+  /** require x509 TLS with the certificates in this directory (ca-cert.pem, server-cert.pem, server-key.pem) */
+  tlsCertsDir?: string;
   /** listen on this port (a restart on the port a killed server had) instead of a free one */
   port?: number;
   /** limit the server's bandwidth (nbdkit's rate filter, bits per second: '400M') */
@@ -148,11 +150,12 @@ export async function startNbdkit(o: NbdkitOptions): Promise<Server> {
   const port = o.port ?? await freePort();
   const args = ['--foreground', '--exit-with-parent', '--read-only', '-i', '127.0.0.1', '-p', String(port)];
   if (o.tlsPskFile) args.push('--tls=require', `--tls-psk=${o.tlsPskFile}`);
+  if (o.tlsCertsDir) args.push('--tls=require', `--tls-certificates=${o.tlsCertsDir}`);
   if (o.rate) args.push('--filter=rate');
   args.push('--filter=exportname', 'file', o.file, `exportname=${name}`, 'exportname-strict=true', 'exportname-list=explicit');
   if (o.rate) args.push(`rate=${o.rate}`);
   const child = execa('nbdkit', args, { reject: false, stdin: 'ignore', buffer: true });
-  const url = `${o.tlsPskFile ? 'nbds' : 'nbd'}://127.0.0.1:${port}/${name}`;
+  const url = `${o.tlsPskFile || o.tlsCertsDir ? 'nbds' : 'nbd'}://127.0.0.1:${port}/${name}`;
   const server = track(url, child, () => stopChild(child));
   try {
     await waitListening(child, { port }, `nbdkit ${url}`);
@@ -167,7 +170,8 @@ export interface IscsiOptions {
   /** the file served as LUN 1, read-only, as it is (no copy) */
   file: string;
   iqn: string;
-  chap?: { user: string; password: string };
+  /** an incoming CHAP account; with `mutual`, also the target's own (outgoing) account for mutual CHAP */
+  chap?: { user: string; password: string; mutual?: { user: string; password: string } };
   /** listen on this port (a restart on the same address) instead of a free one */
   port?: number;
 }
@@ -222,6 +226,10 @@ async function startTgtdOnce(o: IscsiOptions): Promise<IscsiServer> {
       // test-server set-up only: tgtadm takes the account password as an argument (before any conversion runs)
       await adm('--mode', 'account', '--op', 'new', '--user', o.chap.user, '--password', o.chap.password);
       await adm('--mode', 'account', '--op', 'bind', '--tid', '1', '--user', o.chap.user);
+      if (o.chap.mutual) {
+        await adm('--mode', 'account', '--op', 'new', '--user', o.chap.mutual.user, '--password', o.chap.mutual.password);
+        await adm('--mode', 'account', '--op', 'bind', '--tid', '1', '--user', o.chap.mutual.user, '--outgoing');
+      }
     }
   } catch (e) {
     await server.stop();
@@ -249,3 +257,46 @@ export async function writeSecret(path: string, text: string, mode = 0o600): Pro
 
 /** A random password of letters and digits (CHAP secrets: 12–16 bytes for tgtd). */
 export const randomPassword = (n = 16) => randomBytes(n).toString('base64').replace(/[^A-Za-z0-9]/g, '').padEnd(n, 'x').slice(0, n);
+
+export interface X509Dirs {
+  /** nbdkit --tls-certificates: ca-cert.pem, server-cert.pem, server-key.pem (for 127.0.0.1 and localhost) */
+  server: string;
+  /** a client directory holding only ca-cert.pem */
+  client: string;
+  /** a client directory with ca-cert.pem, client-cert.pem and client-key.pem (0600) */
+  clientWithCert: string;
+  /** a client directory whose ca-cert.pem is another CA's: the server's certificate is not signed by it */
+  wrongCa: string;
+}
+
+/** A throw-away CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl (EC P-256, valid 2 days). */
+export async function makeX509Dirs(dir: string): Promise<X509Dirs> {
+  const d = (name: string) => join(dir, name);
+  for (const n of ['ca', 'other-ca', 'server', 'client', 'client-cert', 'wrong-ca']) await mkdir(d(n), { recursive: true, mode: 0o700 });
+  const ssl = (...a: string[]) => execa('openssl', a, { stdin: 'ignore' });
+  const key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const ca = async (at: string, cn: string) => ssl('req', '-x509', ...key, '-keyout', join(at, 'ca-key.pem'), '-out', join(at, 'ca-cert.pem'),
+    '-days', '2', '-subj', `/CN=${cn}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  await ca(d('ca'), 'Ferry test CA');
+  await ca(d('other-ca'), 'Ferry other CA');
+  const sign = async (name: string, cn: string, ext: string) => {
+    const csr = d(`${name}.csr`), extFile = d(`${name}.ext`);
+    await writeFile(extFile, `${ext}\n`);
+    await ssl('req', ...key, '-keyout', d(`${name}-key.pem`), '-out', csr, '-subj', `/CN=${cn}`);
+    await ssl('x509', '-req', '-in', csr, '-CA', join(d('ca'), 'ca-cert.pem'), '-CAkey', join(d('ca'), 'ca-key.pem'), '-CAcreateserial',
+      '-out', d(`${name}-cert.pem`), '-days', '2', '-extfile', extFile);
+  };
+  await sign('server', 'localhost', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth');
+  await sign('client', 'ferry-client', 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth');
+  const copy = async (from: string, to: string, mode = 0o644) => { await writeFile(to, await readFile(from), { mode }); await chmod(to, mode); };
+  const caCert = join(d('ca'), 'ca-cert.pem');
+  await copy(caCert, join(d('server'), 'ca-cert.pem'));
+  await copy(d('server-cert.pem'), join(d('server'), 'server-cert.pem'));
+  await copy(d('server-key.pem'), join(d('server'), 'server-key.pem'), 0o600);
+  await copy(caCert, join(d('client'), 'ca-cert.pem'));
+  await copy(caCert, join(d('client-cert'), 'ca-cert.pem'));
+  await copy(d('client-cert.pem'), join(d('client-cert'), 'client-cert.pem'));
+  await copy(d('client-key.pem'), join(d('client-cert'), 'client-key.pem'), 0o600);
+  await copy(join(d('other-ca'), 'ca-cert.pem'), join(d('wrong-ca'), 'ca-cert.pem'));
+  return { server: d('server'), client: d('client'), clientWithCert: d('client-cert'), wrongCa: d('wrong-ca') };
+}
