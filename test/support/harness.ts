@@ -31,10 +31,15 @@ export async function sha256(path: string): Promise<string> {
   return h.digest('hex');
 }
 
+/** temp dirs to remove; the guard removes them too, since node:test skips later `after` hooks once one fails */
+const tempDirs: string[] = [];
+const removeTempDirs = async () => { for (const d of tempDirs.splice(0)) await rm(d, { recursive: true, force: true }); };
+
 /** A temp dir removed after the file's tests; call it at the top level of a test file. */
 export async function tempDir(prefix = 'ferrytest-'): Promise<string> {
   const d = await mkdtemp(join(process.env.FERRY_TEST_TMP ?? '/var/tmp', prefix));
-  after(() => rm(d, { recursive: true, force: true }));
+  tempDirs.push(d);
+  after(removeTempDirs);
   return d;
 }
 
@@ -43,6 +48,7 @@ export function guardMachine(): void {
   let start: MachineState;
   before(async () => { start = await machineState(); });
   after(async () => {
+    await removeTempDirs();
     const left = leftBehind(start, await machineState());
     assert.deepEqual(left, [], `left behind on the machine:\n${left.join('\n')}`);
   });
