@@ -1,9 +1,13 @@
 // `npm run bench`: Ferry against `qemu-img convert` on two raw disks — a data
-// disk with stale (deleted) blocks and the Debian guest. Page caches are
-// dropped before every timed run; every output is removed after it is measured.
-// Prints a table and ratios, and writes the same as bench/results.json.
-import { execa } from 'execa';
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+// disk with stale (deleted) blocks and the Debian guest — and the Debian guest
+// read over loopback from NBD (nbdkit) and iSCSI (tgtd) against the same local
+// file. Page caches are dropped before every timed run; every output is
+// removed after it is measured. Prints a table and ratios, and writes the same
+// as bench/results.json. `npm run bench -- --only network` (or
+// FERRY_BENCH_ONLY=data,debian,network) runs some of the parts only.
+import { execa, type ResultPromise } from 'execa';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +18,7 @@ const CLI = join(REPO, 'dist/src/cli/main.js');
 
 interface Step { name: string; seconds: number }
 /** load1: the host's 1-minute load average when the run started (other work skews the times) */
-interface Run { tool: string; seconds: number; allocatedBytes: number; load1: number; steps?: Step[]; allSeconds?: number[] }
+interface Run { tool: string; seconds: number; allocatedBytes: number; load1: number; steps?: Step[]; allSeconds?: number[]; source?: string }
 interface InputResult {
   name: string; image: string; virtualSize: number; sourceUsedBytes: number; runs: Run[];
   ratios: { ferryWallVsQemu: number; ferryNoVerifyWallVsQemu: number; ferryAllocVsUsed: number; qemuAllocVsUsed: number };
@@ -66,6 +70,7 @@ async function ferry(image: string, out: string, verify: boolean): Promise<Run> 
   return run;
 }
 
+/** image: a file or a network URL (qemu-img opens nbd:// and iscsi:// itself) */
 async function qemuImg(image: string, out: string): Promise<Run> {
   await dropCaches();
   const load1 = loadavg()[0];
@@ -106,6 +111,142 @@ async function measure(name: string, image: string, work: string): Promise<Input
   };
 }
 
+// ——— the Debian guest over loopback: NBD (nbdkit) and iSCSI (tgtd) against the local file ———
+
+const SOURCES = ['local', 'nbd', 'iscsi'] as const;
+type SourceKind = typeof SOURCES[number];
+const TOOLS = ['ferry', 'ferry --no-verify', 'qemu-img'] as const;
+
+interface NetworkResult {
+  name: string; image: string; virtualSize: number; sourceUsedBytes: number;
+  urls: Record<Exclude<SourceKind, 'local'>, string>;
+  runs: Run[];
+  /** per tool: network throughput / local throughput = local wall / network wall (goal >= 0.8) */
+  ratios: Record<string, { nbd: number; iscsi: number }>;
+}
+
+interface Daemon { url: string; stop(): Promise<void> }
+const children = new Set<ResultPromise>();
+const daemons = new Set<Daemon>();
+process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
+// interrupted: stop the servers properly (tgtd leaves its management socket otherwise), then exit
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    void Promise.allSettled([...daemons].map(d => d.stop())).finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  });
+}
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address() as { port: number }; srv.close(() => res(port)); });
+  });
+}
+
+/** Spawn a daemon in the foreground; resolves once 127.0.0.1:port accepts connections. */
+async function spawnListening(cmd: string, args: string[], port: number): Promise<{ child: ResultPromise }> {
+  const child = execa(cmd, args, { reject: false, stdin: 'ignore', buffer: true });
+  children.add(child);
+  void child.finally(() => children.delete(child));
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`${cmd} exited before listening: ${String((await child).stderr).trim()}`);
+    const ok = await new Promise<boolean>(res => {
+      const s = connect({ host: '127.0.0.1', port });
+      s.once('connect', () => { s.destroy(); res(true); });
+      s.once('error', () => { s.destroy(); res(false); });
+    });
+    if (ok) return { child }; // wrapped: a returned subprocess would be awaited
+    await sleep(50);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`${cmd} did not listen on 127.0.0.1:${port} within 10 s`);
+}
+
+function track(d: Daemon): Daemon {
+  let stopping: Promise<void> | undefined;
+  const t: Daemon = { url: d.url, stop: () => (stopping ??= d.stop().finally(() => daemons.delete(t))) };
+  daemons.add(t);
+  return t;
+}
+
+async function reap(child: ResultPromise, signal?: NodeJS.Signals): Promise<void> {
+  if (signal && child.exitCode === null) child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+  await child;
+  clearTimeout(timer);
+}
+
+/** nbdkit's file plugin, read-only, on 127.0.0.1 TCP (nbdkit sets TCP_NODELAY). */
+async function startNbdkit(file: string): Promise<Daemon> {
+  const port = await freePort();
+  const { child } = await spawnListening('nbdkit', ['--foreground', '--exit-with-parent', '--read-only', '-i', '127.0.0.1', '-p', String(port), 'file', file], port);
+  return track({ url: `nbd://127.0.0.1:${port}/debian`, stop: () => reap(child, 'SIGTERM') });
+}
+
+/** tgtd serving the file as read-only LUN 1 on 127.0.0.1, no CHAP, with its own management socket. */
+async function startTgtd(file: string): Promise<Daemon> {
+  const port = await freePort();
+  const control = String(1000 + Math.floor(Math.random() * 31000));
+  const iqn = 'iqn.2026-11.io.ferry.bench:debian';
+  const { child } = await spawnListening('tgtd', ['-f', '-C', control, '--iscsi', `portal=127.0.0.1:${port}`], port);
+  const adm = (...a: string[]) => execa('tgtadm', ['-C', control, '--lld', 'iscsi', ...a], { stdin: 'ignore', reject: false });
+  const stop = async () => {
+    // tgtd ignores SIGTERM while it has targets: delete them, then ask it to exit
+    await adm('--mode', 'target', '--op', 'delete', '--force', '--tid', '1');
+    await execa('tgtadm', ['-C', control, '--mode', 'system', '--op', 'delete'], { stdin: 'ignore', reject: false });
+    await reap(child);
+    for (const f of [`/var/run/tgtd/socket.${control}`, `/var/run/tgtd/socket.${control}.lock`]) await rm(f, { force: true });
+  };
+  try {
+    for (const a of [
+      ['--mode', 'target', '--op', 'new', '--tid', '1', '--targetname', iqn],
+      ['--mode', 'logicalunit', '--op', 'new', '--tid', '1', '--lun', '1', '--backing-store', file],
+      ['--mode', 'logicalunit', '--op', 'update', '--tid', '1', '--lun', '1', '--params', 'readonly=1'],
+      ['--mode', 'target', '--op', 'bind', '--tid', '1', '--initiator-address', '127.0.0.1'],
+    ]) {
+      const r = await adm(...a);
+      if (r.exitCode !== 0) throw new Error(`tgtadm ${a.join(' ')}: ${String(r.stderr).trim()}`);
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return track({ url: `iscsi://127.0.0.1:${port}/${iqn}/1`, stop });
+}
+
+/**
+ * The same conversions from the local file, from nbd:// and from iscsi:// over
+ * loopback, back to back per tool, in one run; both servers read the same file.
+ */
+async function measureNetwork(name: string, image: string, work: string): Promise<NetworkResult> {
+  const { used, size } = await sourceUsed(image);
+  console.error(`bench: ${name}: ${image} over loopback NBD and iSCSI`);
+  const servers: Daemon[] = [];
+  try {
+    const nbd = await startNbdkit(image);
+    servers.push(nbd);
+    const iscsi = await startTgtd(image);
+    servers.push(iscsi);
+    const url: Record<SourceKind, string> = { local: image, nbd: nbd.url, iscsi: iscsi.url };
+    const runs: Run[] = [];
+    for (const tool of TOOLS) {
+      for (const source of SOURCES) {
+        const out = join(work, 'out.qcow2');
+        const run = await median(() => tool === 'qemu-img' ? qemuImg(url[source], out) : ferry(url[source], out, tool === 'ferry'));
+        runs.push({ ...run, source });
+      }
+    }
+    const wall = (tool: string, source: SourceKind) => runs.find(r => r.tool === tool && r.source === source)!.seconds;
+    const ratios: NetworkResult['ratios'] = {};
+    for (const tool of TOOLS) ratios[tool] = { nbd: wall(tool, 'local') / wall(tool, 'nbd'), iscsi: wall(tool, 'local') / wall(tool, 'iscsi') };
+    return { name, image, virtualSize: size, sourceUsedBytes: used, urls: { nbd: nbd.url, iscsi: iscsi.url }, runs, ratios };
+  } finally {
+    for (const s of servers.reverse()) await s.stop();
+  }
+}
+
 const MiB = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
 const pad = (s: string, n: number) => s.padEnd(n);
 
@@ -123,22 +264,61 @@ function report(r: InputResult): string {
   return lines.join('\n');
 }
 
+function reportNetwork(r: NetworkResult): string {
+  const lines = [`\n${r.name} over loopback  (${MiB(r.virtualSize)} disk, source used ${MiB(r.sourceUsedBytes)})`,
+    `  nbd: ${r.urls.nbd} (nbdkit file plugin, read-only)   iscsi: ${r.urls.iscsi} (tgtd, read-only LUN)`,
+    `  ${pad('tool', 20)}${pad('source', 8)}${pad('wall', 10)}${pad('used/wall', 13)}${pad('allocated', 12)}load`];
+  for (const run of r.runs) {
+    lines.push(`  ${pad(run.tool, 20)}${pad(run.source!, 8)}${pad(run.seconds.toFixed(1) + ' s', 10)}${pad(`${(r.sourceUsedBytes / 2 ** 20 / run.seconds).toFixed(0)} MiB/s`, 13)}${pad(MiB(run.allocatedBytes), 12)}${run.load1.toFixed(1)}${REPEAT > 1 ? `  (runs: ${run.allSeconds!.map(x => x.toFixed(1)).join(', ')} s)` : ''}`);
+    if (run.steps) lines.push(`      ${run.steps.map(s => `${s.name} ${s.seconds.toFixed(1)} s`).join('; ')}`);
+  }
+  lines.push('  network / local throughput (local wall / network wall; goal >= 0.8):');
+  for (const [tool, x] of Object.entries(r.ratios)) lines.push(`    ${pad(tool + ':', 20)}nbd ${x.nbd.toFixed(2)}   iscsi ${x.iscsi.toFixed(2)}`);
+  return lines.join('\n');
+}
+
+const PARTS = ['data', 'debian', 'network'] as const;
+type Part = typeof PARTS[number];
+
+/** `--only a,b` / `--only=a,b` or FERRY_BENCH_ONLY=a,b: which parts run (default all). */
+function selectedParts(): Set<Part> {
+  const argv = process.argv.slice(2);
+  const i = argv.findIndex(a => a === '--only' || a.startsWith('--only='));
+  const value = i < 0 ? process.env.FERRY_BENCH_ONLY : argv[i].startsWith('--only=') ? argv[i].slice(7) : argv[i + 1];
+  if (!value) return new Set(PARTS);
+  const parts = value.split(',').map(x => x.trim()).filter(Boolean);
+  for (const p of parts) if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--only ${p}: choose from ${PARTS.join(', ')}`);
+  return new Set(parts as Part[]);
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root (loop devices, mounts, drop_caches)');
-  const inputs: [string, string][] = [
-    ['data disk (ext4 + xfs, stale blocks)', await fixture('build-bench-disk.sh')],
-    ['Debian 12 guest', await fixture('build-debian-guest.sh')],
-  ];
+  const parts = selectedParts();
+  const inputs: [string, string][] = [];
+  if (parts.has('data')) inputs.push(['data disk (ext4 + xfs, stale blocks)', await fixture('build-bench-disk.sh')]);
+  const debian = parts.has('debian') || parts.has('network') ? await fixture('build-debian-guest.sh') : '';
+  if (parts.has('debian')) inputs.push(['Debian 12 guest', debian]);
   const work = await mkdtemp(join(process.env.FERRY_BENCH_DIR ?? tmpdir(), 'ferry-bench-'));
   const results: InputResult[] = [];
+  let network: NetworkResult | undefined;
   try {
     for (const [name, image] of inputs) results.push(await measure(name, image, work));
+    if (parts.has('network')) network = await measureNetwork('Debian 12 guest', debian, work);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
   for (const r of results) console.log(report(r));
+  if (network) console.log(reportNetwork(network));
+  // a partial run keeps the figures of the parts it did not run
   const file = join(REPO, 'bench', 'results.json');
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, repeat: REPEAT, results }, null, 2) + '\n');
+  const old = parts.size < PARTS.length
+    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult }
+    : {};
+  const merged = [...(old.results ?? []).filter(o => !results.some(r => r.name === o.name)), ...results];
+  await writeFile(file, JSON.stringify({
+    date: new Date().toISOString(), cpus: cpus().length, repeat: REPEAT, parts: [...parts],
+    results: merged, network: network ?? old.network,
+  }, null, 2) + '\n');
   console.log(`\nwritten ${file}`);
 }
 

@@ -23,7 +23,12 @@ export function fileBlockdevs(path: string, format: string, writable: boolean): 
 }
 
 async function processAlive(pid: number): Promise<boolean> {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try { process.kill(pid, 0); } catch { return false; }
+  // The daemonized qsd is init's child: once it has exited it stays a zombie
+  // until init reaps it, which some inits do only every second or two. A
+  // zombie (one thread left, state Z) has closed its images and its export.
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  return !(/^State:\s+Z/m.test(status) && /^Threads:\s+1$/m.test(status));
 }
 
 async function stopDaemon(pid: number, mountpoint: string): Promise<void> {
