@@ -8,7 +8,7 @@ import { describeEndpoint, type Endpoint } from '../sources/endpoint.js';
 import { openNetworkSource } from '../sources/network.js';
 import type { Scope } from '../util/scope.js';
 import { checkImage, createImage, imageInfoChain, type ImageInfo } from './qemu-img.js';
-import { cutExport, exportAsFile, fileBlockdevs } from './qsd.js';
+import { cutExport, exportAsFile, exportReadBytes, fileBlockdevs } from './qsd.js';
 import { watchConnection } from '../sources/watchdog.js';
 import type { ProgressSink } from '../util/progress.js';
 import { readTable } from '../layout/table.js';
@@ -31,7 +31,7 @@ export const SOURCE_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi'];
 export async function openSource(scope: Scope, ep: Endpoint, work: string, name = 'source', progress?: ProgressSink): Promise<OpenDisk> {
   if (ep.kind !== 'file') {
     const disk = await openNetworkSource(scope, ep, work, name, { requireDisk: true });
-    watchConnection(scope, ep, progress, () => cutExport(disk.file));
+    watchConnection(scope, ep, progress, { readBytes: () => exportReadBytes(disk.file), cutOff: () => cutExport(disk.file) });
     return disk;
   }
   const describe = describeEndpoint(ep);

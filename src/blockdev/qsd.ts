@@ -87,6 +87,20 @@ export async function exportAsFile(scope: Scope, dir: string, name: string, bloc
  * waiting on. The scope that started it still unmounts what is left.
  */
 export async function cutExport(mountpoint: string): Promise<void> {
+  const pid = await exportPid(mountpoint);
+  if (pid) try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+}
+
+/** The daemon behind an export (from its pidfile), if it still has one. */
+async function exportPid(mountpoint: string): Promise<number | undefined> {
   const pid = Number((await readFile(mountpoint.replace(/\.img$/, '.pid'), 'utf8').catch(() => '')).trim());
-  if (pid > 0) try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+  return pid > 0 ? pid : undefined;
+}
+
+/** Bytes the export's daemon has read so far (sockets included): it grows while a network source delivers. */
+export async function exportReadBytes(mountpoint: string): Promise<number | undefined> {
+  const pid = await exportPid(mountpoint);
+  const io = pid ? await readFile(`/proc/${pid}/io`, 'utf8').catch(() => '') : '';
+  const m = /^rchar:\s*(\d+)/m.exec(io);
+  return m ? Number(m[1]) : undefined;
 }

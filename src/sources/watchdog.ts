@@ -6,21 +6,33 @@
 // progress, and when the window (FERRY_RECONNECT_SECONDS) has run out it cuts
 // the source's daemon off, so pending reads fail at once and the step that
 // waited on them ends; convert then reports SOURCE_CONNECTION_LOST.
+// While the source's daemon keeps receiving bytes the connection is plainly
+// alive and nothing is probed; only a daemon that has gone quiet gets a TCP
+// connect (which a server may log as a client that went away).
 import type { ProgressSink } from '../util/progress.js';
 import type { Scope } from '../util/scope.js';
 import { describeEndpoint, type Endpoint } from './endpoint.js';
 import { connectionLost, reconnectSeconds, tryConnect, whereOf, type NetworkEndpoint } from './network.js';
 
-/** how often a healthy connection is checked (one TCP connect, closed at once) */
+/** how often a healthy connection is looked at: the daemon's read count, or a TCP connect when that stood still */
 const HEALTHY_POLL_MS = 3000;
 const MAX_BACKOFF_MS = 8000;
+/** growth of the daemon's read count that proves data arrives: far more than the FUSE request headers it also reads while stuck */
+const FLOWING_BYTES = 256 * 1024;
 
-export function watchConnection(scope: Scope, ep: NetworkEndpoint, progress: ProgressSink | undefined, cutOff: () => Promise<void>): void {
+export interface WatchedSource {
+  /** bytes the source's daemon has read so far (undefined: unknown) */
+  readBytes(): Promise<number | undefined>;
+  /** stop it at once, so that waiting reads fail */
+  cutOff(): Promise<void>;
+}
+
+export function watchConnection(scope: Scope, ep: NetworkEndpoint, progress: ProgressSink | undefined, source: WatchedSource): void {
   const windowMs = reconnectSeconds() * 1000;
   const where = `${whereOf(ep)} (${describeEndpoint(ep)})`;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
-  let lostAt = 0, attempt = 0;
+  let lostAt = 0, attempt = 0, lastRead: number | undefined;
 
   const schedule = (ms: number) => {
     if (stopped) return;
@@ -28,6 +40,10 @@ export function watchConnection(scope: Scope, ep: NetworkEndpoint, progress: Pro
     timer.unref(); // never what keeps the process alive
   };
   const check = async () => {
+    const read = await source.readBytes();
+    const flowing = !lostAt && read !== undefined && lastRead !== undefined && read - lastRead >= FLOWING_BYTES;
+    lastRead = read;
+    if (flowing) return schedule(HEALTHY_POLL_MS);
     const why = await tryConnect(ep, 2000);
     if (stopped) return;
     if (!why) {
@@ -41,7 +57,7 @@ export function watchConnection(scope: Scope, ep: NetworkEndpoint, progress: Pro
     if (elapsed >= windowMs) {
       progress?.note(`gave up on ${where} after ${attempt} attempts in ${Math.round(elapsed / 1000)} s: ${why}`);
       stopped = true;
-      await cutOff();
+      await source.cutOff();
       return;
     }
     progress?.note(`lost the connection to ${where} (${why}); reconnecting, attempt ${attempt}, ${Math.round(elapsed / 1000)} of ${windowMs / 1000} s`);

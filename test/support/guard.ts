@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 
 export interface MachineState { loops: string[]; mounts: string[]; daemons: string[]; workDirs: string[] }
 
-const DAEMONS = ['qemu-storage-d', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86'];
+// process names as the kernel keeps them (15 characters: qemu-storage-daemon is 'qemu-storage-da')
+const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86'];
 
 export async function machineState(): Promise<MachineState> {
   const loops = (await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout.split('\n').filter(Boolean);
@@ -14,7 +15,8 @@ export async function machineState(): Promise<MachineState> {
     .filter(l => /ferry-/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('/proc/sys/fs/binfmt_misc'));
   const daemons: string[] = [];
   for (const name of DAEMONS) {
-    const r = await execa('pgrep', ['-a', '-x', name], { reject: false });
+    // not zombies: a stopped --daemonize qsd is one until init reaps it
+    const r = await execa('pgrep', ['-a', '-x', '-r', 'R,S,D,T', name], { reject: false });
     daemons.push(...r.stdout.split('\n').filter(Boolean));
   }
   const workDirs = (await readdir(process.env.FERRY_TMP ?? tmpdir())).filter(n => n.startsWith('ferry-'));
