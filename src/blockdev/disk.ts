@@ -9,6 +9,7 @@ import { openNetworkSource } from '../sources/network.js';
 import type { Scope } from '../util/scope.js';
 import { checkImage, createImage, imageInfoChain, type ImageInfo } from './qemu-img.js';
 import { cutExport, exportAsFile, exportReadBytes, fileBlockdevs } from './qsd.js';
+import { attachLoop } from './loop.js';
 import { watchConnection } from '../sources/watchdog.js';
 import type { ProgressSink } from '../util/progress.js';
 import { readTable } from '../layout/table.js';
@@ -32,7 +33,14 @@ export async function openSource(scope: Scope, ep: Endpoint, work: string, name 
   if (ep.kind !== 'file') {
     const disk = await openNetworkSource(scope, ep, work, name, { requireDisk: true });
     watchConnection(scope, ep, progress, { readBytes: () => exportReadBytes(disk.file), cutOff: () => cutExport(disk.file) });
-    return disk;
+    // One loop device over the export for the whole run: a FUSE file drops its
+    // page cache at every open, a block device keeps it, so what the copy read
+    // is still in memory when verify reads it again (the server is not asked twice).
+    const dev = await attachLoop(scope, disk.file, { offset: 0, size: disk.size, readOnly: true });
+    // held open: the kernel drops a block device's cache when its last opener closes it
+    const held = await open(dev, 'r');
+    scope.defer(`open ${dev}`, () => held.close());
+    return { ...disk, file: dev };
   }
   const describe = describeEndpoint(ep);
   const st = await stat(ep.path).catch(() => undefined);
