@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa, type ResultPromise } from 'execa';
 import { ROOT, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { makeNetnsLink, type NetnsLink } from './support/netns.js';
 import { buildDebianGuest } from './support/fixtures.js';
 import { bootImage } from '../src/verify/boot.js';
 
@@ -30,7 +31,7 @@ guardMachine();
 const dir = await tempDir('ferryp2v-');
 
 let guest: string, guestSum: string, guestSize: number, loop = '';
-let netnsMade = false;
+let link: NetnsLink | undefined;
 
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
 const inNs = (args: string[]) => ['netns', 'exec', NS, ...args];
@@ -85,18 +86,7 @@ async function setUp(): Promise<void> {
   guest = await buildDebianGuest();
   guestSum = await sha256(guest);
   guestSize = (await stat(guest)).size;
-  // a host address in 10.231.0.0/30 already means a leftover or a clash: say so instead of tripping over it
-  const addrs = String((await sh('ip', ['-o', '-4', 'addr', 'show'])).stdout);
-  assert.ok(!/ 10\.231\.0\.[0-3]\//.test(addrs), `10.231.0.0/30 is already in use on this host:\n${addrs}`);
-  await sh('ip', ['netns', 'add', NS]);
-  netnsMade = true;
-  await sh('ip', ['link', 'add', VETH_HOST, 'type', 'veth', 'peer', 'name', VETH_NS]);
-  await sh('ip', ['link', 'set', VETH_NS, 'netns', NS]);
-  await sh('ip', ['addr', 'add', `${HOST_ADDR}/30`, 'dev', VETH_HOST]);
-  await sh('ip', ['link', 'set', VETH_HOST, 'up']);
-  await sh('ip', ['-n', NS, 'addr', 'add', `${NS_ADDR}/30`, 'dev', VETH_NS]);
-  await sh('ip', ['-n', NS, 'link', 'set', VETH_NS, 'up']);
-  await sh('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+  link = await makeNetnsLink({ ns: NS, hostIf: VETH_HOST, nsIf: VETH_NS, hostIp: HOST_ADDR, nsIp: NS_ADDR });
   loop = String((await sh('losetup', ['-r', '--show', '-f', guest])).stdout).trim();
   assert.match(loop, /^\/dev\/loop\d+$/);
 }
@@ -104,14 +94,8 @@ async function setUp(): Promise<void> {
 /** Remove all of it, whatever failed before; then check that the image never changed. */
 async function tearDown(): Promise<void> {
   for (const a of running) { a.proc.kill('SIGKILL'); await a.proc; }
-  if (netnsMade) {
-    // deleting the namespace destroys the veth pair with it
-    await execa('ip', ['netns', 'del', NS], { reject: false });
-    await execa('ip', ['link', 'del', VETH_HOST], { reject: false });
-  }
+  await link?.remove(); // the pair, the namespace and /run/netns's mount, each checked gone
   if (loop) await execa('losetup', ['-d', loop], { reject: false });
-  assert.notEqual((await execa('ip', ['link', 'show', VETH_HOST], { reject: false })).exitCode, 0, 'the veth is gone');
-  assert.ok(!existsSync(`/run/netns/${NS}`), 'the namespace is gone');
   if (guest) assert.equal(await sha256(guest), guestSum, 'the guest image was never written');
 }
 

@@ -17,6 +17,7 @@ import { connect } from 'node:net';
 import { execa, type ResultPromise } from 'execa';
 import { FERRY, ferry, guardMachine, tempDir } from './support/harness.js';
 import { makeSmallDisk } from './support/small-disk.js';
+import { makeNetnsLink, type NetnsLink } from './support/netns.js';
 
 guardMachine();
 const dir = await tempDir('ferryslow-');
@@ -33,7 +34,6 @@ const HOST_IP = '10.232.0.1', NS_IP = '10.232.0.2';
 const PORT = 10809;
 
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
-const inNs = (cmd: string, args: string[]) => sh('ip', ['netns', 'exec', NS, cmd, ...args]);
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
 /** rx/tx bytes of every interface of this (the host's) namespace */
@@ -58,24 +58,13 @@ describe('a slow link: NBD from a network namespace over a shaped veth pair', ()
   let disk: string;
   let server: ResultPromise | undefined;
   let shaping = '';
-  let netnsMade = false, vethMade = false;
+  let link: NetnsLink | undefined;
+  const inNs = (cmd: string, args: string[]) => link!.exec(cmd, args);
 
   before(async () => {
-    const taken = (await sh('ip', ['-4', '-o', 'addr', 'show'])).stdout;
-    assert.ok(!/ 10\.232\.0\./.test(taken), `10.232.0.0/30 is already in use on this host:\n${taken}`);
     disk = join(dir, 'disk.raw');
     await makeSmallDisk(disk, { sizeMiB: 400, randomMiB: RANDOM_MIB });
-
-    await sh('ip', ['netns', 'add', NS]);
-    netnsMade = true;
-    await sh('ip', ['link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF]);
-    vethMade = true;
-    await sh('ip', ['link', 'set', NS_IF, 'netns', NS]);
-    await sh('ip', ['addr', 'add', `${HOST_IP}/30`, 'dev', HOST_IF]);
-    await sh('ip', ['link', 'set', HOST_IF, 'up']);
-    await inNs('ip', ['addr', 'add', `${NS_IP}/30`, 'dev', NS_IF]);
-    await inNs('ip', ['link', 'set', NS_IF, 'up']);
-    await inNs('ip', ['link', 'set', 'lo', 'up']);
+    link = await makeNetnsLink({ ns: NS, hostIf: HOST_IF, nsIf: NS_IF, hostIp: HOST_IP, nsIp: NS_IP });
 
     // netem when the kernel has it: half the delay each way, and the rate
     const netem = (dev: string) => ['qdisc', 'add', 'dev', dev, 'root', 'netem', 'delay', `${DELAY_MS / 2}ms`, 'rate', `${RATE_MBIT}mbit`];
@@ -113,12 +102,7 @@ describe('a slow link: NBD from a network namespace over a shaped veth pair', ()
       await server;
       clearTimeout(t);
     }
-    // deleting one end deletes the pair; `ip netns del` alone frees the veth only later, asynchronously
-    if (vethMade) await execa('ip', ['link', 'del', HOST_IF], { reject: false, stdin: 'ignore' });
-    if (netnsMade) await execa('ip', ['netns', 'del', NS], { reject: false, stdin: 'ignore' });
-    const left = (await execa('ip', ['-o', 'link', 'show'], { stdin: 'ignore' })).stdout;
-    assert.ok(!left.includes(HOST_IF), `veth ${HOST_IF} left behind`);
-    assert.ok(!(await execa('ip', ['netns', 'list'], { stdin: 'ignore' })).stdout.includes(NS), `netns ${NS} left behind`);
+    await link?.remove(); // the pair, the namespace and /run/netns's mount, each checked gone
   });
 
   it(`nbdkit listens only on ${NS_IP}, inside the namespace`, async () => {

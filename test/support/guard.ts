@@ -12,7 +12,9 @@ const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x
 export async function machineState(): Promise<MachineState> {
   const loops = (await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout.split('\n').filter(Boolean);
   const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n')
-    .filter(l => /ferry-/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('/proc/sys/fs/binfmt_misc'));
+    .filter(l => /ferry-/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('/proc/sys/fs/binfmt_misc')
+      // `ip netns add` mounts /run/netns (and one file per namespace) the first time it runs
+      || l.split(' ')[1]?.startsWith('/run/netns'));
   const daemons: string[] = [];
   for (const name of DAEMONS) {
     // not zombies: a stopped --daemonize qsd is one until init reaps it

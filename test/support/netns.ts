@@ -1,0 +1,58 @@
+// A test host in a network namespace, joined to this one by a veth pair with
+// an address on each end (/30). `ip netns add` also turns /run/netns into a
+// mount point the first time it runs on a machine; remove() takes the pair,
+// the namespace and that mount away again (when this link made it), so the
+// machine is as it was before.
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { execa } from 'execa';
+
+export interface NetnsLink {
+  ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp: string;
+  /** run a command inside the namespace */
+  exec(cmd: string, args: string[]): Promise<{ stdout: string; stderr: string }>;
+  remove(): Promise<void>;
+}
+
+const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
+const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
+
+/** Make the namespace and the pair, addresses up, lo up inside; refuses a /30 this host already uses. */
+export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp: string }): Promise<NetnsLink> {
+  const taken = String((await sh('ip', ['-4', '-o', 'addr', 'show'])).stdout);
+  const subnet = o.hostIp.replace(/\.\d+$/, '.');
+  assert.ok(!taken.includes(` ${subnet}`), `${subnet}0/30 is already in use on this host (a leftover or a clash):\n${taken}`);
+  const mountedBefore = await netnsMounted();
+  let made = false;
+  const link: NetnsLink = {
+    ...o,
+    async exec(cmd, args) {
+      const r = await sh('ip', ['netns', 'exec', o.ns, cmd, ...args]);
+      return { stdout: String(r.stdout), stderr: String(r.stderr) };
+    },
+    async remove() {
+      // deleting one end deletes the pair; `ip netns del` alone frees the veth only later, asynchronously
+      await execa('ip', ['link', 'del', o.hostIf], { reject: false, stdin: 'ignore' });
+      if (made) await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
+      const others = String((await execa('ip', ['netns', 'list'], { reject: false, stdin: 'ignore' })).stdout).trim();
+      if (!mountedBefore && !others && await netnsMounted()) await sh('umount', ['/run/netns']);
+      assert.notEqual((await execa('ip', ['link', 'show', o.hostIf], { reject: false, stdin: 'ignore' })).exitCode, 0, `veth ${o.hostIf} left behind`);
+      assert.ok(!others.split('\n').some(l => l.split(' ')[0] === o.ns), `netns ${o.ns} left behind`);
+    },
+  };
+  try {
+    await sh('ip', ['netns', 'add', o.ns]);
+    made = true;
+    await sh('ip', ['link', 'add', o.hostIf, 'type', 'veth', 'peer', 'name', o.nsIf]);
+    await sh('ip', ['link', 'set', o.nsIf, 'netns', o.ns]);
+    await sh('ip', ['addr', 'add', `${o.hostIp}/30`, 'dev', o.hostIf]);
+    await sh('ip', ['link', 'set', o.hostIf, 'up']);
+    await sh('ip', ['-n', o.ns, 'addr', 'add', `${o.nsIp}/30`, 'dev', o.nsIf]);
+    await sh('ip', ['-n', o.ns, 'link', 'set', o.nsIf, 'up']);
+    await sh('ip', ['-n', o.ns, 'link', 'set', 'lo', 'up']);
+  } catch (e) {
+    await link.remove();
+    throw e;
+  }
+  return link;
+}
