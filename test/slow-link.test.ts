@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect } from 'node:net';
 import { execa, type ResultPromise } from 'execa';
-import { FERRY, ferry, guardMachine, tempDir } from './support/harness.js';
+import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 import { makeSmallDisk } from './support/small-disk.js';
 import { makeNetnsLink, type NetnsLink } from './support/netns.js';
 
@@ -55,7 +55,7 @@ interface Progress { event: 'progress'; phase: string; done: number; total: numb
 interface Timed { at: number; ev: { event: string; phase?: string } & Partial<Omit<Progress, 'event'>> }
 
 describe('a slow link: NBD from a network namespace over a shaped veth pair', () => {
-  let disk: string;
+  let disk: string, diskSum: string;
   let server: ResultPromise | undefined;
   let shaping = '';
   let link: NetnsLink | undefined;
@@ -64,6 +64,7 @@ describe('a slow link: NBD from a network namespace over a shaped veth pair', ()
   before(async () => {
     disk = join(dir, 'disk.raw');
     await makeSmallDisk(disk, { sizeMiB: 400, randomMiB: RANDOM_MIB });
+    diskSum = await sha256(disk);
     link = await makeNetnsLink({ ns: NS, hostIf: HOST_IF, nsIf: NS_IF, hostIp: HOST_IP, nsIp: NS_IP });
 
     // netem when the kernel has it: half the delay each way, and the rate
@@ -103,6 +104,7 @@ describe('a slow link: NBD from a network namespace over a shaped veth pair', ()
       clearTimeout(t);
     }
     await link?.remove(); // the pair, the namespace and /run/netns's mount, each checked gone
+    if (diskSum) assert.equal(await sha256(disk), diskSum, 'the served disk is unchanged');
   });
 
   it(`nbdkit listens only on ${NS_IP}, inside the namespace`, async () => {

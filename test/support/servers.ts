@@ -81,6 +81,17 @@ function track(url: string, child: ResultPromise, stop: () => Promise<void>): Se
   return server;
 }
 
+/** The server once its child listens; one that never does is stopped, and the error thrown. */
+async function whenListening(server: Server, child: ResultPromise, target: { port: number } | { path: string }, what: string): Promise<Server> {
+  try {
+    await waitListening(child, target, what);
+  } catch (e) {
+    await server.stop();
+    throw e;
+  }
+  return server;
+}
+
 export interface NbdOptions {
   /** the file served, read-only, as it is (no copy) */
   file: string;
@@ -116,13 +127,7 @@ export async function startQemuNbd(o: NbdOptions): Promise<Server> {
     await stopChild(child);
     if (o.socket) await rm(o.socket, { force: true });
   });
-  try {
-    await waitListening(child, target, `qemu-nbd ${url}`);
-  } catch (e) {
-    await server.stop();
-    throw e;
-  }
-  return server;
+  return whenListening(server, child, target, `qemu-nbd ${url}`);
 }
 
 export interface NbdkitOptions {
@@ -157,13 +162,7 @@ export async function startNbdkit(o: NbdkitOptions): Promise<Server> {
   const child = execa('nbdkit', args, { reject: false, stdin: 'ignore', buffer: true });
   const url = `${o.tlsPskFile || o.tlsCertsDir ? 'nbds' : 'nbd'}://127.0.0.1:${port}/${name}`;
   const server = track(url, child, () => stopChild(child));
-  try {
-    await waitListening(child, { port }, `nbdkit ${url}`);
-  } catch (e) {
-    await server.stop();
-    throw e;
-  }
-  return server;
+  return whenListening(server, child, { port }, `nbdkit ${url}`);
 }
 
 export interface IscsiOptions {
