@@ -29,7 +29,7 @@ export interface OpenDisk {
 export const SOURCE_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi'];
 
 /** Open a source read-only; a network source is watched while open, its reconnects shown on `progress`. */
-export async function openSource(scope: Scope, ep: Endpoint, work: string, name = 'source', progress?: ProgressSink): Promise<OpenDisk> {
+export async function openSource(scope: Scope, ep: Endpoint, work: string, name = 'source', progress?: ProgressSink, opts: { allowBlank?: boolean } = {}): Promise<OpenDisk> {
   if (ep.kind !== 'file') {
     const disk = await openNetworkSource(scope, ep, work, name, { requireDisk: true });
     watchConnection(scope, ep, progress, { readBytes: () => exportReadBytes(disk.file), cutOff: () => cutExport(disk.file) });
@@ -65,7 +65,7 @@ export async function openSource(scope: Scope, ep: Endpoint, work: string, name 
   }
   if (info.format === 'raw') {
     // qemu calls any file raw; a disk has a partition table or a file system at its start
-    if (!(await readTable(ep.path)) && !(await probeDevice(ep.path)).type) {
+    if (!opts.allowBlank && !(await readTable(ep.path)) && !(await probeDevice(ep.path)).type) {
       throw notADiskImage(ep.path, 'no partition table or file system found');
     }
     return { file: ep.path, size: info.virtualSize, format: 'raw', describe, info };

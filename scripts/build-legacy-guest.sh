@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# build-legacy-guest.sh — the Debian 12 test guest as it looks after years on
+# old hardware (a VMware host with IDE/SATA disks): Ferry's inspection and
+# re-fit tests need a guest that is bound to hardware it will not find again.
+#
+# Derived from scripts/build-debian-guest.sh's image (built first if needed);
+# cached under ${FERRY_FIXTURES:-/var/cache/ferry/fixtures}/legacy-guest-<hash>/
+# where <hash> covers this script and the base script.
+#   stdout: the image path, then manifest.json's path (last line)
+#   stderr: progress
+#
+# What differs from the base guest:
+#   - initramfs holds only IDE/SATA drivers (ata_piix ata_generic ahci sd_mod),
+#     no virtio: on virtio-blk it cannot find its root
+#   - fstab and the GRUB command line name /dev/sda1 (and swap /dev/sda5)
+#   - a udev persistent-net rule binds the old NIC's MAC to eth0, and
+#     /etc/network/interfaces gives eth0 a static address
+#   - open-vm-tools is installed (the old platform's guest tools)
+set -euo pipefail
+exec </dev/null
+exec 3>&1 1>&2
+
+START_TS=$(date +%s)
+log() { printf '[build-legacy-guest %4ss] %s\n' "$(( $(date +%s) - START_TS ))" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+OLD_MAC=00:50:56:8a:4c:01           # VMware OUI: the NIC the guest was bound to
+STATIC_ADDR=10.0.2.15/24            # what qemu's user network hands out, so a re-fitted boot can use it
+GATEWAY=10.0.2.2
+LEGACY_MODULES="ata_piix ata_generic ahci sd_mod ext4 crc32c_generic"
+
+SCRIPT_DIR=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+HASH=$(cat "$SCRIPT_DIR/build-legacy-guest.sh" "$SCRIPT_DIR/build-debian-guest.sh" | sha256sum | cut -c1-12)
+FIXTURES=$(realpath -m "${FERRY_FIXTURES:-/var/cache/ferry/fixtures}")
+OUT="$FIXTURES/legacy-guest-$HASH"
+done_already() { [[ -f $OUT/disk.raw && -f $OUT/manifest.json && -f $OUT/done ]]; }
+if done_already; then printf '%s\n%s\n' "$OUT/disk.raw" "$OUT/manifest.json" >&3; exit 0; fi
+[[ $(id -u) -eq 0 ]] || die "run as root (needs loop devices, mount, chroot)"
+
+BASE=$(bash "$SCRIPT_DIR/build-debian-guest.sh")
+mkdir -p "$FIXTURES"
+exec 9>"$FIXTURES/.legacy-guest-$HASH.lock"
+flock 9
+if done_already; then printf '%s\n%s\n' "$OUT/disk.raw" "$OUT/manifest.json" >&3; exit 0; fi
+
+for stale in "$FIXTURES"/.legacy-guest-"$HASH".tmp.*; do
+  [[ -d $stale ]] || continue
+  while read -r m; do umount -l "$m" 2>/dev/null || true; done \
+    < <(findmnt -rn -o TARGET | awk -v p="$stale/" 'index($0 "/", p) == 1' | sort -r)
+  losetup -j "$stale/disk.raw" -n -O NAME 2>/dev/null | while read -r l; do losetup -d "$l" || true; done
+  rm -rf --one-file-system "$stale"
+done
+[[ -d $OUT ]] && rm -rf --one-file-system "$OUT"
+
+TMP=$(mktemp -d "$FIXTURES/.legacy-guest-$HASH.tmp.XXXXXX")
+chmod 0755 "$TMP"
+IMG=$TMP/disk.raw
+MNT=$TMP/root
+LOOP=''
+MOUNTS=()
+FINISHED=0
+cleanup() {
+  local rc=$? i
+  set +e
+  for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do
+    mountpoint -q "${MOUNTS[i]}" && { umount "${MOUNTS[i]}" || umount -l "${MOUNTS[i]}"; }
+  done
+  [[ -n $LOOP ]] && losetup -d "$LOOP"
+  if [[ $FINISHED -ne 1 ]]; then rm -rf --one-file-system "$TMP"; log "build failed (exit $rc); temp dir removed"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+do_mount() { mount "$@"; MOUNTS+=("${!#}"); }
+
+log "copying the base guest $BASE"
+cp --sparse=always "$BASE" "$IMG"
+read -r ROOT_OFF ROOT_LEN < <(partx -g -o START,SECTORS -n 1 "$IMG" | awk '{ print $1 * 512, $2 * 512 }')
+LOOP=$(losetup --find --show --offset "$ROOT_OFF" --sizelimit "$ROOT_LEN" "$IMG")
+mkdir -p "$MNT"
+do_mount "$LOOP" "$MNT"
+do_mount -t proc proc "$MNT/proc"
+do_mount -t sysfs sysfs "$MNT/sys"
+do_mount --bind /dev "$MNT/dev"
+do_mount --bind /dev/pts "$MNT/dev/pts"
+
+KVER=$(cd "$MNT/boot" && ls -1 vmlinuz-* | sort -V | tail -n1); KVER=${KVER#vmlinuz-}
+ROOT_UUID=$(blkid -s UUID -o value "$LOOP")
+
+log "installing open-vm-tools (apt in the chroot, services not started)"
+cp /etc/resolv.conf "$MNT/etc/resolv.conf"
+printf '#!/bin/sh\nexit 101\n' >"$MNT/usr/sbin/policy-rc.d"; chmod 0755 "$MNT/usr/sbin/policy-rc.d"
+chroot "$MNT" apt-get update -q >&2
+DEBIAN_FRONTEND=noninteractive chroot "$MNT" apt-get install -y -q --no-install-recommends open-vm-tools >&2
+chroot "$MNT" apt-get clean
+rm -rf "$MNT"/var/lib/apt/lists/* "$MNT/usr/sbin/policy-rc.d"
+: >"$MNT/etc/resolv.conf"
+
+log "binding to old hardware: /dev/sda names, IDE/SATA-only initramfs, MAC $OLD_MAC on eth0"
+cat >"$MNT/etc/fstab" <<'EOF'
+# <file system> <mount point> <type> <options>         <dump> <pass>
+/dev/sda1       /             ext4   errors=remount-ro 0      1
+/dev/sda5       none          swap   sw                0      0
+EOF
+sed -i "s|root=UUID=$ROOT_UUID|root=/dev/sda1|" "$MNT/boot/grub/grub.cfg"
+grep -q 'root=/dev/sda1' "$MNT/boot/grub/grub.cfg" || die "grub.cfg: root= not rewritten"
+cat >"$MNT/etc/udev/rules.d/70-persistent-net.rules" <<EOF
+# This file was automatically generated by the /lib/udev/write_net_rules
+# program, run by the persistent-net-generator.rules rules file.
+
+# PCI device 0x15ad:0x07b0 (vmxnet3)
+SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="$OLD_MAC", ATTR{dev_id}=="0x0", ATTR{type}=="1", KERNEL=="eth*", NAME="eth0"
+EOF
+cat >"$MNT/etc/network/interfaces" <<EOF
+auto lo
+iface lo inet loopback
+
+allow-hotplug eth0
+iface eth0 inet static
+    address $STATIC_ADDR
+    gateway $GATEWAY
+EOF
+{ echo "# Ferry legacy guest: IDE/SATA disks only"; printf '%s\n' $LEGACY_MODULES; } >"$MNT/etc/initramfs-tools/modules"
+chroot "$MNT" update-initramfs -u -k "$KVER" >&2
+INITRD_KO=$(chroot "$MNT" lsinitramfs "/boot/initrd.img-$KVER" | sed -n 's|.*/\([^/]*\)\.ko\(\.[a-z]*\)\?$|\1|p' | sort -u)
+grep -q '^virtio' <<<"$INITRD_KO" && die "initramfs still holds virtio modules"
+grep -qx ata_piix <<<"$INITRD_KO" || die "initramfs lacks ata_piix"
+
+OS_VERSION=$(. "$MNT/etc/os-release"; echo "$VERSION_ID")
+CODENAME=$(. "$MNT/etc/os-release"; echo "$VERSION_CODENAME")
+POINT=$(cat "$MNT/etc/debian_version")
+VMTOOLS=$(chroot "$MNT" dpkg-query -W -f='${Version}' open-vm-tools)
+PKG_COUNT=$(chroot "$MNT" dpkg-query -W -f='${db:Status-Abbrev}\n' | grep -c '^ii')
+HOSTNAME_=$(cat "$MNT/etc/hostname")
+MACHINE_ID=$(cat "$MNT/etc/machine-id")
+
+for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do umount "${MOUNTS[i]}"; done
+MOUNTS=()
+losetup -d "$LOOP"; LOOP=''
+
+# Every value an inspector must find, from this script's own truth.
+python3 - "$TMP/manifest.json" <<EOF
+import json, sys
+json.dump({
+  "rootUuid": "$ROOT_UUID", "rootLabel": "ferry-root",
+  "distro": "debian", "version": "$OS_VERSION", "codename": "$CODENAME", "patchLevel": "$POINT",
+  "arch": "amd64", "hostname": "$HOSTNAME_", "machineId": "$MACHINE_ID",
+  "kernel": "$KVER", "flavour": "amd64", "cmdlineHas": "root=/dev/sda1",
+  "initramfs": {"compression": "gzip", "modules": "$(echo $INITRD_KO)".split()},
+  "firmware": "bios", "bootloader": "grub-bios",
+  "fstab": [{"spec": "/dev/sda1", "by": "path", "mountpoint": "/"}, {"spec": "/dev/sda5", "by": "path", "mountpoint": "none"}],
+  "interface": {"name": "eth0", "source": "ifupdown", "method": "static", "addresses": ["$STATIC_ADDR"], "gateway": "$GATEWAY"},
+  "macBinding": {"name": "eth0", "mac": "$OLD_MAC", "source": "udev-rules"},
+  "package": {"name": "open-vm-tools", "version": "$VMTOOLS"}, "packageCount": $PKG_COUNT,
+  "guestTools": ["open-vm-tools"],
+}, open(sys.argv[1], "w"), indent=2)
+EOF
+date -u +%Y-%m-%dT%H:%M:%SZ >"$TMP/done"
+sync -f "$IMG" 2>/dev/null || sync
+mv -T "$TMP" "$OUT"
+FINISHED=1
+log "built $OUT/disk.raw in $(( $(date +%s) - START_TS )) s"
+printf '%s\n%s\n' "$OUT/disk.raw" "$OUT/manifest.json" >&3
