@@ -29,3 +29,23 @@ export function buildDebianGuest(): Promise<string> {
   guest ??= lastLines('build-debian-guest.sh').then(l => l.at(-1)!);
   return guest;
 }
+
+export interface LegacyGuest { disk: string; manifest: LegacyManifest }
+export interface LegacyManifest {
+  rootUuid: string; rootLabel: string; distro: string; version: string; codename: string; patchLevel: string;
+  hostname: string; machineId: string; kernel: string; flavour: string; cmdlineHas: string;
+  initramfs: { compression: string; modules: string[] }; firmware: string; bootloader: string;
+  fstab: { spec: string; by: string; mountpoint: string }[];
+  interface: { name: string; source: string; method: string; addresses: string[]; gateway: string };
+  macBinding: { name: string; mac: string; source: string };
+  package: { name: string; version: string }; packageCount: number; guestTools: string[];
+}
+let legacy: Promise<LegacyGuest> | undefined;
+/** The Debian guest bound to old hardware: IDE/SATA-only initramfs, /dev/sda names, a MAC-bound eth0, open-vm-tools. */
+export function buildLegacyGuest(): Promise<LegacyGuest> {
+  legacy ??= (async () => {
+    const [disk, manifest] = await lastLines('build-legacy-guest.sh');
+    return { disk, manifest: JSON.parse(await readFile(manifest, 'utf8')) as LegacyManifest };
+  })();
+  return legacy;
+}
