@@ -13,6 +13,8 @@ import { verifyCommand } from './verify.js';
 import { formatProbe, probe } from './probe.js';
 import { redact, setNetworkCredentials } from '../sources/secrets.js';
 import { formatConvert, formatInfo } from './text.js';
+import { inspect } from '../inspect/inspect.js';
+import { formatInspect } from './inspect-text.js';
 
 const SOURCE_FORMS = 'disk image path (raw qcow2 vmdk vhd vhdx vdi), nbd://HOST[:PORT]/EXPORT, nbds://…, nbd+unix:///EXPORT?socket=PATH or iscsi://[USER@]HOST[:PORT]/IQN/LUN';
 
@@ -67,6 +69,13 @@ async function main(): Promise<void> {
     async a => {
       const r = await info(a.SOURCE!);
       process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : formatInfo(r));
+    })
+    .command('inspect SOURCE', 'what a disk holds without booting it: file systems, operating systems, kernels, drivers, boot, network, packages', y => credentialOptions(y)
+      .positional('SOURCE', { type: 'string', demandOption: true, describe: SOURCE_FORMS })
+      .option('json', { type: 'boolean', default: false, describe: 'one JSON document' }),
+    async a => {
+      const r = await inspect(a.SOURCE!);
+      process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : formatInspect(r));
     })
     .command('probe URL', 'what a server offers: NBD exports or iSCSI targets and LUNs, with sizes, partition tables and file systems', y => credentialOptions(y)
       .positional('URL', { type: 'string', demandOption: true, describe: 'nbd://HOST[:PORT][/EXPORT], nbds://…, nbd+unix:///?socket=PATH, iscsi://[USER@]HOST[:PORT][/IQN[/LUN]]' })

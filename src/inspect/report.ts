@@ -154,8 +154,10 @@ export interface WindowsOs {
   patchLevel?: string;
   arch?: string;
   hostname?: string;
-  hal?: { file: string; variant: string; acpi: boolean; multiprocessor: boolean; how: 'version-resource' | 'digest' | 'registry' };
-  kernel?: { file: string; variant: string; multiprocessor: boolean; pae?: boolean; how: 'version-resource' | 'digest' | 'registry' };
+  /** variant: the file setup copied to hal.dll, e.g. halmacpi.dll; fileVersion from its version resource */
+  hal?: { file: string; variant: string; acpi: boolean; multiprocessor: boolean; how: 'version-resource' | 'digest' | 'registry'; fileVersion?: string };
+  /** variant: e.g. ntkrpamp.exe; pae only for 32-bit kernels */
+  kernel?: { file: string; variant: string; multiprocessor: boolean; pae?: boolean; how: 'version-resource' | 'digest' | 'registry'; fileVersion?: string };
   /** storage drivers loaded at boot (Start 0), with their Start values */
   bootStorageDrivers: WindowsDriver[];
   services: WindowsDriver[];
