@@ -3,7 +3,7 @@
 // damaged parts become typed error entries while the rest is still reported.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
@@ -139,6 +139,27 @@ describe('inspect bad input', () => {
       assert.match(r.note!, /no operating system/);
       assert.equal(await sha256(disk), sum);
     }
+  });
+
+  it('a BitLocker volume is reported as encrypted', async () => {
+    const disk = join(dir, 'bitlocker.raw');
+    await execa('truncate', ['-s', '16M', disk]);
+    await execa('sfdisk', ['-q', disk], { input: 'label: dos\nstart=2048, type=7\n' });
+    // a BitLocker (Windows 7+) volume header: "-FVE-FS-" OEM id and three FVE metadata blocks it points to
+    const part = 2048 * 512;
+    const header = Buffer.alloc(512);
+    header.set([0xeb, 0x58, 0x90]); header.write('-FVE-FS-', 3, 'latin1');
+    header.writeUInt16LE(512, 11); header[13] = 8; header.writeUInt16LE(0xaa55, 510);
+    const fve = Buffer.concat([Buffer.from('-FVE-FS-', 'latin1'), Buffer.from([2, 0])]);
+    const fd = await open(disk, 'r+');
+    try {
+      for (const [i, off] of [1, 2, 3].map(n => [n, n << 20])) { header.writeBigUInt64LE(BigInt(off), 0xb0 + (i - 1) * 8); await fd.write(fve, 0, fve.length, part + off); }
+      await fd.write(header, 0, 512, part);
+    } finally { await fd.close(); }
+    const r = await inspectJson(disk);
+    assert.deepEqual(r.fileSystems.map(f => [f.partition, f.type, f.encrypted]), [[1, 'BitLocker', 'bitlocker']]);
+    assert.deepEqual(r.operatingSystems, []);
+    assert.match((await ferry(['inspect', disk])).stdout, /p1 encrypted \(bitlocker\)/);
   });
 
   it('a truncated qcow2: typed error, nothing left behind', async () => {
