@@ -11,6 +11,7 @@ import type { InspectReport, LinuxOs } from '../src/inspect/report.js';
 import { buildDebianGuest, buildLegacyGuest, type LegacyGuest } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 import { makeSmallDisk } from './support/small-disk.js';
+import { startNbdkit, stopAllServers } from './support/servers.js';
 
 guardMachine();
 const dir = await tempDir();
@@ -87,6 +88,17 @@ describe('inspect the Debian guest bound to old hardware', () => {
     assert.equal(os.packages.list.find(p => p.name === g.manifest.package.name)?.version, g.manifest.package.version);
     assert.deepEqual(os.guestTools, g.manifest.guestTools);
     assert.deepEqual(os.errors, []);
+  });
+
+  it('reads the same over NBD as from the file', async () => {
+    const server = await startNbdkit({ file: g.disk });
+    try {
+      const net = linuxOf(await inspectJson(server.url));
+      const { packages: _a, ...local } = os;
+      const { packages: _b, ...remote } = net;
+      assert.deepEqual(remote, local);
+      assert.equal(net.packages.list.length, os.packages.list.length);
+    } finally { await stopAllServers(); }
   });
 
   it('prints a readable summary without --json', async () => {
