@@ -121,6 +121,22 @@ iface eth0 inet static
     address $STATIC_ADDR
     gateway $GATEWAY
 EOF
+# The boot marker also says which address eth0 came up with (net=eth0:ADDR or
+# net=none), so a re-fitted boot proves the old address configuration survived.
+cat >"$MNT/usr/local/sbin/ferry-boot-marker" <<'EOF'
+#!/bin/sh
+uuid=$(findmnt -no UUID / 2>/dev/null)
+host=$(cat /proc/sys/kernel/hostname)
+net=none
+for i in $(seq 1 30); do
+  addr=$(ip -o -4 addr show dev eth0 2>/dev/null | awk '{ print $4; exit }')
+  [ -n "$addr" ] && { net="eth0:$addr"; break; }
+  sleep 1
+done
+printf '\nFERRY-BOOT-OK root=%s host=%s net=%s\n' "${uuid:-unknown}" "$host" "$net" >/dev/ttyS0
+case " $(cat /proc/cmdline) " in *" ferry.stay "*) exit 0 ;; esac
+exec systemctl --no-block poweroff
+EOF
 { echo "# Ferry legacy guest: IDE/SATA disks only"; printf '%s\n' $LEGACY_MODULES; } >"$MNT/etc/initramfs-tools/modules"
 chroot "$MNT" update-initramfs -u -k "$KVER" >&2
 INITRD_KO=$(chroot "$MNT" lsinitramfs "/boot/initrd.img-$KVER" | sed -n 's|.*/\([^/]*\)\.ko\(\.[a-z]*\)\?$|\1|p' | sort -u)

@@ -16,6 +16,8 @@ PACKAGES=(
   cpio zstd xz-utils python3 libcap2-bin
   libiscsi-bin libnbd-bin nbdkit tgt
   gcc libc6-dev openssl
+  rpm cryptsetup-bin grub-efi-amd64-bin kmod
+  libarchive-tools xorriso cabextract gcab python3-pefile binutils-mingw-w64-i686  # ferry drivers import (+ its tests)
 )
 
 missing=()

@@ -117,3 +117,24 @@ export class ToolError extends FerryError {
       { tool, exitCode });
   }
 }
+
+// The image catalog (`ferry images`).
+export const imageNotFound = (name: string, known: string[]) =>
+  new FerryError('IMAGE_NOT_FOUND', 3,
+    `no image named '${name}' in the catalog; ${known.length ? `its images: ${known.join(', ')}` : "it is empty; add one with 'ferry images add SOURCE'"}`,
+    { name, known });
+
+export const imageNameTaken = (name: string, source: string) =>
+  new FerryError('IMAGE_NAME_TAKEN', 2,
+    `the catalog already has an image named '${name}' (${source}); choose another --name or run 'ferry images rm ${name}' first`, { name, source });
+
+export const imageSourceMissing = (name: string, source: string) =>
+  new FerryError('IMAGE_SOURCE_MISSING', 3,
+    `image '${name}': its source ${source} no longer exists; restore it or run 'ferry images rm ${name}'`, { name, source });
+
+export const badFilter = (option: string, value: string, why: string) =>
+  new FerryError('BAD_FILTER', 2, `${option} '${value}' ${why}`, { option, value });
+
+export const ferryHomeNotWritable = (dir: string, why: string) =>
+  new FerryError('FERRY_HOME_NOT_WRITABLE', 8,
+    `cannot keep the image catalog in ${dir}: ${why}; set FERRY_HOME to a writable directory`, { dir });

@@ -15,15 +15,10 @@ import { redact, setNetworkCredentials } from '../sources/secrets.js';
 import { formatConvert, formatInfo } from './text.js';
 import { inspect } from '../inspect/inspect.js';
 import { formatInspect } from './inspect-text.js';
+import { credentialOptions, SOURCE_FORMS } from './source-options.js';
+import { imagesCommand } from './images.js';
 
-const SOURCE_FORMS = 'disk image path (raw qcow2 vmdk vhd vhdx vdi), nbd://HOST[:PORT]/EXPORT, nbds://…, nbd+unix:///EXPORT?socket=PATH or iscsi://[USER@]HOST[:PORT]/IQN/LUN';
 
-/** Options for network sources; secrets come only from files, never from the command line. */
-const credentialOptions = <T>(y: import('yargs').Argv<T>) => y
-  .option('chap-secret-file', { type: 'string', describe: 'iSCSI: file (mode 600) holding the CHAP password of USER in iscsi://USER@…' })
-  .option('mutual-chap-secret-file', { type: 'string', describe: "iSCSI mutual CHAP: file (mode 600) holding the target's own account as one line USER:PASSWORD" })
-  .option('tls-psk-file', { type: 'string', describe: "NBD: TLS pre-shared key file (mode 600) of 'username:hexkey' lines, as psktool writes" })
-  .option('tls-certs', { type: 'string', describe: 'NBD: x509 TLS directory with ca-cert.pem (and client-cert.pem, client-key.pem mode 600 if the server wants them)' });
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
@@ -84,7 +79,8 @@ async function main(): Promise<void> {
       const r = await probe(a.URL!);
       process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : formatProbe(r));
     })
-    .demandCommand(1, 'name a command: convert, verify, info or probe')
+    .command(imagesCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe or images')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

@@ -27,6 +27,8 @@ export interface BootResult {
   rootUuid?: string;
   /** `host=` from the marker: the guest's hostname. */
   hostname?: string;
+  /** further `key=value` words after host= (e.g. net=eth0:10.0.2.15/24 from the legacy guest) */
+  fields?: Record<string, string>;
   /** Everything the guest wrote to its first serial port (the tail, if huge). */
   serialLog: string;
   /** Wall time from QEMU start to the marker, or to the end when there was none. */
@@ -49,6 +51,10 @@ export interface BootOptions {
   memoryMiB?: number;
   /** How the disk is attached. Default 'ide' (works for unconverted guests). */
   diskBus?: DiskBus;
+  /** A NIC on QEMU's user-mode network (no host network is touched); default: no NIC. */
+  nic?: { model: string; mac?: string };
+  /** QEMU machine type. Default 'pc' (i440fx). */
+  machine?: 'pc' | 'q35';
   /** Abort the boot: QEMU is killed and bootImage() rejects with BootError. */
   signal?: AbortSignal;
   /** QEMU binary. Default `qemu-system-x86_64` from PATH. */
@@ -71,7 +77,7 @@ export class BootError extends Error {
 }
 
 /** Anchored at the line end so a chunk boundary cannot cut a value short. */
-const MARKER = /FERRY-BOOT-OK root=(\S+) host=(\S+)[ \t]*\r?\n/;
+const MARKER = /FERRY-BOOT-OK root=(\S+) host=(\S+)((?: [\w.-]+=\S*)*)[ \t]*\r?\n/;
 const QEMU_FORMATS: Readonly<Record<string, string>> = {
   qcow2: 'qcow2',
   raw: 'raw',
@@ -94,6 +100,8 @@ export function qemuArgs(opts: {
   format: string;
   memoryMiB?: number;
   diskBus?: DiskBus;
+  nic?: { model: string; mac?: string };
+  machine?: 'pc' | 'q35';
 }): string[] {
   const format = QEMU_FORMATS[opts.format];
   if (!format) {
@@ -114,7 +122,7 @@ export function qemuArgs(opts: {
   const file = opts.image.replaceAll(',', ',,');
   return [
     '-accel', 'tcg',
-    '-machine', 'pc',
+    '-machine', opts.machine ?? 'pc',
     '-smp', '1',
     '-m', String(memory),
     // -nographic (not just -display none) also makes SeaBIOS print to the
@@ -123,7 +131,7 @@ export function qemuArgs(opts: {
     '-monitor', 'none',
     '-parallel', 'none',
     '-serial', 'stdio',
-    '-nic', 'none',
+    '-nic', opts.nic ? `user,model=${opts.nic.model}${opts.nic.mac ? `,mac=${opts.nic.mac}` : ''}` : 'none',
     '-no-reboot',
     // snapshot=on: writes go to a throw-away overlay; the image stays as it was.
     '-drive', `file=${file},format=${format},if=${bus},media=disk,snapshot=on,cache=unsafe`,
@@ -236,6 +244,7 @@ export async function bootImage(opts: BootOptions): Promise<BootResult> {
       sawMarker: true,
       rootUuid: found[1],
       hostname: found[2],
+      fields: Object.fromEntries(found[3].trim().split(' ').filter(Boolean).map(w => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)])),
       serialLog,
       seconds: markerSeconds,
       endedBy: 'marker',

@@ -1,0 +1,125 @@
+// Ferry's own database: one embedded SQLite file, $FERRY_HOME/ferry.db.
+//
+// The schema grows by numbered migrations kept here in code; PRAGMA
+// user_version records how many ran. A later feature (the job store) appends
+// a migration and never edits one that has shipped, so every existing
+// database walks the same path to the current schema.
+import { mkdirSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { FerryError, ferryHomeNotWritable } from '../errors.js';
+import { versionMatches, kernelMatches, type VersionFilter } from './version.js';
+
+export type Db = Database.Database;
+
+/** FERRY_HOME, else $XDG_DATA_HOME/ferry, else ~/.local/share/ferry. */
+export function ferryHome(): string {
+  if (process.env.FERRY_HOME) return process.env.FERRY_HOME;
+  const data = process.env.XDG_DATA_HOME || join(homedir(), '.local', 'share');
+  return join(data, 'ferry');
+}
+
+/** Each entry runs once, in order, inside a transaction; append, never edit. */
+const MIGRATIONS: string[] = [
+  // 1: the image catalog (issue 5)
+  `CREATE TABLE images (
+     id INTEGER PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     -- an absolute path or a URL (never a secret: those stay in the files named in credentials)
+     source TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     -- JSON: the secret file paths a network source was added with
+     credentials TEXT,
+     added_at TEXT NOT NULL,
+     -- JSON: the identity the stored report belongs to (identity.ts)
+     identity TEXT NOT NULL,
+     inspected_at TEXT NOT NULL,
+     report TEXT NOT NULL
+   );
+   CREATE TABLE image_tags (
+     image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+     tag TEXT NOT NULL,
+     PRIMARY KEY (image_id, tag)
+   );
+   -- searchable facts, rebuilt from the report whenever it is
+   CREATE TABLE image_os (
+     image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+     idx INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     distro TEXT,
+     name TEXT,
+     version TEXT,
+     patch_level TEXT,
+     -- the most precise comparable version: 12.7 for Debian 12.7, 10.0.19045 for Windows 10 build 19045
+     match_version TEXT,
+     arch TEXT,
+     firmware TEXT,
+     PRIMARY KEY (image_id, idx)
+   );
+   CREATE TABLE image_kernels (
+     image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+     os_idx INTEGER NOT NULL,
+     version TEXT NOT NULL
+   );
+   CREATE TABLE image_drivers (
+     image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+     os_idx INTEGER NOT NULL,
+     -- lower case, '-' as '_'
+     name TEXT NOT NULL,
+     -- storage, network (Linux modules) or service (Windows drivers and services)
+     kind TEXT NOT NULL,
+     PRIMARY KEY (image_id, os_idx, name, kind)
+   );
+   CREATE INDEX image_drivers_name ON image_drivers(name);
+   CREATE INDEX image_tags_tag ON image_tags(tag);`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+function migrate(db: Db): void {
+  const at = db.pragma('user_version', { simple: true }) as number;
+  if (at > MIGRATIONS.length) {
+    throw ferryHomeNotWritable(db.name, `it was written by a newer Ferry (schema ${at}, this one knows ${MIGRATIONS.length})`);
+  }
+  for (let v = at; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
+
+/** SQL functions the searches use: version comparisons take dpkg ordering, which SQLite does not have. */
+function registerFunctions(db: Db): void {
+  const parse = (s: string) => JSON.parse(s) as VersionFilter;
+  db.function('version_matches', { deterministic: true },
+    (value: unknown, filter: unknown) => versionMatches(value as string | null, parse(filter as string)) ? 1 : 0);
+  db.function('kernel_matches', { deterministic: true },
+    (value: unknown, filter: unknown) => kernelMatches(value as string | null, parse(filter as string)) ? 1 : 0);
+}
+
+/** Open (creating if need be) the database at $FERRY_HOME/ferry.db, migrated to the current schema. */
+export function openDb(home = ferryHome()): Db {
+  try {
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw ferryHomeNotWritable(home, (e as NodeJS.ErrnoException).code ?? (e as Error).message);
+  }
+  if (!statSync(home).isDirectory()) throw ferryHomeNotWritable(home, 'it is not a directory');
+  const path = join(home, 'ferry.db');
+  let db: Db;
+  try {
+    db = new Database(path);
+    db.pragma('journal_mode = WAL');
+    // other ferry processes (a search refreshing an image) may hold the write lock for a moment
+    db.pragma('busy_timeout = 10000');
+    db.pragma('foreign_keys = ON');
+    migrate(db);
+  } catch (e) {
+    if (e instanceof FerryError) throw e;
+    throw ferryHomeNotWritable(home, (e as Error).message);
+  }
+  registerFunctions(db);
+  return db;
+}
