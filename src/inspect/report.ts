@@ -50,7 +50,7 @@ export interface Initramfs {
 export interface LinuxKernel {
   /** uname -r, e.g. 6.1.0-27-amd64 */
   version: string;
-  /** e.g. amd64, cloud-amd64, el9_4.x86_64 → the part after the upstream version */
+  /** Debian: amd64, cloud-amd64 (after the ABI number); RHEL family: x86_64, x86_64+debug (the architecture suffix) */
   flavour?: string;
   /** guest path of the image, e.g. /boot/vmlinuz-6.1.0-27-amd64 */
   path: string;

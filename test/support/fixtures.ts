@@ -49,3 +49,82 @@ export function buildLegacyGuest(): Promise<LegacyGuest> {
   })();
   return legacy;
 }
+
+/** What scripts/build-rpm-guest.sh wrote into manifest.json: the values `ferry inspect` must find. */
+export interface RpmGuestManifest {
+  fixture: 'rpm-guest';
+  scriptHash: string;
+  disk: { file: string; sha256: string; virtualSize: number; partitionTable: { label: string; id: string }; partUuids: Record<string, string> };
+  fileSystems: { partition: number; start: number; size: number; type: string; uuid: string; label?: string; encrypted?: 'luks' }[];
+  luks: { partition: number; uuid: string; passphrase: string; version: number };
+  os: {
+    type: 'linux';
+    mounts: Record<string, number>;
+    distro: string;
+    /** PRETTY_NAME; osReleaseName is NAME */
+    name: string;
+    osReleaseName: string;
+    version: string;
+    patchLevel: string;
+    arch: string;
+    hostname: string;
+    machineId: string;
+    firmware: 'uefi';
+    bootloader: { kind: 'grub-efi'; config: string; espConfig: string };
+    defaultKernel: string;
+    kernels: {
+      version: string; flavour: string; path: string; default: boolean;
+      /** the BLS options with GRUB's variables expanded ($tuned_params is set to "" in grub.cfg) */
+      cmdline: string;
+      initramfs: { path: string; compression: string; earlyCpio: number; modules: string[] };
+      /** the drivers the fixture is built to have: a reader may classify more (libata, scsi_mod, …) */
+      modules: { storage: string[]; network: string[] };
+      missingFromInitramfs: { storage: string[]; network: string[] };
+      hasVirtioInInitramfs: boolean;
+      allModules: string[];
+    }[];
+    fstab: { spec: string; by: string; mountpoint: string; type: string; options: string }[];
+    network: {
+      interfaces: { name: string; source: string; file: string; method: string; addresses: string[]; gateway?: string; dns?: string[] }[];
+      macBindings: { name: string; mac: string; source: string; file: string }[];
+    };
+    packages: { manager: 'rpm'; list: { name: string; version: string; arch: string }[] };
+    guestTools: string[];
+    selinux: string;
+  };
+}
+export interface RpmGuest { disk: string; manifest: RpmGuestManifest }
+
+let rpmGuest: Promise<RpmGuest> | undefined;
+/** The rpm-family (Rocky 9.4-like, UEFI, LUKS data volume) inspection fixture (raw) and its manifest. */
+export function buildRpmGuest(): Promise<RpmGuest> {
+  rpmGuest ??= (async () => {
+    const lines = await lastLines('build-rpm-guest.sh');
+    const manifest = lines.at(-1)!;
+    return { disk: lines.at(-2)!, manifest: JSON.parse(await readFile(manifest, 'utf8')) as RpmGuestManifest };
+  })();
+  return rpmGuest;
+}
+
+export interface PhonyWindowsDisk {
+  image: string;
+  sha256: string;
+  fileSystems: { partition: number; type: string; label: string; uuid: string; start: number; size: number }[];
+  /** the WindowsOs an inspection must report (without errors) */
+  expect: Record<string, any> & { partition: number; systemRoot: string; hostname: string };
+  staleHostname: string | null;
+  /** the damaged copy only: the hive that was cut in half */
+  damagedHive?: string;
+}
+export interface PhonyWindows { win2003: PhonyWindowsDisk; win2019: PhonyWindowsDisk; damaged: PhonyWindowsDisk; manifest: string }
+let phonyWindows: Promise<PhonyWindows> | undefined;
+/** Disks that look like Windows Server 2003 SP2 (x86) and 2019 (x64) to a static inspector, and a 2019 copy with a truncated SOFTWARE hive. */
+export function buildPhonyWindows(): Promise<PhonyWindows> {
+  phonyWindows ??= (async () => {
+    const lines = await lastLines('build-phony-windows.sh');
+    const manifest = lines.at(-1)!;
+    const m = JSON.parse(await readFile(manifest, 'utf8')) as { disks: Record<string, PhonyWindowsDisk> };
+    return { win2003: m.disks.win2003, win2019: m.disks.win2019, damaged: m.disks['win2019-damaged'], manifest };
+  })();
+  return phonyWindows;
+}
