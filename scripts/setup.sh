@@ -21,6 +21,18 @@ PACKAGES=(
   ntfs-3g libhivex-bin libwin-hivex-perl python3-pefile binutils-mingw-w64-i686 binutils-mingw-w64-x86-64  # Windows inspection (+ the phony Windows fixture)
 )
 
+# `setup.sh --bench` (npm run bench) also installs what only the bench needs: virt-inspector
+# (libguestfs-tools), timed against `ferry inspect`. It boots an appliance that supermin
+# builds from the host's own packages, with a kernel from /boot and its modules (Debian's
+# linux-image-amd64; it is not booted on the host).
+BENCH_PACKAGES=(libguestfs-tools linux-image-amd64)
+for arg in "$@"; do
+  case $arg in
+    --bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
+    *) echo "setup.sh: unknown option $arg (only --bench)" >&2; exit 2 ;;
+  esac
+done
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -138,3 +138,22 @@ export const badFilter = (option: string, value: string, why: string) =>
 export const ferryHomeNotWritable = (dir: string, why: string) =>
   new FerryError('FERRY_HOME_NOT_WRITABLE', 8,
     `cannot keep the image catalog in ${dir}: ${why}; set FERRY_HOME to a writable directory`, { dir });
+
+// The substitute-file cache (`ferry drivers`). DRIVER_MISSING is exit 5, the
+// "fit" group: the guest cannot be fitted to its new hardware until the named
+// package or medium is imported; nothing was written when it is raised.
+export const driverMissing = (what: string, toImport: string, details: Record<string, unknown>) =>
+  new FerryError('DRIVER_MISSING', 5,
+    `the substitute-file cache has no ${what}; import ${toImport} with 'ferry drivers import CONTAINER' and convert again (nothing was written)`,
+    { ...details, import: toImport });
+
+export const driverNotFound = (id: number | string) =>
+  new FerryError('DRIVER_NOT_FOUND', 2, `the substitute-file cache has no file with id ${id}; see 'ferry drivers list'`, { id });
+
+export const containerUnreadable = (path: string, why: string) =>
+  new FerryError('CONTAINER_UNREADABLE', 3,
+    `cannot import ${path}: ${why}; give a .deb, .rpm, .iso, .cab, .zip or .tar file or a directory`, { path });
+
+export const driversDbNotWritable = (dir: string, why: string) =>
+  new FerryError('DRIVERS_DB_NOT_WRITABLE', 8,
+    `cannot keep the substitute-file cache in ${dir}: ${why}; set FERRY_DRIVERS_DB (or FERRY_HOME) to a writable directory`, { dir });

@@ -106,6 +106,14 @@ export async function createTarget(owner: Scope, session: Scope, finalPath: stri
   return { file, size, format, describe, partialPath, finalPath };
 }
 
+/** Open an existing image for writing (a re-fit of a finished target or of an overlay); released with scope. */
+export async function openWritable(scope: Scope, path: string, work: string): Promise<OpenDisk> {
+  const info = (await imageInfoChain(path))[0];
+  if (info.format === 'raw') return { file: path, size: info.virtualSize, format: 'raw', describe: path, info };
+  const file = await exportAsFile(scope, work, 'refit', fileBlockdevs(path, info.format, true), { writable: true, describe: path });
+  return { file, size: info.virtualSize, format: info.format, describe: path, info };
+}
+
 export async function commitTarget(t: Pick<NewTarget, "partialPath" | "finalPath">): Promise<void> {
   await rename(t.partialPath, t.finalPath);
 }

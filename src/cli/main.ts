@@ -17,6 +17,8 @@ import { inspect } from '../inspect/inspect.js';
 import { formatInspect } from './inspect-text.js';
 import { credentialOptions, SOURCE_FORMS } from './source-options.js';
 import { imagesCommand } from './images.js';
+import { profilesCommand, reconfigureCommand } from './refit.js';
+import { driversCommand } from './drivers.js';
 
 
 
@@ -46,10 +48,12 @@ async function main(): Promise<void> {
       .option('verify', { type: 'boolean', default: true, describe: 'compare with the source at the end (--no-verify skips)' })
       .option('json', { type: 'boolean', default: false, describe: 'NDJSON progress events, then a JSON result' })
       .option('progress', { type: 'boolean', default: true, describe: '--no-progress hides the bar' })
-      .option('inventory', { type: 'string', describe: "a P2V agent's inventory.json, kept beside the target as TARGET.inventory.json" }),
+      .option('inventory', { type: 'string', describe: "a P2V agent's inventory.json, kept beside the target as TARGET.inventory.json" })
+      .option('profile', { type: 'string', describe: "re-fit the guest to this hardware profile (see 'ferry profiles list')" })
+      .option('mac', { type: 'string', describe: "with --profile: the new NIC's MAC; bindings to the old MAC move to it" }),
     async a => {
       const progress = createProgress(a.json ? 'json' : a.progress ? 'bar' : 'none');
-      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory }, progress);
+      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac }, progress);
       if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
       else process.stdout.write(formatConvert(r));
     })
@@ -80,7 +84,10 @@ async function main(): Promise<void> {
       process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : formatProbe(r));
     })
     .command(imagesCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe or images')
+    .command(reconfigureCommand)
+    .command(profilesCommand)
+    .command(driversCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, reconfigure or profiles')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

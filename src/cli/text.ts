@@ -1,6 +1,7 @@
 // Human-readable summaries for the terminal.
 import type { ConvertResult } from '../convert/convert.js';
 import type { DiskInfo } from '../info.js';
+import { formatChanges } from './refit.js';
 
 export const human = (n: number) => {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -17,6 +18,7 @@ export function formatConvert(r: ConvertResult): string {
   if (r.layout?.bootCode.mbr || r.layout?.bootCode.gapBytes) lines.push(`  boot code: MBR ${r.layout.bootCode.mbr ? 'copied' : 'empty'}, gap ${human(r.layout.bootCode.gapBytes)}`);
   lines.push(r.verified ? '  verified: equivalent to the source' : '  not verified (--no-verify)');
   if (r.inventory) lines.push(`  inventory kept: ${r.inventory}`);
+  if (r.refit) lines.push(...formatChanges(r.refit).map(l => `  ${l}`));
   return lines.join('\n') + '\n';
 }
 

@@ -2,7 +2,7 @@
 // target under a partial name, verify it, then give it its real name.
 // Whatever happens, every daemon, loop device, mount and partial file goes.
 import { stat } from 'node:fs/promises';
-import { commitTarget, openSource, type OpenDisk } from '../blockdev/disk.js';
+import { commitTarget, openSource, openWritable, type OpenDisk } from '../blockdev/disk.js';
 import { workDir } from '../blockdev/mount.js';
 import { compareImages, imageInfo } from '../blockdev/qemu-img.js';
 import { verifyFailed } from '../errors.js';
@@ -14,6 +14,7 @@ import { withScope } from '../util/scope.js';
 import { verifyDisks, type VerifyResult } from '../verify/disks.js';
 import { blockCopy } from './block.js';
 import { stageInventory } from './inventory.js';
+import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
 import { checkRequest, type ConvertPlan, type ConvertRequest } from './options.js';
 import { rebuild, type RebuildReport } from './rebuild.js';
 
@@ -31,6 +32,8 @@ export interface ConvertResult {
   verify?: VerifyResult;
   /** where the P2V inventory given with --inventory was kept */
   inventory?: string;
+  /** what the re-fit to --profile changed (after verify: the copy itself is proven equal first) */
+  refit?: RefitResult;
 }
 
 export async function convert(req: ConvertRequest, progress: ProgressSink): Promise<ConvertResult> {
@@ -43,6 +46,8 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
   return withSignalAbort(() => withScope(async owner => {
     const work = await workDir(owner);
     const source = await openSource(owner, plan.source, work, 'source', progress);
+    // a driver the re-fit will need and cannot find stops the conversion here, before the target exists
+    if (plan.profile) await withScope(s => preflightRefit(s, source, work, plan.profile!, { mac: plan.mac, modaliases: plan.modaliases }));
     let layout: RebuildReport | undefined;
     let partialPath: string;
     let targetSize: number;
@@ -66,6 +71,12 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
       if (!verify.equivalent) throw verifyFailed(verify.differences);
     }
     throwIfAborted();
+    let refit: RefitResult | undefined;
+    if (plan.profile) {
+      progress.phase('refit', 0);
+      refit = await withScope(async rs => refitDisk(rs, await openWritable(rs, partialPath, work), work, plan.profile!, { mac: plan.mac, modaliases: plan.modaliases }));
+    }
+    throwIfAborted();
     const commitInventory = await stageInventory(owner, plan.targetPath, plan.inventory);
     await commitTarget({ partialPath, finalPath: plan.targetPath });
     const inventory = await commitInventory();
@@ -74,7 +85,7 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
       source: req.source, target: plan.targetPath, format: plan.format, mode: plan.mode,
       virtualSize: (await imageInfo(plan.targetPath, plan.format)).virtualSize ?? targetSize,
       allocatedBytes: st.blocks * 512, seconds: (Date.now() - started) / 1000,
-      layout, verified: !!verify, verify, inventory,
+      layout, verified: !!verify, verify, inventory, refit,
     };
   }));
 }

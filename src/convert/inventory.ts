@@ -48,3 +48,10 @@ export async function stageInventory(owner: Scope, targetPath: string, text: str
   await writeFile(partial, text, { mode: 0o644 });
   return async () => { await rename(partial, final); return final; };
 }
+
+/** the PCI modalias of every storage controller and NIC in a (checked) inventory: what a physical profile's drivers are looked up by */
+export function inventoryModaliases(text: string): string[] {
+  const doc = JSON.parse(text) as { storageControllers?: { modalias?: string }[]; nics?: { pci?: { modalias?: string } | null }[] };
+  const all = [...(doc.storageControllers ?? []).map(c => c.modalias), ...(doc.nics ?? []).map(n => n.pci?.modalias)];
+  return [...new Set(all.filter((m): m is string => typeof m === 'string' && m.length > 0))];
+}

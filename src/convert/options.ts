@@ -5,7 +5,8 @@ import { notRoot, targetExists, targetNotWritable, targetNoSpace, unsupportedFor
 import { canWriteDir } from '../blockdev/disk.js';
 import { parseEndpoint, type Endpoint } from '../sources/endpoint.js';
 import { unsupportedEndpoint } from '../errors.js';
-import { readInventory } from './inventory.js';
+import { inventoryModaliases, readInventory } from './inventory.js';
+import { loadProfile, type Profile } from '../profiles/profiles.js';
 
 export const TARGET_FORMATS = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'] as const;
 export type TargetFormat = typeof TARGET_FORMATS[number];
@@ -21,6 +22,10 @@ export interface ConvertRequest {
   verify?: boolean;
   /** a P2V agent's inventory.json, kept beside the target */
   inventory?: string;
+  /** re-fit the guest to this hardware profile (drivers-db/profiles) */
+  profile?: string;
+  /** the new NIC's MAC address */
+  mac?: string;
 }
 
 export interface ConvertPlan {
@@ -34,7 +39,13 @@ export interface ConvertPlan {
   verify: boolean;
   /** the inventory's text, checked */
   inventory?: string;
+  profile?: Profile;
+  mac?: string;
+  /** PCI modalias strings of the inventory's storage controllers and NICs (profile `physical`) */
+  modaliases: string[];
 }
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
 /** "8G", "512M", "1T", "1048576" → bytes (binary units, as qemu-img reads them). */
 export function parseSize(s: string | number): number {
@@ -65,7 +76,13 @@ export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
     source, targetPath: target.path, format: formatFor(target.path, r.format),
     size: r.size === undefined ? undefined : parseSize(r.size), mode, force: !!r.force, verify: r.verify !== false,
     inventory: r.inventory === undefined ? undefined : await readInventory(r.inventory),
+    profile: r.profile === undefined ? undefined : await loadProfile(r.profile),
+    mac: r.mac?.toLowerCase(), modaliases: [],
   };
+  if (plan.mac && !MAC_RE.test(plan.mac)) throw usageError(`--mac ${r.mac} is not a MAC address; write it like 52:54:00:12:34:56`);
+  if (plan.mac && !plan.profile) throw usageError('--mac is part of a re-fit; give --profile too');
+  if (plan.profile?.fromInventory && !plan.inventory) throw usageError(`profile ${plan.profile.name} is derived from the machine's inventory; give --inventory FILE`);
+  if (plan.inventory) plan.modaliases = inventoryModaliases(plan.inventory);
   if (source.kind === 'file' && source.path === plan.targetPath) throw usageError('source and target are the same file');
   if (await stat(plan.targetPath).catch(() => undefined)) {
     if (!plan.force) throw targetExists(plan.targetPath);

@@ -24,7 +24,8 @@ export interface ReadableFs {
 /** FAT volumes larger than this are only listed in the report, not unpacked */
 const FAT_UNPACK_LIMIT = 512 * 2 ** 20;
 
-export async function openFileSystems(scope: Scope, diskFile: string, diskSize: number, work: string): Promise<{ table?: PartitionTable; entries: FileSystemEntry[]; readable: ReadableFs[] }> {
+/** writable: for a re-fit of a target (never a source): loops and mounts read-write, journals replayed */
+export async function openFileSystems(scope: Scope, diskFile: string, diskSize: number, work: string, opts: { writable?: boolean } = {}): Promise<{ table?: PartitionTable; entries: FileSystemEntry[]; readable: ReadableFs[] }> {
   const table = await readTable(diskFile);
   const ss = table?.sectorSize ?? 512;
   const parts: Partition[] = table?.partitions.filter(p => !isExtended(table, p)) ?? [{ number: 0, start: 0, size: Math.floor(diskSize / 512), type: '' }];
@@ -33,7 +34,7 @@ export async function openFileSystems(scope: Scope, diskFile: string, diskSize: 
   for (const part of parts) {
     const entry: FileSystemEntry = { partition: part.number, start: part.start * ss, size: part.size * ss };
     entries.push(entry);
-    const dev = await attachLoop(scope, diskFile, { offset: part.start * ss, size: part.size * ss, readOnly: true });
+    const dev = await attachLoop(scope, diskFile, { offset: part.start * ss, size: part.size * ss, readOnly: !opts.writable });
     const probe = await probeDevice(dev);
     Object.assign(entry, { type: probe.type, uuid: probe.uuid, label: probe.label });
     if (probe.type === 'crypto_LUKS') { entry.encrypted = 'luks'; continue; }
@@ -41,7 +42,7 @@ export async function openFileSystems(scope: Scope, diskFile: string, diskSize: 
     if (!probe.type || probe.type === 'swap' || probe.usage !== 'filesystem') continue;
     const dir = join(work, `fs${part.number}`);
     try {
-      await makeReadable(scope, dev, dir, probe.type, part.size * ss);
+      await makeReadable(scope, dev, dir, probe.type, part.size * ss, !!opts.writable);
       if (probe.type !== 'vfat') {
         const s = await statfs(dir);
         entry.usedBytes = (s.blocks - s.bfree) * s.bsize;
@@ -54,14 +55,19 @@ export async function openFileSystems(scope: Scope, diskFile: string, diskSize: 
   return { table, entries, readable };
 }
 
-async function makeReadable(scope: Scope, dev: string, dir: string, type: string, size: number): Promise<void> {
+async function makeReadable(scope: Scope, dev: string, dir: string, type: string, size: number, writable: boolean): Promise<void> {
   if (type === 'vfat') {
     if (size > FAT_UNPACK_LIMIT) throw new Error(`FAT volume of ${size} bytes is larger than Ferry unpacks for inspection`);
     await extractVfat(dev, dir);
     return;
   }
   if (type === 'ntfs') {
-    await mountFs(scope, dev, dir, 'ntfs-3g', ['ro']);
+    await mountFs(scope, dev, dir, 'ntfs-3g', writable ? [] : ['ro']);
+    return;
+  }
+  if (writable) {
+    // the target's twin of the source may be mounted too: xfs then needs nouuid
+    await mountFs(scope, dev, dir, type, type === 'xfs' ? ['nouuid'] : []);
     return;
   }
   const module = fsModuleFor(type);

@@ -52,6 +52,16 @@ export class GuestFs {
     return done;
   }
 
+  /** the host path where a guest file is (or would be) written: its directory resolved in the guest, the name kept */
+  async hostPathForWrite(guestPath: string): Promise<string | undefined> {
+    const dir = await this.realpath(posix.dirname(posix.normalize('/' + guestPath)));
+    if (!dir) return undefined;
+    const name = posix.basename(guestPath);
+    const full = posix.join(dir, name);
+    // a symlink in the last place is followed too, so the guest's own file is changed, not the link replaced
+    return (await this.resolve(full)) ?? this.hostPath(full);
+  }
+
   private hostPath(guestPath: string): string {
     const m = this.mounts.find(m => guestPath === m.mountpoint || guestPath.startsWith(m.mountpoint === '/' ? '/' : m.mountpoint + '/'));
     if (!m) throw new Error(`no file system holds ${guestPath}`); // "/" is always mounted

@@ -35,7 +35,7 @@ export interface BootResult {
   seconds: number;
   /** What ended the boot: the marker, the guest stopping QEMU (power-off or
    *  reboot, -no-reboot) without a marker, or the timeout. */
-  endedBy: 'marker' | 'poweroff' | 'timeout';
+  endedBy: 'marker' | 'poweroff' | 'timeout' | 'failure';
   /** QEMU's own diagnostics (stderr). */
   qemuStderr: string;
 }
@@ -53,6 +53,8 @@ export interface BootOptions {
   diskBus?: DiskBus;
   /** A NIC on QEMU's user-mode network (no host network is touched); default: no NIC. */
   nic?: { model: string; mac?: string };
+  /** End the boot early (endedBy 'failure') when the serial line shows this, e.g. the initramfs giving up on its root. */
+  failOn?: RegExp;
   /** QEMU machine type. Default 'pc' (i440fx). */
   machine?: 'pc' | 'q35';
   /** Abort the boot: QEMU is killed and bootImage() rejects with BootError. */
@@ -173,6 +175,9 @@ export async function bootImage(opts: BootOptions): Promise<BootResult> {
   let markerSeconds = 0;
   let onMarker: () => void = () => {};
   const markerSeen = new Promise<void>((resolve) => (onMarker = resolve));
+  let failed = false;
+  let onFailure: () => void = () => {};
+  const failureSeen = new Promise<void>((resolve) => (onFailure = resolve));
 
   const out = new StringDecoder('utf8');
   subprocess.stdout.on('data', (chunk: Buffer) => {
@@ -184,6 +189,7 @@ export async function bootImage(opts: BootOptions): Promise<BootResult> {
         markerSeconds = elapsed();
         onMarker();
       } else {
+        if (opts.failOn && !failed && opts.failOn.test(serialLog.slice(scanFrom))) { failed = true; onFailure(); }
         // The marker may straddle chunks: rescan the last line next time.
         scanFrom = Math.max(0, serialLog.length - 256);
       }
@@ -210,10 +216,11 @@ export async function bootImage(opts: BootOptions): Promise<BootResult> {
   // `subprocess` itself is a promise of the result (never rejects: reject:false).
   const exited = subprocess.then((result) => ({ kind: 'exit' as const, result }));
 
-  let ended: 'marker' | 'exit' | 'timeout' | 'abort';
+  let ended: 'marker' | 'exit' | 'timeout' | 'abort' | 'failure';
   try {
     const first = await Promise.race([
       markerSeen.then(() => 'marker' as const),
+      failureSeen.then(() => 'failure' as const),
       exited.then(() => 'exit' as const),
       after(timeoutMs, 'timeout' as const),
       aborted,
@@ -251,8 +258,8 @@ export async function bootImage(opts: BootOptions): Promise<BootResult> {
       qemuStderr,
     };
   }
-  if (ended === 'timeout') {
-    return { sawMarker: false, serialLog, seconds: elapsed(), endedBy: 'timeout', qemuStderr };
+  if (ended === 'timeout' || ended === 'failure') {
+    return { sawMarker: false, serialLog, seconds: elapsed(), endedBy: ended, qemuStderr };
   }
   // QEMU ended on its own, without a marker.
   if (result.exitCode === undefined && !result.isTerminated) {

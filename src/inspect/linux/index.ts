@@ -23,6 +23,11 @@ export async function findLinuxRoots(fss: ReadableFs[]): Promise<ReadableFs[]> {
 }
 
 export async function inspectLinux(root: ReadableFs, all: ReadableFs[], tableLabel: string | undefined, work: string): Promise<LinuxOs> {
+  return (await readLinux(root, all, tableLabel, work)).os;
+}
+
+/** the report and the guest's assembled file tree (a re-fit edits through it) */
+export async function readLinux(root: ReadableFs, all: ReadableFs[], tableLabel: string | undefined, work: string): Promise<{ os: LinuxOs; fs: GuestFs }> {
   const rootOnly = new GuestFs([{ mountpoint: '/', dir: root.dir }]);
   const fstab = parseFstab((await rootOnly.readText('/etc/fstab')) ?? '');
   const mounts: GuestMount[] = [{ mountpoint: '/', dir: root.dir }];
@@ -48,13 +53,14 @@ export async function inspectLinux(root: ReadableFs, all: ReadableFs[], tableLab
     ...kernels.flatMap(k => (k.initramfs?.error ? [k.initramfs.error] : [])),
     ...(packages.error ? [packages.error] : []),
   ];
-  return {
+  const os: LinuxOs = {
     type: 'linux', mounts: layout,
     distro: release.distro, name: release.name, version: release.version, codename: release.codename, patchLevel: release.patchLevel,
     arch: await readArch(fs), hostname, machineId: (await fs.readText('/etc/machine-id'))?.trim() || undefined,
     kernels, bootloader: boot.bootloader, firmware: boot.firmware, fstab,
     network: await readNetwork(fs), packages, guestTools: await findGuestTools(fs, packages.list), errors,
   };
+  return { os, fs };
 }
 
 /** whether an fstab device spec names this file system */
@@ -69,9 +75,13 @@ function names(f: ReadableFs, spec: string): boolean {
   if (k === 'label') return e.label === v;
   if (k === 'partuuid') return eq(f.partUuid, v);
   if (k === 'partlabel') return f.partLabel === v;
-  // a hardware path names the partition by its number on the (single) disk
+  return partitionOfDevicePath(spec) === e.partition;
+}
+
+/** a hardware path (/dev/sda1, /dev/hda1, /dev/vda1, /dev/nvme0n1p1) names the partition by its number on the (single) disk */
+export function partitionOfDevicePath(spec: string): number | undefined {
   const n = /^\/dev\/(?:[shv]d[a-z]|xvd[a-z])(\d+)$/.exec(spec)?.[1] ?? /^\/dev\/(?:nvme\d+n\d+|mmcblk\d+)p(\d+)$/.exec(spec)?.[1];
-  return n !== undefined && Number(n) === e.partition;
+  return n === undefined ? undefined : Number(n);
 }
 
 function markBootEntries(kernels: LinuxKernel[], entries: { linux?: string; cmdline?: string }[], def?: { linux?: string }): void {

@@ -21,38 +21,58 @@ const MAX_BYTES = 1 << 30;
 export async function readInitramfs(hostPath: string, guestPath: string): Promise<Initramfs> {
   const result: Initramfs = { path: guestPath, earlyCpio: 0, modules: [] };
   try {
-    const size = (await stat(hostPath)).size;
-    if (size > MAX_BYTES) throw new Error(`${size} bytes is more than an initramfs can be`);
-    const fh = await open(hostPath, 'r');
-    const data = Buffer.alloc(size);
-    try { await fh.read(data, 0, size, 0); } finally { await fh.close(); }
-    const files: string[] = [];
-    let off = 0;
-    while (off < size) {
-      while (off < size && data[off] === 0) off++; // archives are padded with zeros
-      if (off >= size) break;
-      const rest = data.subarray(off);
-      if (CPIO_MAGIC.test(rest.subarray(0, 6).toString('latin1'))) {
-        const { names, bytes } = await listCpio(rest);
-        files.push(...names);
-        off += bytes;
-        // an uncompressed archive followed by more is early microcode; a last one is the main archive
-        if (off < size && data.subarray(off).some(b => b !== 0)) result.earlyCpio++;
-        else result.compression = 'none';
-        continue;
-      }
-      const c = COMPRESSORS.find(c => c.magic.every((b, i) => rest[i] === b));
-      if (!c) throw new Error(`unknown data at byte ${off} (neither cpio nor a known compression)`);
-      result.compression = c.name;
-      files.push(...await listCompressed(rest, c.cmd));
-      break; // the decompressor consumed the rest
-    }
-    result.modules = [...new Set(files.map(moduleName).filter((m): m is string => !!m))].sort();
+    const { layout, names } = await scanInitramfs(await readWhole(hostPath));
+    Object.assign(result, { compression: layout.compression, earlyCpio: layout.earlyCount });
+    result.modules = [...new Set(names.map(moduleName).filter((m): m is string => !!m))].sort();
   } catch (e) {
     result.error = { code: 'INITRAMFS_UNREADABLE', message: `${guestPath} cannot be listed: ${String((e as Error).message).trim().split('\n').at(-1)}` };
   }
   return result;
 }
+
+export async function readWhole(hostPath: string): Promise<Buffer> {
+  const size = (await stat(hostPath)).size;
+  if (size > MAX_BYTES) throw new Error(`${size} bytes is more than an initramfs can be`);
+  const fh = await open(hostPath, 'r');
+  const data = Buffer.alloc(size);
+  try { await fh.read(data, 0, size, 0); } finally { await fh.close(); }
+  return data;
+}
+
+/** where the main archive starts (after the early cpio archives) and how it is compressed */
+export interface InitramfsLayout { earlyCount: number; mainStart: number; compression: string }
+
+export async function scanInitramfs(data: Buffer): Promise<{ layout: InitramfsLayout; names: string[] }> {
+  const names: string[] = [];
+  const layout: InitramfsLayout = { earlyCount: 0, mainStart: 0, compression: 'none' };
+  let off = 0;
+  while (off < data.length) {
+    while (off < data.length && data[off] === 0) off++; // archives are padded with zeros
+    if (off >= data.length) break;
+    layout.mainStart = off;
+    const rest = data.subarray(off);
+    if (CPIO_MAGIC.test(rest.subarray(0, 6).toString('latin1'))) {
+      const listed = await listCpio(rest);
+      names.push(...listed.names);
+      off += listed.bytes;
+      // an uncompressed archive followed by more is early microcode; a last one is the main archive
+      if (data.subarray(off).some(b => b !== 0)) layout.earlyCount++;
+      else layout.compression = 'none';
+      continue;
+    }
+    const c = compressorOf(rest);
+    if (!c) throw new Error(`unknown data at byte ${off} (neither cpio nor a known compression)`);
+    layout.compression = c.name;
+    names.push(...await listCompressed(rest, c.cmd));
+    break; // the decompressor consumed the rest
+  }
+  return { layout, names };
+}
+
+const compressorOf = (buf: Buffer) => COMPRESSORS.find(c => c.magic.every((b, i) => buf[i] === b));
+
+/** the decompress command of a compression name */
+export const decompressCommand = (name: string) => COMPRESSORS.find(c => c.name === name)?.cmd;
 
 /** names in the first cpio archive of buf, and how many bytes it takes (cpio counts 512-byte blocks) */
 async function listCpio(buf: Buffer): Promise<{ names: string[]; bytes: number }> {

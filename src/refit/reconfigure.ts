@@ -1,0 +1,44 @@
+// `ferry reconfigure IMAGE --profile NAME [--overlay NEW.qcow2]`: re-fit an
+// existing image. With --overlay every change goes into a new qcow2 whose
+// backing file is IMAGE, so IMAGE (a template) stays byte for byte as it was
+// and several re-fits of it can run at once.
+import { rm, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { openWritable } from '../blockdev/disk.js';
+import { workDir } from '../blockdev/mount.js';
+import { imageInfoChain } from '../blockdev/qemu-img.js';
+import { notRoot, sourceMissing, targetExists, usageError } from '../errors.js';
+import { inventoryModaliases, readInventory } from '../convert/inventory.js';
+import { loadProfile } from '../profiles/profiles.js';
+import { run } from '../util/exec.js';
+import { withScope } from '../util/scope.js';
+import { refitDisk, type RefitResult } from './refit.js';
+
+export interface ReconfigureRequest { image: string; profile: string; overlay?: string; mac?: string; inventory?: string }
+export interface ReconfigureResult extends RefitResult { image: string; overlay?: string; written: string }
+
+export async function reconfigure(r: ReconfigureRequest): Promise<ReconfigureResult> {
+  if (process.getuid?.() !== 0) throw notRoot();
+  const profile = await loadProfile(r.profile);
+  if (r.mac && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(r.mac)) throw usageError(`--mac ${r.mac} is not a MAC address; write it like 52:54:00:12:34:56`);
+  if (profile.fromInventory && !r.inventory) throw usageError(`profile ${profile.name} is derived from the machine's inventory; give --inventory FILE`);
+  const modaliases = r.inventory ? inventoryModaliases(await readInventory(r.inventory)) : [];
+  if (!(await stat(r.image).catch(() => undefined))?.isFile()) throw sourceMissing(r.image);
+  const image = resolve(r.image);
+  return withScope(async scope => {
+    const work = await workDir(scope);
+    let written = image;
+    let done = false;
+    if (r.overlay) {
+      if (await stat(r.overlay).catch(() => undefined)) throw targetExists(r.overlay);
+      const backingFormat = (await imageInfoChain(image))[0].format;
+      await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', image, '-F', backingFormat, r.overlay]);
+      written = resolve(r.overlay);
+      // a failed re-fit leaves no overlay behind (registered first, so released last)
+      scope.defer(`overlay ${written}`, () => (done ? undefined : rm(written, { force: true })));
+    }
+    const result = await withScope(async s => refitDisk(s, await openWritable(s, written, work), work, profile, { mac: r.mac?.toLowerCase(), modaliases }));
+    done = true;
+    return { ...result, image, overlay: r.overlay ? written : undefined, written };
+  });
+}

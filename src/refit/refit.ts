@@ -1,0 +1,109 @@
+// Re-fit every operating system on a disk to a hardware profile. Two phases:
+// plan (read what each guest has and what the profile needs; a driver that
+// neither the guest nor drivers-db has stops everything here, before a byte
+// is written) and apply (on a writable target only, never on a source).
+import { copyFile, mkdir, chmod } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import type { OpenDisk } from '../blockdev/disk.js';
+import { run } from '../util/exec.js';
+import type { Scope } from '../util/scope.js';
+import { FerryError } from '../errors.js';
+import { DriverStore } from '../drivers/store.js';
+import { chooseFile, missingDriverError } from '../drivers/select.js';
+import { openFileSystems } from '../inspect/filesystems.js';
+import type { GuestFs } from '../inspect/guest-fs.js';
+import { findLinuxRoots, readLinux } from '../inspect/linux/index.js';
+import type { FileSystemEntry, LinuxOs } from '../inspect/report.js';
+import type { Profile } from '../profiles/profiles.js';
+import type { Change } from '../../converters/linux/change.js';
+import { applyLinuxRefit, planLinuxRefit, type LinuxPlan } from '../../converters/linux/index.js';
+
+export interface RefitOptions {
+  /** the new NIC's MAC; bindings to the old one are moved to it */
+  mac?: string;
+  /** PCI modalias strings of a physical destination (profile `physical`) */
+  modaliases?: string[];
+}
+
+export interface RefitResult {
+  profile: string;
+  systems: { type: string; name: string; partition: number }[];
+  changes: Change[];
+}
+
+export const nothingToRefit = (what: string) =>
+  new FerryError('NO_OS_FOUND', 3, `${what} holds no operating system Ferry can re-fit (no Linux root with /etc/os-release was found)`, { image: what });
+
+interface Planned { os: LinuxOs; fs: GuestFs; plan: LinuxPlan; partition: number; root: string }
+
+async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions, writable: boolean): Promise<{ planned: Planned[]; fileSystems: FileSystemEntry[] }> {
+  const { table, entries, readable } = await openFileSystems(scope, disk.file, disk.size, work, { writable });
+  const planned: Planned[] = [];
+  for (const root of await findLinuxRoots(readable)) {
+    const { os, fs } = await readLinux(root, readable, table?.label, work);
+    const p = await planLinuxRefit(fs, os, profile, o.modaliases);
+    await fillFromDriversDb(os, p);
+    planned.push({ os, fs, plan: p, partition: root.entry.partition, root: root.dir });
+  }
+  if (!planned.length) throw nothingToRefit(disk.describe);
+  return { planned, fileSystems: entries };
+}
+
+/** a module the guest's kernel lacks comes from drivers-db, built for exactly that kernel; else DRIVER_MISSING */
+async function fillFromDriversDb(os: LinuxOs, p: LinuxPlan): Promise<void> {
+  const missing = p.kernels.flatMap(k => k.missing.map(name => ({ k, name })));
+  if (!missing.length) return;
+  const store = DriverStore.open();
+  try {
+    for (const { k, name } of missing) {
+      const want = { component: name, osFamily: 'linux' as const, kernel: k.kver, arch: os.arch ?? 'x86_64' };
+      const file = chooseFile(store.find({ component: name, osFamily: 'linux', version: k.kver }), want);
+      if (!file) {
+        const pkg = os.packages.list.find(x => x.name === `linux-image-${k.kver}` || x.name === 'kernel-core' && x.version && k.kver.includes(x.version.replace(/^\d+:/, '')));
+        throw missingDriverError(want, { package: pkg?.name, packageVersion: pkg?.version, packageKind: os.packages.manager === 'rpm' ? 'rpm' : 'Debian' });
+      }
+      store.markUsed(file.id);
+      k.modules.push({ name, relPath: `updates/ferry/${basename(file.pathInContainer)}`, hostFile: store.objectPath(file) });
+      k.load.push(name);
+      k.missing = k.missing.filter(m => m !== name);
+      k.fromDriversDb = [...(k.fromDriversDb ?? []), name];
+    }
+  } finally { store.close(); }
+}
+
+/** Plan on a read-only disk (the source of a conversion): throws DRIVER_MISSING, writes nothing. */
+export async function preflightRefit(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions): Promise<void> {
+  await plan(scope, disk, work, profile, o, false);
+}
+
+/** Plan and apply on a writable disk (a finished target or an overlay). */
+export async function refitDisk(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions): Promise<RefitResult> {
+  const { planned, fileSystems } = await plan(scope, disk, work, profile, o, true);
+  const changes: Change[] = [];
+  for (const p of planned) {
+    changes.push(...await installDbModules(p));
+    changes.push(...await applyLinuxRefit({ fs: p.fs, os: p.os, fileSystems, profile, plan: p.plan, mac: o.mac, work }));
+  }
+  return { profile: profile.name, systems: planned.map(p => ({ type: 'linux', name: p.os.name, partition: p.partition })), changes };
+}
+
+/** modules taken from drivers-db also go into the guest's own tree, indexed by the host's depmod */
+async function installDbModules(p: Planned): Promise<Change[]> {
+  const changes: Change[] = [];
+  for (const k of p.plan.kernels) {
+    if (!k.fromDriversDb?.length) continue;
+    for (const m of k.modules.filter(x => k.fromDriversDb!.includes(x.name))) {
+      const guestPath = `/lib/modules/${k.kver}/${m.relPath}`;
+      const host = (await p.fs.hostPathForWrite(`/lib/modules/${k.kver}/updates`)) ?? '';
+      await mkdir(`${host}/ferry`, { recursive: true });
+      const dst = (await p.fs.hostPathForWrite(guestPath))!;
+      await mkdir(dirname(dst), { recursive: true });
+      await copyFile(m.hostFile, dst);
+      await chmod(dst, 0o644);
+      changes.push({ file: guestPath, before: 'absent', after: `from drivers-db (${m.name} for ${k.kver})`, reason: 'the guest kernel has no such module; the new hardware needs it' });
+    }
+    const root = await p.fs.resolve('/');
+    await run('depmod', ['-b', root!, k.kver]);
+  }
+  return changes;
+}
