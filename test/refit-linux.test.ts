@@ -106,6 +106,36 @@ describe('Linux re-fit through overlays on a template', () => {
   });
 });
 
+describe('Linux re-fit: profiles', () => {
+  it('profiles list and show name every shipped profile and what it needs', async () => {
+    const list = await ferry(['profiles', 'list', '--json']);
+    assert.equal(list.exitCode, 0, list.stderr);
+    assert.deepEqual(JSON.parse(list.stdout).map((p: { name: string }) => p.name), ['hyperv', 'kvm-legacy', 'kvm-virtio', 'physical', 'vmware']);
+    const show = await ferry(['profiles', 'show', 'kvm-virtio']);
+    assert.match(show.stdout, /virtio-blk/);
+    assert.match(show.stdout, /virtio_blk/);
+    const bad = await ferry(['profiles', 'show', 'nope']);
+    assert.equal(bad.exitCode, 2);
+    assert.match(bad.stderr, /UNKNOWN_PROFILE/);
+  });
+
+  it('physical: the drivers of the inventory\'s controllers and NICs, looked up by PCI id in modules.alias', async () => {
+    const inventory = join(dir, 'inventory.json');
+    await writeFile(inventory, JSON.stringify({
+      ferryInventory: 1,
+      // an NVMe controller and an Intel 82574L NIC (e1000e), as the P2V agent writes them
+      storageControllers: [{ address: '0000:01:00.0', id: '144d:a808', class: '0x010802', modalias: 'pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02' }],
+      nics: [{ name: 'eno1', mac: '00:1b:21:aa:bb:cc', pci: { id: '8086:10d3', modalias: 'pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00' } }],
+    }));
+    const overlay = join(dir, 'physical.qcow2');
+    const r = await ferry(['reconfigure', g.disk, '--profile', 'physical', '--inventory', inventory, '--overlay', overlay, '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const initrd = (await linuxOf(overlay)).kernels[0].initramfs!.modules;
+    for (const m of ['nvme', 'nvme_core', 'e1000e']) assert.ok(initrd.includes(m), `initramfs has ${m}: ${initrd.join(' ')}`);
+    assert.ok(!initrd.includes('virtio_blk'));
+  });
+});
+
 describe('Linux re-fit: bad input', () => {
   it('an unknown profile: typed error listing the known ones, no target', async () => {
     const target = join(dir, 'unknown.qcow2');
