@@ -4,8 +4,11 @@
 // file. Page caches are dropped before every timed run; every output is
 // removed after it is measured. Prints a table and ratios, and writes the same
 // as bench/results.json. `npm run bench -- --only network` (or
-// FERRY_BENCH_ONLY=data,debian,network) runs some of the parts only.
+// FERRY_BENCH_ONLY=data,debian,network,inspect) runs some of the parts only.
+// Part `inspect`: `ferry inspect --json` against libguestfs' virt-inspector on
+// the Debian guest and the legacy guest, where libguestfs can run here.
 import { execa, type ResultPromise } from 'execa';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -24,10 +27,11 @@ interface InputResult {
   ratios: { ferryWallVsQemu: number; ferryNoVerifyWallVsQemu: number; ferryAllocVsUsed: number; qemuAllocVsUsed: number };
 }
 
-/** Run a fixture builder; its last stdout line is the image path. */
-async function fixture(script: string): Promise<string> {
+/** Run a fixture builder; the image path is its last stdout line (fromEnd 1) or the one before (2). */
+async function fixture(script: string, fromEnd = 1): Promise<string> {
   const r = await execa('bash', [join(REPO, 'scripts', script)], { stdin: 'ignore', stderr: 'inherit' });
-  const path = r.stdout.trim().split('\n').pop();
+  const lines = r.stdout.trim().split('\n');
+  const path = lines[lines.length - fromEnd];
   if (!path) throw new Error(`${script} printed no image path`);
   return path;
 }
@@ -84,8 +88,8 @@ async function qemuImg(image: string, out: string): Promise<Run> {
 
 /** FERRY_BENCH_REPEAT=N runs each command N times and keeps the run with the median wall time. */
 const REPEAT = Math.max(1, Number(process.env.FERRY_BENCH_REPEAT ?? 1) || 1);
-async function median(fn: () => Promise<Run>): Promise<Run> {
-  const runs: Run[] = [];
+async function median<T extends { seconds: number }>(fn: () => Promise<T>): Promise<T & { allSeconds: number[] }> {
+  const runs: T[] = [];
   for (let i = 0; i < REPEAT; i++) runs.push(await fn());
   runs.sort((a, b) => a.seconds - b.seconds);
   return { ...runs[(REPEAT - 1) >> 1], allSeconds: runs.map(r => r.seconds) };
@@ -247,6 +251,172 @@ async function measureNetwork(name: string, image: string, work: string): Promis
   }
 }
 
+// ——— `ferry inspect` against virt-inspector (libguestfs) on the same image ———
+
+/** what one inspection found: the first operating system's distro, hostname and product */
+interface Found { distro?: string; hostname?: string; product?: string; operatingSystems: number }
+interface Timed extends Found { tool: string; seconds: number; load1: number; allSeconds?: number[] }
+/** How libguestfs runs here: found by starting its appliance once (libguestfs-test-tool). */
+interface Libguestfs {
+  available: boolean;
+  /** why virt-inspector is not timed */
+  reason?: string;
+  backend?: 'direct';
+  accel?: 'kvm' | 'tcg';
+  /** why KVM was not used, when TCG is */
+  kvmFailure?: string;
+  env?: Record<string, string>;
+}
+interface InspectResult {
+  name: string; image: string; virtualSize: number;
+  ferry: Timed;
+  /** ferry found the distro the fixture holds */
+  ferrySane: boolean;
+  libguestfs: Omit<Libguestfs, 'env'>;
+  virtInspector?: Timed;
+  /** virt-inspector names the same distro / hostname as ferry */
+  agree?: { distro: boolean; hostname: boolean };
+  /** virt-inspector wall / ferry wall */
+  ratio?: number;
+  /** ferry wall <= 3 s */
+  goalMet: boolean;
+}
+const INSPECT_GOAL_SECONDS = 3;
+
+/**
+ * Children started in their own process group (libguestfs tools start qemu):
+ * a timeout or the bench's exit kills the whole group, so no appliance is left.
+ */
+const groups = new Set<number>();
+process.on('exit', () => { for (const g of groups) killGroup(g); });
+function killGroup(pgid: number): void {
+  try { process.kill(-pgid, 'SIGKILL'); } catch { /* already gone */ }
+}
+async function runGroup(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number) {
+  const child = execa(cmd, args, { env, extendEnv: false, detached: true, reject: false, stdin: 'ignore', all: true });
+  const pgid = child.pid!;
+  groups.add(pgid);
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; killGroup(pgid); }, timeoutMs);
+  const r = await child;
+  clearTimeout(timer);
+  killGroup(pgid); // anything the tool left in its group (normally nothing)
+  groups.delete(pgid);
+  return { ok: r.exitCode === 0 && !timedOut, timedOut, stdout: String(r.stdout), all: String(r.all) };
+}
+
+/** the first error line of a libguestfs tool's output: qemu's own, else libguestfs' */
+function errorsOf(out: string): string {
+  const lines = out.split('\n').map(l => l.trim());
+  return lines.find(l => /^qemu-system-\S+: /.test(l) && !/terminating on signal/.test(l))
+    ?? lines.find(l => /^(libguestfs|virt-inspector|supermin): error/.test(l))
+    ?? (lines.filter(Boolean).slice(-2).join(' / ') || 'no output');
+}
+
+const KVM_PROBE_MS = 120_000;
+const TCG_PROBE_MS = 600_000;
+
+/**
+ * Start the libguestfs appliance once with libguestfs-test-tool (this also builds
+ * supermin's appliance cache under /var/tmp/.guestfs-0, so the timed runs do not):
+ * first as libguestfs chooses (KVM when /dev/kvm opens, else TCG), then with TCG forced.
+ */
+async function probeLibguestfs(): Promise<Libguestfs> {
+  const have = async (c: string) => (await execa('sh', ['-c', `command -v ${c}`], { reject: false, stdin: 'ignore' })).exitCode === 0;
+  if (!(await have('virt-inspector')) || !(await have('libguestfs-test-tool'))) {
+    return { available: false, reason: 'virt-inspector is not installed (`bash scripts/setup.sh --bench` installs libguestfs-tools)' };
+  }
+  const env: Record<string, string> = { ...process.env as Record<string, string>, LIBGUESTFS_BACKEND: 'direct' };
+  delete env.LIBGUESTFS_BACKEND_SETTINGS;
+  console.error('bench: inspect: starting the libguestfs appliance once (libguestfs-test-tool, backend direct)');
+  const first = await runGroup('libguestfs-test-tool', [], env, KVM_PROBE_MS);
+  const finished = (r: { ok: boolean; all: string }) => r.ok && r.all.includes('TEST FINISHED OK');
+  if (finished(first)) {
+    // libguestfs asks for accel=kvm:tcg and says which one qemu took
+    if (/qemu KVM: enabled/.test(first.all)) return { available: true, backend: 'direct', accel: 'kvm', env };
+    return { available: true, backend: 'direct', accel: 'tcg', kvmFailure: 'qemu reports KVM not enabled', env };
+  }
+  let kvmFailure = first.timedOut ? `the appliance did not come up within ${KVM_PROBE_MS / 1000} s` : errorsOf(first.all);
+  // this host's KVM module is PVM (pagetable-based VM): it runs guest kernels built for PVM only
+  if (existsSync('/sys/module/kvm_pvm')) kvmFailure += ' (the host KVM is kvm_pvm: only guest kernels built for PVM run under it)';
+  console.error(`bench: inspect: libguestfs under KVM failed: ${kvmFailure}; trying TCG`);
+  const tcgEnv = { ...env, LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' };
+  const tcg = await runGroup('libguestfs-test-tool', [], tcgEnv, TCG_PROBE_MS);
+  if (finished(tcg)) return { available: true, backend: 'direct', accel: 'tcg', kvmFailure, env: tcgEnv };
+  const tcgFailure = tcg.timedOut ? `the appliance did not come up within ${TCG_PROBE_MS / 1000} s` : errorsOf(tcg.all);
+  return { available: false, reason: `libguestfs cannot start its appliance here: KVM: ${kvmFailure}; TCG: ${tcgFailure}`, kvmFailure };
+}
+
+async function ferryInspect(image: string): Promise<Timed> {
+  await dropCaches();
+  const load1 = loadavg()[0];
+  const t0 = performance.now();
+  const r = await execa(process.execPath, [CLI, 'inspect', image, '--json'], { stdin: 'ignore', stderr: 'inherit' });
+  const seconds = (performance.now() - t0) / 1000;
+  const doc = JSON.parse(r.stdout) as { operatingSystems: { distro?: string; hostname?: string; name?: string }[] };
+  const os = doc.operatingSystems[0];
+  return { tool: 'ferry inspect', seconds, load1, distro: os?.distro, hostname: os?.hostname, product: os?.name, operatingSystems: doc.operatingSystems.length };
+}
+
+/** virt-inspector's XML: the first <operatingsystem>'s distro, hostname and product_name */
+function parseInspectorXml(xml: string): Found {
+  const oses = [...xml.matchAll(/<operatingsystem>([\s\S]*?)<\/operatingsystem>/g)].map(m => m[1]);
+  const tag = (t: string) => oses[0]?.match(new RegExp(`<${t}>([^<]*)</${t}>`))?.[1];
+  return { distro: tag('distro'), hostname: tag('hostname'), product: tag('product_name'), operatingSystems: oses.length };
+}
+
+/** virt-inspector opens every disk read-only (it has no --ro: it never writes) */
+async function virtInspector(image: string, lg: Libguestfs): Promise<Timed> {
+  await dropCaches();
+  const load1 = loadavg()[0];
+  const t0 = performance.now();
+  const r = await runGroup('virt-inspector', ['--format=raw', '-a', image], lg.env!, TCG_PROBE_MS);
+  const seconds = (performance.now() - t0) / 1000;
+  if (!r.ok) throw new Error(r.timedOut ? `virt-inspector did not finish within ${TCG_PROBE_MS / 1000} s` : `virt-inspector failed: ${errorsOf(r.all)}`);
+  return { tool: 'virt-inspector', seconds, load1, ...parseInspectorXml(r.stdout) };
+}
+
+async function measureInspect(name: string, image: string, distro: string, lg: Libguestfs): Promise<InspectResult> {
+  console.error(`bench: inspect: ${name}: ${image}`);
+  const virtualSize = (await stat(image)).size;
+  const ferry = await median(() => ferryInspect(image));
+  const { env: _env, ...libguestfs } = lg;
+  const r: InspectResult = {
+    name, image, virtualSize, ferry, ferrySane: ferry.distro === distro, libguestfs,
+    goalMet: ferry.seconds <= INSPECT_GOAL_SECONDS,
+  };
+  if (lg.available) {
+    try {
+      const vi = await median(() => virtInspector(image, lg));
+      r.virtInspector = vi;
+      r.ratio = vi.seconds / ferry.seconds;
+      r.agree = { distro: vi.distro === ferry.distro, hostname: vi.hostname === ferry.hostname };
+    } catch (e) {
+      r.libguestfs = { ...libguestfs, available: false, reason: (e as Error).message };
+    }
+  }
+  return r;
+}
+
+function reportInspect(r: InspectResult): string {
+  const lines = [`\n${r.name}: inspect  (${MiB(r.virtualSize)} raw disk)`,
+    `  ${pad('tool', 18)}${pad('wall', 10)}${pad('distro', 10)}${pad('hostname', 15)}${pad('product', 32)}load`];
+  for (const t of [r.ferry, r.virtInspector]) {
+    if (!t) continue;
+    lines.push(`  ${pad(t.tool, 18)}${pad(t.seconds.toFixed(2) + ' s', 10)}${pad(t.distro ?? '-', 10)}${pad(t.hostname ?? '-', 15)}${pad(t.product ?? '-', 32)}${t.load1.toFixed(1)}${REPEAT > 1 ? `  (runs: ${t.allSeconds!.map(x => x.toFixed(2)).join(', ')} s)` : ''}`);
+  }
+  const lg = r.libguestfs;
+  if (lg.available) lines.push(`  libguestfs: backend ${lg.backend}, ${lg.accel === 'kvm' ? 'KVM' : 'TCG'}${lg.kvmFailure ? ` (KVM: ${lg.kvmFailure})` : ''}`);
+  else lines.push(`  virt-inspector not timed: ${lg.reason}`);
+  lines.push(`  ferry inspect wall:                ${r.ferry.seconds.toFixed(2)} s (goal <= ${INSPECT_GOAL_SECONDS} s: ${r.goalMet ? 'met' : 'NOT MET'})`);
+  lines.push(`  ferry found distro ${r.ferry.distro ?? 'none'}:       ${r.ferrySane ? 'ok' : 'WRONG'} (${r.ferry.operatingSystems} operating system(s))`);
+  if (r.ratio !== undefined) {
+    lines.push(`  virt-inspector wall / ferry wall:  ${r.ratio.toFixed(1)}`);
+    lines.push(`  same distro / hostname:            ${r.agree!.distro ? 'yes' : 'NO'} / ${r.agree!.hostname ? 'yes' : 'NO'}`);
+  }
+  return lines.join('\n');
+}
+
 const MiB = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
 const pad = (s: string, n: number) => s.padEnd(n);
 
@@ -277,7 +447,7 @@ function reportNetwork(r: NetworkResult): string {
   return lines.join('\n');
 }
 
-const PARTS = ['data', 'debian', 'network'] as const;
+const PARTS = ['data', 'debian', 'network', 'inspect'] as const;
 type Part = typeof PARTS[number];
 
 /** `--only a,b` / `--only=a,b` or FERRY_BENCH_ONLY=a,b: which parts run (default all). */
@@ -296,30 +466,45 @@ async function main(): Promise<void> {
   const parts = selectedParts();
   const inputs: [string, string][] = [];
   if (parts.has('data')) inputs.push(['data disk (ext4 + xfs, stale blocks)', await fixture('build-bench-disk.sh')]);
-  const debian = parts.has('debian') || parts.has('network') ? await fixture('build-debian-guest.sh') : '';
+  const debian = ['debian', 'network', 'inspect'].some(p => parts.has(p as Part)) ? await fixture('build-debian-guest.sh') : '';
   if (parts.has('debian')) inputs.push(['Debian 12 guest', debian]);
+  // build-legacy-guest.sh prints the image, then its manifest (last line)
+  const legacy = parts.has('inspect') ? await fixture('build-legacy-guest.sh', 2) : '';
   const work = await mkdtemp(join(process.env.FERRY_BENCH_DIR ?? tmpdir(), 'ferry-bench-'));
   const results: InputResult[] = [];
   let network: NetworkResult | undefined;
+  const inspected: InspectResult[] = [];
   try {
     for (const [name, image] of inputs) results.push(await measure(name, image, work));
     if (parts.has('network')) network = await measureNetwork('Debian 12 guest', debian, work);
+    if (parts.has('inspect')) {
+      const lg = await probeLibguestfs();
+      if (!lg.available) console.error(`bench: inspect: virt-inspector will not be timed: ${lg.reason}`);
+      inspected.push(await measureInspect('Debian 12 guest', debian, 'debian', lg));
+      inspected.push(await measureInspect('Debian 12 legacy guest', legacy, 'debian', lg));
+    }
   } finally {
     await rm(work, { recursive: true, force: true });
   }
   for (const r of results) console.log(report(r));
   if (network) console.log(reportNetwork(network));
+  for (const r of inspected) console.log(reportInspect(r));
   // a partial run keeps the figures of the parts it did not run
   const file = join(REPO, 'bench', 'results.json');
   const old = parts.size < PARTS.length
-    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult }
+    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[] }
     : {};
   const merged = [...(old.results ?? []).filter(o => !results.some(r => r.name === o.name)), ...results];
   await writeFile(file, JSON.stringify({
     date: new Date().toISOString(), cpus: cpus().length, repeat: REPEAT, parts: [...parts],
-    results: merged, network: network ?? old.network,
+    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect,
   }, null, 2) + '\n');
   console.log(`\nwritten ${file}`);
+  const wrong = inspected.filter(r => !r.ferrySane);
+  if (wrong.length) {
+    console.error(`bench: ferry inspect did not find the expected distro on: ${wrong.map(r => r.name).join(', ')}`);
+    process.exitCode = 1;
+  }
 }
 
 main().catch((e: unknown) => {

@@ -18,6 +18,7 @@ PACKAGES=(
   gcc libc6-dev openssl
   rpm cryptsetup-bin grub-efi-amd64-bin kmod
   libarchive-tools xorriso cabextract gcab python3-pefile binutils-mingw-w64-i686  # ferry drivers import (+ its tests)
+  libvirt-dev pkg-config  # builds @unraid/libvirt's native binding during npm ci
   ntfs-3g libhivex-bin libwin-hivex-perl python3-pefile binutils-mingw-w64-i686 binutils-mingw-w64-x86-64  # Windows inspection (+ the phony Windows fixture)
 )
 
