@@ -1,0 +1,76 @@
+// The job service's shared shapes: what a job spec holds, what the store keeps
+// and what the runner reports. The store is an interface so that a
+// PostgreSQL-backed queue (several conversion hosts sharing work) can be added
+// without touching the steps.
+
+export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+
+/** A job spec: the same choices as `ferry convert`, plus an optional registration. */
+export interface JobSpec {
+  source: string;
+  target: string;
+  format?: string;
+  size?: string;
+  profile?: string;
+  mac?: string;
+  options?: { mode?: 'rebuild' | 'block'; verify?: boolean; force?: boolean; inventory?: string };
+  /** network source credentials: paths of secret files, never the secrets */
+  credentials?: { chapSecretFile?: string; mutualChapSecretFile?: string; tlsPskFile?: string; tlsCerts?: string };
+  register?: { libvirt: string; name: string; memory?: string; cpus?: number; start?: boolean };
+}
+
+/** A field-level problem with a spec (HTTP 400 body, CLI exit 2). */
+export interface FieldError { field: string; message: string }
+
+export interface StepRecord {
+  name: string;
+  state: 'pending' | 'running' | 'done' | 'failed';
+  startedAt?: string;
+  endedAt?: string;
+  /** what a later step or a resume needs (e.g. the partial target path, a layout) */
+  checkpoint?: unknown;
+}
+
+/** A resource a running job holds, recorded so a restarted service can reclaim it after a crash. */
+export interface HeldResource { kind: 'loop' | 'mount' | 'daemon' | 'file'; id: string; pid?: number }
+
+export interface JobRecord {
+  id: string;
+  state: JobState;
+  spec: JobSpec;
+  /** the source host, for the per-host concurrency bound ('local' for files) */
+  sourceHost: string;
+  steps: StepRecord[];
+  error?: { code: string; message: string; exitCode: number };
+  result?: unknown;
+  createdAt: string;
+  updatedAt: string;
+  attempts: number;
+}
+
+export interface ProgressEvent {
+  jobId: string;
+  type: 'step' | 'progress' | 'state' | 'log';
+  step?: string;
+  state?: JobState;
+  bytes?: number;
+  total?: number;
+  /** bytes per second over the last few seconds */
+  rate?: number;
+  etaSeconds?: number;
+  message?: string;
+  at: string;
+}
+
+export interface JobStore {
+  create(spec: JobSpec, sourceHost: string): JobRecord;
+  get(id: string): JobRecord | undefined;
+  list(filter?: { state?: JobState }): JobRecord[];
+  update(id: string, patch: Partial<Pick<JobRecord, 'state' | 'steps' | 'error' | 'result' | 'attempts'>>): JobRecord;
+  appendLog(id: string, line: string): void;
+  logs(id: string, afterLine?: number): { n: number; line: string }[];
+  holdResource(id: string, r: HeldResource): void;
+  releaseResource(id: string, r: HeldResource): void;
+  resources(id?: string): (HeldResource & { jobId: string })[];
+  close(): void;
+}
