@@ -12,6 +12,7 @@ import { basename, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import { ferry, guardMachine, sha256, tempDir, type FerryRun } from './support/harness.js';
+import { buildPe } from './support/pe.js';
 import { DriverStore, type DriverFile } from '../src/drivers/store.js';
 import { chooseFile, missingDriverError } from '../src/drivers/select.js';
 
@@ -34,35 +35,6 @@ const objectCount = async () => {
   return n;
 };
 
-/** A real resource-only PE file whose version resource names its original file name and version. */
-async function buildPe(out: string, original: string, version: string, arch: 'i686' | 'x86_64' = 'i686'): Promise<void> {
-  const nums = version.split('.').join(',');
-  // the .rc and .o stay out of the container trees
-  const rc = join(dir, `${basename(out)}-${Math.random().toString(36).slice(2)}.rc`);
-  await writeFile(rc, `1 VERSIONINFO
-FILEVERSION ${nums}
-PRODUCTVERSION ${nums}
-FILEOS 0x40004
-FILETYPE 0x3
-BEGIN
-  BLOCK "StringFileInfo"
-  BEGIN
-    BLOCK "040904B0"
-    BEGIN
-      VALUE "CompanyName", "Ferry tests"
-      VALUE "FileVersion", "${version} (test)"
-      VALUE "OriginalFilename", "${original}"
-    END
-  END
-  BLOCK "VarFileInfo"
-  BEGIN
-    VALUE "Translation", 0x409, 1200
-  END
-END
-`);
-  await execa(`${arch}-w64-mingw32-windres`, ['--preprocessor=cpp', '-O', 'coff', '-i', rc, '-o', `${rc}.o`]);
-  await execa(`${arch}-w64-mingw32-ld`, [...(/\.dll$|\.sys$/.test(original) ? ['--dll'] : []), '--subsystem', 'native', '-e', '0', '-o', out, `${rc}.o`]);
-}
 
 /** A real kernel module: one of the host's if it has any, else an ELF object made here. */
 async function realModule(out: string): Promise<void> {

@@ -5,7 +5,8 @@
 export const WINDOWS_TOOL_SERVICES: Record<string, string[]> = {
   'vmware-tools': ['VMTools', 'vmtoolsd', 'VMUpgradeHelper', 'VMware Physical Disk Helper Service', 'vmvss', 'VGAuthService',
     'vm3dservice', 'VMwareCAFManagementAgentHost', 'VMwareCAFCommAmqpListener', 'vmhgfs', 'vmmemctl', 'vmmouse', 'vmrawdsk', 'vmusbmouse', 'vsock'],
-  'open-vm-tools': ['VMTools', 'vmtoolsd', 'vmvss', 'VGAuthService'],
+  // open-vm-tools is the Linux build; on Windows the same services come from VMware Tools (above)
+  'open-vm-tools': [],
   'hyperv-daemons': ['vmicheartbeat', 'vmickvpexchange', 'vmicshutdown', 'vmictimesync', 'vmicvss', 'vmicguestinterface', 'vmicrdv', 'vmicvmsession'],
   'qemu-guest-agent': ['QEMU-GA', 'QEMU Guest Agent VSS Provider'],
   'virtualbox-guest-additions': ['VBoxService', 'VBoxGuest', 'VBoxMouse', 'VBoxSF', 'VBoxVideo', 'VBoxWddm'],

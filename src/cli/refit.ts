@@ -8,6 +8,7 @@ import type { RefitResult } from '../refit/refit.js';
 export function formatChanges(r: RefitResult): string[] {
   const out = [`re-fitted to profile ${r.profile}: ${r.systems.map(s => `${s.name} (p${s.partition})`).join(', ')}; ${r.changes.length} change(s)`];
   for (const c of r.changes) out.push(`  ${c.file}: ${c.before} -> ${c.after}  (${c.reason})`);
+  for (const w of r.warnings ?? []) out.push(`  warning: ${w}`);
   return out;
 }
 

@@ -17,6 +17,8 @@ import type { FileSystemEntry, LinuxOs } from '../inspect/report.js';
 import type { Profile } from '../profiles/profiles.js';
 import type { Change } from '../../converters/linux/change.js';
 import { applyLinuxRefit, planLinuxRefit, type LinuxPlan } from '../../converters/linux/index.js';
+import { applyWindowsRefit, planWindowsRefit, type WindowsPlan } from '../../converters/windows/index.js';
+import { findWindowsRoot, inspectWindows } from '../inspect/windows/index.js';
 
 export interface RefitOptions {
   /** the new NIC's MAC; bindings to the old one are moved to it */
@@ -29,14 +31,16 @@ export interface RefitResult {
   profile: string;
   systems: { type: string; name: string; partition: number }[];
   changes: Change[];
+  /** problems that do not stop the guest from booting (e.g. a network driver drivers-db lacks, queued for nothing) */
+  warnings?: string[];
 }
 
 export const nothingToRefit = (what: string) =>
-  new FerryError('NO_OS_FOUND', 3, `${what} holds no operating system Ferry can re-fit (no Linux root with /etc/os-release was found)`, { image: what });
+  new FerryError('NO_OS_FOUND', 3, `${what} holds no operating system Ferry can re-fit (no Linux root with /etc/os-release and no Windows system root was found)`, { image: what });
 
 interface Planned { os: LinuxOs; fs: GuestFs; plan: LinuxPlan; partition: number; root: string }
 
-async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions, writable: boolean): Promise<{ planned: Planned[]; fileSystems: FileSystemEntry[] }> {
+async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions, writable: boolean): Promise<{ planned: Planned[]; windows: WindowsPlan[]; fileSystems: FileSystemEntry[] }> {
   const { table, entries, readable } = await openFileSystems(scope, disk.file, disk.size, work, { writable });
   const planned: Planned[] = [];
   for (const root of await findLinuxRoots(readable)) {
@@ -45,8 +49,16 @@ async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile
     await fillFromDriversDb(os, p);
     planned.push({ os, fs, plan: p, partition: root.entry.partition, root: root.dir });
   }
-  if (!planned.length) throw nothingToRefit(disk.describe);
-  return { planned, fileSystems: entries };
+  const windows: WindowsPlan[] = [];
+  for (const r of readable.filter(x => x.entry.type === 'ntfs')) {
+    const systemRoot = await findWindowsRoot(r.dir);
+    if (!systemRoot) continue;
+    const os = await inspectWindows(r.dir, systemRoot, r.entry.partition, work);
+    const store = DriverStore.open();
+    try { windows.push(await planWindowsRefit({ dir: r.dir, os, profile, drivers: store })); } finally { store.close(); }
+  }
+  if (!planned.length && !windows.length) throw nothingToRefit(disk.describe);
+  return { planned, windows, fileSystems: entries };
 }
 
 /** a module the guest's kernel lacks comes from drivers-db, built for exactly that kernel; else DRIVER_MISSING */
@@ -78,13 +90,25 @@ export async function preflightRefit(scope: Scope, disk: OpenDisk, work: string,
 
 /** Plan and apply on a writable disk (a finished target or an overlay). */
 export async function refitDisk(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions): Promise<RefitResult> {
-  const { planned, fileSystems } = await plan(scope, disk, work, profile, o, true);
+  const { planned, windows, fileSystems } = await plan(scope, disk, work, profile, o, true);
   const changes: Change[] = [];
   for (const p of planned) {
     changes.push(...await installDbModules(p));
     changes.push(...await applyLinuxRefit({ fs: p.fs, os: p.os, fileSystems, profile, plan: p.plan, mac: o.mac, work }));
   }
-  return { profile: profile.name, systems: planned.map(p => ({ type: 'linux', name: p.os.name, partition: p.partition })), changes };
+  for (const w of windows) {
+    changes.push(...await applyWindowsRefit({ plan: w, work }));
+    if (w.used.length) {
+      const store = DriverStore.open();
+      try { for (const id of new Set(w.used)) store.markUsed(id); } finally { store.close(); }
+    }
+  }
+  const systems = [
+    ...planned.map(p => ({ type: 'linux', name: p.os.name, partition: p.partition })),
+    ...windows.map(w => ({ type: 'windows', name: w.os.productName ?? 'Windows', partition: w.os.partition })),
+  ];
+  const warnings = windows.flatMap(w => w.warnings);
+  return { profile: profile.name, systems, changes, ...(warnings.length ? { warnings } : {}) };
 }
 
 /** modules taken from drivers-db also go into the guest's own tree, indexed by the host's depmod */
