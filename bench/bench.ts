@@ -4,7 +4,8 @@
 // file. Page caches are dropped before every timed run; every output is
 // removed after it is measured. Prints a table and ratios, and writes the same
 // as bench/results.json. `npm run bench -- --only network` (or
-// FERRY_BENCH_ONLY=data,debian,network,inspect) runs some of the parts only.
+// FERRY_BENCH_ONLY=data,debian,network,inspect,jobs) runs some of the parts only.
+// Part `jobs` (bench/jobs.ts): 50 jobs at once through `ferry serve`'s HTTP API.
 // Part `inspect`: `ferry inspect --json` against libguestfs' virt-inspector on
 // the Debian guest and the legacy guest, where libguestfs can run here.
 import { execa, type ResultPromise } from 'execa';
@@ -15,6 +16,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { measureJobs, reportJobs, type JobsResult } from './jobs.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..'); // dist/bench -> repo
 const CLI = join(REPO, 'dist/src/cli/main.js');
@@ -447,7 +449,7 @@ function reportNetwork(r: NetworkResult): string {
   return lines.join('\n');
 }
 
-const PARTS = ['data', 'debian', 'network', 'inspect'] as const;
+const PARTS = ['data', 'debian', 'network', 'inspect', 'jobs'] as const;
 type Part = typeof PARTS[number];
 
 /** `--only a,b` / `--only=a,b` or FERRY_BENCH_ONLY=a,b: which parts run (default all). */
@@ -474,6 +476,7 @@ async function main(): Promise<void> {
   const results: InputResult[] = [];
   let network: NetworkResult | undefined;
   const inspected: InspectResult[] = [];
+  let jobs: JobsResult | undefined;
   try {
     for (const [name, image] of inputs) results.push(await measure(name, image, work));
     if (parts.has('network')) network = await measureNetwork('Debian 12 guest', debian, work);
@@ -483,23 +486,26 @@ async function main(): Promise<void> {
       inspected.push(await measureInspect('Debian 12 guest', debian, 'debian', lg));
       inspected.push(await measureInspect('Debian 12 legacy guest', legacy, 'debian', lg));
     }
+    if (parts.has('jobs')) jobs = await measureJobs(work);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
   for (const r of results) console.log(report(r));
   if (network) console.log(reportNetwork(network));
   for (const r of inspected) console.log(reportInspect(r));
+  if (jobs) console.log(reportJobs(jobs));
   // a partial run keeps the figures of the parts it did not run
   const file = join(REPO, 'bench', 'results.json');
   const old = parts.size < PARTS.length
-    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[] }
+    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[]; jobs?: JobsResult }
     : {};
   const merged = [...(old.results ?? []).filter(o => !results.some(r => r.name === o.name)), ...results];
   await writeFile(file, JSON.stringify({
     date: new Date().toISOString(), cpus: cpus().length, repeat: REPEAT, parts: [...parts],
-    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect,
+    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect, jobs: jobs ?? old.jobs,
   }, null, 2) + '\n');
   console.log(`\nwritten ${file}`);
+  if (jobs && !jobs.ok) process.exitCode = 1;
   const wrong = inspected.filter(r => !r.ferrySane);
   if (wrong.length) {
     console.error(`bench: ferry inspect did not find the expected distro on: ${wrong.map(r => r.name).join(', ')}`);

@@ -19,6 +19,8 @@ PACKAGES=(
   rpm cryptsetup-bin grub-efi-amd64-bin kmod
   libarchive-tools xorriso cabextract gcab python3-pefile binutils-mingw-w64-i686  # ferry drivers import (+ its tests)
   libvirt-dev pkg-config  # builds @unraid/libvirt's native binding during npm ci
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients  # ferry register (+ its test: virtlogd, libvirtd, the libvirt-qemu user, virsh)
+  libxml2-utils  # xmllint: the export test checks the OVF envelope
   ntfs-3g libhivex-bin libwin-hivex-perl python3-pefile binutils-mingw-w64-i686 binutils-mingw-w64-x86-64  # Windows inspection (+ the phony Windows fixture)
 )
 

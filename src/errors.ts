@@ -157,3 +157,62 @@ export const containerUnreadable = (path: string, why: string) =>
 export const driversDbNotWritable = (dir: string, why: string) =>
   new FerryError('DRIVERS_DB_NOT_WRITABLE', 8,
     `cannot keep the substitute-file cache in ${dir}: ${why}; set FERRY_DRIVERS_DB (or FERRY_HOME) to a writable directory`, { dir });
+
+// The HTTP API (`ferry serve`). Messages name the token file, never the token.
+export const apiTokenUnsafe = (path: string, mode: number) =>
+  new FerryError('API_TOKEN_UNSAFE', 8,
+    `the API token file ${path} can be read or written by ${mode & 0o007 ? 'every user' : 'its group'} (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); run 'chmod 600 ${path}' (or delete it to get a new token) and start again`,
+    { path, mode: (mode & 0o777).toString(8) });
+
+export const apiTokenInvalid = (path: string, why: string) =>
+  new FerryError('API_TOKEN_INVALID', 8, `the API token file ${path} ${why}; delete it and start again to get a new token`, { path });
+
+export const listenFailed = (address: string, why: string) =>
+  new FerryError('LISTEN_FAILED', 2, `cannot listen on ${address}: ${why}; choose another --listen HOST:PORT`, { address });
+
+// The job service (`ferry jobs`, `ferry serve`).
+export class SpecInvalidError extends FerryError {
+  /** the same shape as jobs/types.ts FieldError */
+  constructor(readonly fieldErrors: { field: string; message: string }[], where = 'the job spec') {
+    super('SPEC_INVALID', 2, `${where} is not valid:\n  ${fieldErrors.map(f => `${f.field}: ${f.message}`).join('\n  ')}`, { fieldErrors });
+  }
+}
+
+export const jobNotFound = (id: string) =>
+  new FerryError('JOB_NOT_FOUND', 2, `there is no job ${id}; see 'ferry jobs list'`, { id });
+
+export const jobStateConflict = (id: string, state: string, wanted: string) =>
+  new FerryError('JOB_STATE_CONFLICT', 2, `job ${id} is ${state}; ${wanted}`, { id, state });
+
+export const jobCancelled = (id: string) =>
+  new FerryError('JOB_CANCELLED', 130, `job ${id} was cancelled; its partial target was removed and the source is unchanged; 'ferry jobs retry ${id}' runs it again`, { id });
+
+/** The runner is shutting down: the job stops where it is and resumes at the next start. */
+export const jobInterrupted = (id: string) =>
+  new FerryError('JOB_INTERRUPTED', 130, `job ${id} was interrupted by the service stopping; it resumes when 'ferry serve' starts again`, { id });
+
+export const jobResumeFailed = (id: string, why: string) =>
+  new FerryError('JOB_RESUME_FAILED', 7, `job ${id} could not be resumed: ${why}; 'ferry jobs retry ${id}' starts it again from the beginning`, { id });
+
+// Registration (`ferry register`) and export (`ferry export`). Checked before anything is defined or written.
+export const libvirtUnreachable = (uri: string, why: string) =>
+  new FerryError('LIBVIRT_UNREACHABLE', 9,
+    `cannot connect to libvirt at ${uri}: ${why}; check the URI and that libvirtd (and virtlogd) run there`, { uri });
+
+export const domainExists = (name: string, uri: string) =>
+  new FerryError('DOMAIN_EXISTS', 4,
+    `${uri} already has a domain named '${name}'; choose another --name (Ferry never replaces a domain)`, { name, uri });
+
+export const diskNotAccessible = (path: string, user: string, dir: string) =>
+  new FerryError('DISK_NOT_ACCESSIBLE', 8,
+    `libvirt runs QEMU as '${user}', which cannot reach ${path}: ${dir} is not searchable by it; run 'chmod o+x ${dir}' or move the image under /var/lib/libvirt/images`,
+    { path, user, dir });
+
+export const unsupportedHardware = (what: string, where: string, hint: string) =>
+  new FerryError('UNSUPPORTED_HARDWARE', 2, `${where} has no ${what}; ${hint}`, { what, where });
+
+export const libvirtFailed = (uri: string, action: string, why: string) =>
+  new FerryError('LIBVIRT_FAILED', 7, `libvirt at ${uri} could not ${action}: ${why}; nothing was left defined`, { uri, action });
+
+export const ovaInvalid = (path: string, why: string) =>
+  new FerryError('OVA_INVALID', 3, `${path} is not a usable OVA: ${why}`, { path });

@@ -14,6 +14,7 @@ import { watchConnection } from '../sources/watchdog.js';
 import type { ProgressSink } from '../util/progress.js';
 import { readTable } from '../layout/table.js';
 import { probeDevice } from '../fs/detect.js';
+import { looksLikeTar, openOva } from '../register/ova.js';
 
 export interface OpenDisk {
   /** a plain file holding the disk's bytes */
@@ -47,6 +48,8 @@ export async function openSource(scope: Scope, ep: Endpoint, work: string, name 
   if (!st) throw sourceMissing(ep.path);
   if (!st.isFile() && !st.isBlockDevice()) throw notADiskImage(ep.path, 'not a regular file or block device');
   if (st.isFile() && st.size === 0) throw notADiskImage(ep.path, 'the file is empty');
+  // an OVA (a tar): the disk its envelope names is read in place, the archive is neither extracted nor changed
+  if (st.isFile() && await looksLikeTar(ep.path)) return openOva(scope, ep.path, work, name, describe);
   let chain: ImageInfo[];
   try {
     chain = await imageInfoChain(ep.path);
@@ -81,7 +84,7 @@ export interface NewTarget extends OpenDisk {
   finalPath: string;
 }
 
-const partialPathFor = (finalPath: string) => join(dirname(finalPath), `.${basename(finalPath)}.ferry-partial`);
+export const partialPathFor = (finalPath: string) => join(dirname(finalPath), `.${basename(finalPath)}.ferry-partial`);
 
 /** The partial name a target is written under; `owner` removes it unless commitTarget() renamed it. */
 export async function ownPartial(owner: Scope, finalPath: string): Promise<string> {
@@ -98,7 +101,11 @@ export async function ownPartial(owner: Scope, finalPath: string): Promise<strin
  * released (flushed) before verifying.
  */
 export async function createTarget(owner: Scope, session: Scope, finalPath: string, format: string, size: number, work: string): Promise<NewTarget> {
-  const partialPath = await ownPartial(owner, finalPath);
+  return createTargetAt(session, await ownPartial(owner, finalPath), finalPath, format, size, work);
+}
+
+/** createTarget() for a caller that decides itself when the partial file goes (a job keeps it to resume). */
+export async function createTargetAt(session: Scope, partialPath: string, finalPath: string, format: string, size: number, work: string): Promise<NewTarget> {
   await createImage(partialPath, format, size);
   const describe = finalPath;
   if (format === 'raw') return { file: partialPath, size, format, describe, partialPath, finalPath };

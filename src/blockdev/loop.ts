@@ -14,7 +14,7 @@ export async function attachLoop(scope: Scope, file: string, opts: { offset: num
   args.push(file);
   const { stdout } = await run('losetup', args);
   const dev = stdout.trim();
-  scope.defer(`loop ${dev}`, () => detachLoop(dev));
+  scope.hold(`loop ${dev}`, { kind: 'loop', id: dev, detail: file }, () => detachLoop(dev));
   return dev;
 }
 

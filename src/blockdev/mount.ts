@@ -8,7 +8,7 @@ import type { Scope } from '../util/scope.js';
 /** A private work directory, removed (after everything in it is released) with the scope. */
 export async function workDir(scope: Scope): Promise<string> {
   const dir = await mkdtemp(join(process.env.FERRY_TMP ?? tmpdir(), 'ferry-'));
-  scope.defer(`work dir ${dir}`, () => rm(dir, { recursive: true, force: true }));
+  scope.hold(`work dir ${dir}`, { kind: 'file', id: dir }, () => rm(dir, { recursive: true, force: true }));
   return dir;
 }
 
@@ -18,7 +18,7 @@ export async function mountFs(scope: Scope, dev: string, dir: string, type: stri
   if (options.length) args.push('-o', options.join(','));
   args.push(dev, dir);
   await run('mount', args);
-  scope.defer(`mount ${dir}`, () => unmount(dir));
+  scope.hold(`mount ${dir}`, { kind: 'mount', id: dir }, () => unmount(dir));
 }
 
 async function unmount(dir: string): Promise<void> {

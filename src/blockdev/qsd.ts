@@ -31,7 +31,7 @@ async function processAlive(pid: number): Promise<boolean> {
   return !(/^State:\s+Z/m.test(status) && /^Threads:\s+1$/m.test(status));
 }
 
-async function stopDaemon(pid: number, mountpoint: string): Promise<void> {
+export async function stopDaemon(pid: number, mountpoint: string): Promise<void> {
   if (await processAlive(pid)) {
     process.kill(pid, 'SIGTERM'); // qsd flushes and closes its images on SIGTERM
     for (let i = 0; i < 300 && await processAlive(pid); i++) await new Promise(r => setTimeout(r, 20));
@@ -77,7 +77,7 @@ export async function exportAsFile(scope: Scope, dir: string, name: string, bloc
     throw e;
   }
   const pid = Number((await readFile(pidfile, 'utf8')).trim());
-  scope.defer(`qemu-storage-daemon ${name} (pid ${pid})`, () => stopDaemon(pid, mountpoint));
+  scope.hold(`qemu-storage-daemon ${name} (pid ${pid})`, { kind: 'daemon', id: mountpoint, pid }, () => stopDaemon(pid, mountpoint));
   return mountpoint;
 }
 

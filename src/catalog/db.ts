@@ -73,6 +73,53 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX image_drivers_name ON image_drivers(name);
    CREATE INDEX image_tags_tag ON image_tags(tag);`,
+  // 2: the job service (issue 7): jobs, their checkpointed steps, logs, and the
+  // resources a running job holds (reclaimed after its runner died)
+  `CREATE TABLE jobs (
+     id TEXT PRIMARY KEY,
+     state TEXT NOT NULL,
+     -- JSON JobSpec (credentials only as secret file paths)
+     spec TEXT NOT NULL,
+     source_host TEXT NOT NULL,
+     -- JSON {code, message, exitCode}
+     error TEXT,
+     result TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     -- host:pid:start time of the runner process while the job runs
+     runner TEXT,
+     cancel_requested INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE INDEX jobs_state ON jobs(state);
+   CREATE TABLE job_steps (
+     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+     idx INTEGER NOT NULL,
+     name TEXT NOT NULL,
+     state TEXT NOT NULL,
+     started_at TEXT,
+     ended_at TEXT,
+     checkpoint TEXT,
+     progress TEXT,
+     PRIMARY KEY (job_id, idx)
+   );
+   CREATE TABLE job_logs (
+     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+     n INTEGER NOT NULL,
+     at TEXT NOT NULL,
+     line TEXT NOT NULL,
+     PRIMARY KEY (job_id, n)
+   );
+   CREATE TABLE job_resources (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+     kind TEXT NOT NULL,
+     res_id TEXT NOT NULL,
+     pid INTEGER,
+     detail TEXT,
+     held_at TEXT NOT NULL
+   );
+   CREATE INDEX job_resources_job ON job_resources(job_id);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -83,10 +130,13 @@ function migrate(db: Db): void {
     throw ferryHomeNotWritable(db.name, `it was written by a newer Ferry (schema ${at}, this one knows ${MIGRATIONS.length})`);
   }
   for (let v = at; v < MIGRATIONS.length; v++) {
+    // IMMEDIATE, and the version read again inside: two processes opening a new
+    // database at once (ferry serve and ferry jobs submit) must not both run a step
     db.transaction(() => {
+      if ((db.pragma('user_version', { simple: true }) as number) !== v) return;
       db.exec(MIGRATIONS[v]);
       db.pragma(`user_version = ${v + 1}`);
-    })();
+    }).immediate();
   }
 }
 

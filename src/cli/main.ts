@@ -19,6 +19,10 @@ import { credentialOptions, SOURCE_FORMS } from './source-options.js';
 import { imagesCommand } from './images.js';
 import { profilesCommand, reconfigureCommand } from './refit.js';
 import { driversCommand } from './drivers.js';
+import { registerCommand } from './register.js';
+import { exportCommand } from './export.js';
+import { serveCommand } from './serve.js';
+import { jobsCommand, submitDetached } from './jobs.js';
 
 
 
@@ -50,8 +54,17 @@ async function main(): Promise<void> {
       .option('progress', { type: 'boolean', default: true, describe: '--no-progress hides the bar' })
       .option('inventory', { type: 'string', describe: "a P2V agent's inventory.json, kept beside the target as TARGET.inventory.json" })
       .option('profile', { type: 'string', describe: "re-fit the guest to this hardware profile (see 'ferry profiles list')" })
-      .option('mac', { type: 'string', describe: "with --profile: the new NIC's MAC; bindings to the old MAC move to it" }),
+      .option('mac', { type: 'string', describe: "with --profile: the new NIC's MAC; bindings to the old MAC move to it" })
+      .option('detach', { type: 'boolean', default: false, describe: "queue it as a job instead (see 'ferry jobs'); prints the job's id" }),
     async a => {
+      if (a.detach) {
+        const cred = (k: string) => a[k] as string | undefined;
+        return submitDetached({
+          source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac,
+          options: { mode: a.mode, verify: a.verify, force: a.force, inventory: a.inventory },
+          credentials: { chapSecretFile: cred('chap-secret-file'), mutualChapSecretFile: cred('mutual-chap-secret-file'), tlsPskFile: cred('tls-psk-file'), tlsCerts: cred('tls-certs') },
+        }, a.json);
+      }
       const progress = createProgress(a.json ? 'json' : a.progress ? 'bar' : 'none');
       const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac }, progress);
       if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
@@ -87,7 +100,11 @@ async function main(): Promise<void> {
     .command(reconfigureCommand)
     .command(profilesCommand)
     .command(driversCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, reconfigure or profiles')
+    .command(registerCommand)
+    .command(exportCommand)
+    .command(serveCommand)
+    .command(jobsCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, register or export')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

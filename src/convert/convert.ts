@@ -52,7 +52,8 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
     let partialPath: string;
     let targetSize: number;
     if (plan.mode === 'block') {
-      const srcPath = plan.source.kind === 'file' ? plan.source.path : source.file;
+      // a decoded source (network disk, a disk inside an OVA) is read through its exported file
+      const srcPath = plan.source.kind === 'file' && !source.sourceFormat ? plan.source.path : source.file;
       ({ partialPath, targetSize } = await blockCopy(owner, plan, source, srcPath, progress));
     } else {
       const built = await rebuild(owner, plan, source, work, progress);
@@ -65,7 +66,7 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
     if (plan.verify) {
       verify = await withScope(async vs => {
         const target = await openSource(vs, parseEndpoint(partialPath), work, 'verify-target');
-        if (plan.mode === 'block') return blockVerify(source, plan.source.kind === 'file' ? plan.source.path : source.file, target, partialPath);
+        if (plan.mode === 'block') return blockVerify(source, plan.source.kind === 'file' && !source.sourceFormat ? plan.source.path : source.file, target, partialPath);
         return verifyDisks(source, target, work, progress);
       });
       if (!verify.equivalent) throw verifyFailed(verify.differences);

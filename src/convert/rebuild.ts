@@ -4,7 +4,7 @@ import { attachLoop } from '../blockdev/loop.js';
 import { createTarget, type NewTarget, type OpenDisk } from '../blockdev/disk.js';
 import { copyBlocks } from '../fs/blocks.js';
 import { planLayout } from '../layout/plan.js';
-import { attachPart, readSourceLayout, toPlanned, type SourceLayout } from '../layout/source-parts.js';
+import { attachPart, readSourceLayout, toPlanned, type SourceLayout, type SourcePart } from '../layout/source-parts.js';
 import { writeTable, type PartitionTable } from '../layout/table.js';
 import { throwIfAborted } from '../util/abort.js';
 import type { ProgressSink } from '../util/progress.js';
@@ -36,8 +36,17 @@ export interface RebuildReport {
 const estimateOutput = (layout: SourceLayout, ss: number) =>
   layout.parts.reduce((n, p) => n + (p.method === 'rebuild' ? p.facts!.usedBytes : p.method === 'blocks' ? p.part.size * ss : 0), 0);
 
-/** Build the target under its partial name; the caller verifies and commits it. */
-export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk, work: string, progress: ProgressSink): Promise<{ report: RebuildReport; target: NewTarget }> {
+/** What the rebuild decided before writing anything: the source's parts and the target's table. */
+export interface RebuildLayout {
+  layout: SourceLayout;
+  sectorSize: number;
+  targetSize: number;
+  /** undefined: a bare file system that fills the disk */
+  newTable?: PartitionTable;
+}
+
+/** Read the source's layout and plan the target's; checkSpace: refuse when the directory cannot hold it. */
+export async function planRebuild(plan: ConvertPlan, source: OpenDisk, work: string, progress: ProgressSink, opts: { checkSpace?: boolean } = {}): Promise<RebuildLayout> {
   const layout = await readSourceLayout(source.file, source.size, work);
   const ss = layout.table?.sectorSize ?? 512;
   const targetSize = plan.size ?? source.size;
@@ -51,50 +60,74 @@ export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk,
     const min = only.module && only.facts ? only.module.minBytes(only.facts) : source.size;
     if (targetSize < Math.min(min, source.size)) throw doesNotFit(Math.min(min, source.size), targetSize);
   }
-  await checkSpace(plan.targetPath, estimateOutput(layout, ss));
+  if (opts.checkSpace !== false) await checkSpace(plan.targetPath, estimateOutput(layout, ss));
 
   for (const p of layout.parts) {
     if (p.method === 'blocks') progress.note(`partition ${p.part.number}: ${p.fsType ? `file system ${p.fsType} is not rebuilt` : 'no known file system'}; copying its used blocks`);
   }
+  return { layout, sectorSize: ss, targetSize, newTable };
+}
 
+/** The parts that get a format-and-copy of their own (an extended partition is only a container). */
+export const partsToCopy = (rl: RebuildLayout): SourcePart[] => rl.layout.parts.filter(p => p.method !== 'container');
+
+/** A fresh target's partition table and boot code. */
+export async function prepareTarget(rl: RebuildLayout, source: OpenDisk, targetFile: string): Promise<RebuildReport['bootCode']> {
+  if (!rl.layout.table || !rl.newTable) return { mbr: false, gapBytes: 0 };
+  await writeTable(targetFile, rl.newTable);
+  return copyBootCode(source.file, rl.layout.table, targetFile);
+}
+
+/**
+ * Format one partition of the target alike and copy its files (or its used
+ * blocks) from the source. Everything it attaches is released before it
+ * returns, so a finished partition is complete on the target file.
+ */
+export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source: OpenDisk, target: Pick<OpenDisk, 'file' | 'format'>, work: string, progress: ProgressSink): Promise<PartitionReport> {
+  const ss = rl.sectorSize;
+  const np = rl.newTable ? rl.newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(rl.targetSize / ss) };
+  const offset = np.start * ss, size = np.size * ss;
+  return withScope(async partScope => {
+    const dev = await attachLoop(partScope, target.file, { offset, size, readOnly: false, directIo: target.format === 'raw' });
+    const label = `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`;
+    let bytesCopied = 0;
+    if (sp.method === 'rebuild') {
+      const facts = sp.facts!;
+      progress.phase(`copy ${label}`, facts.usedBytes);
+      await sp.module!.format(dev, facts, size);
+      const sourceDev = await attachPart(partScope, source.file, sp.part, ss);
+      await sp.module!.copy({ scope: partScope, work, sourceDev, targetDev: dev, facts, progress });
+      bytesCopied = facts.usedBytes;
+    } else {
+      const len = Math.min(sp.part.size, np.size) * ss;
+      progress.phase(`blocks ${label}`, len);
+      bytesCopied = await copyBlocks(await attachPart(partScope, source.file, sp.part, ss), 0, dev, 0, len, progress);
+    }
+    progress.end();
+    return {
+      number: sp.part.number, fs: sp.facts?.type ?? sp.fsType, uuid: sp.facts?.uuid, label: sp.facts?.label,
+      method: sp.method === 'blocks' ? 'blocks' : sp.facts?.type === 'swap' ? 'signature' : 'rebuild',
+      sourceStart: sp.part.start, sourceSize: sp.part.size, targetStart: np.start, targetSize: np.size, bytesCopied,
+    };
+  });
+}
+
+/**
+ * Build the target under its partial name; the caller verifies and commits it.
+ * The same pieces run as a job's checkpointed steps (jobs/steps.ts).
+ */
+export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk, work: string, progress: ProgressSink): Promise<{ report: RebuildReport; target: NewTarget }> {
+  const rl = await planRebuild(plan, source, work, progress);
   const reports: PartitionReport[] = [];
   let bootCode = { mbr: false, gapBytes: 0 };
   let target: NewTarget | undefined;
   await withScope(async session => {
-    target = await createTarget(owner, session, plan.targetPath, plan.format, targetSize, work);
-    if (layout.table && newTable) {
-      await writeTable(target.file, newTable);
-      bootCode = await copyBootCode(source.file, layout.table, target.file);
-    }
-    for (const sp of layout.parts) {
+    target = await createTarget(owner, session, plan.targetPath, plan.format, rl.targetSize, work);
+    bootCode = await prepareTarget(rl, source, target.file);
+    for (const sp of partsToCopy(rl)) {
       throwIfAborted();
-      if (sp.method === 'container') continue;
-      const np = newTable ? newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(targetSize / ss) };
-      const offset = np.start * ss, size = np.size * ss;
-      await withScope(async partScope => {
-        const dev = await attachLoop(partScope, target!.file, { offset, size, readOnly: false, directIo: target!.format === 'raw' });
-        const label = `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`;
-        let bytesCopied = 0;
-        if (sp.method === 'rebuild') {
-          const facts = sp.facts!;
-          progress.phase(`copy ${label}`, facts.usedBytes);
-          await sp.module!.format(dev, facts, size);
-          const sourceDev = await attachPart(partScope, source.file, sp.part, ss);
-          await sp.module!.copy({ scope: partScope, work, sourceDev, targetDev: dev, facts, progress });
-          bytesCopied = facts.usedBytes;
-        } else {
-          const len = Math.min(sp.part.size, np.size) * ss;
-          progress.phase(`blocks ${label}`, len);
-          bytesCopied = await copyBlocks(await attachPart(partScope, source.file, sp.part, ss), 0, dev, 0, len, progress);
-        }
-        progress.end();
-        reports.push({
-          number: sp.part.number, fs: sp.facts?.type ?? sp.fsType, uuid: sp.facts?.uuid, label: sp.facts?.label,
-          method: sp.method === 'blocks' ? 'blocks' : sp.facts?.type === 'swap' ? 'signature' : 'rebuild',
-          sourceStart: sp.part.start, sourceSize: sp.part.size, targetStart: np.start, targetSize: np.size, bytesCopied,
-        });
-      });
+      reports.push(await rebuildPartition(rl, sp, source, target, work, progress));
     }
   });
-  return { report: { partitionTable: layout.table?.label ?? 'none', targetSize, bootCode, partitions: reports }, target: target! };
+  return { report: { partitionTable: rl.layout.table?.label ?? 'none', targetSize: rl.targetSize, bootCode, partitions: reports }, target: target! };
 }

@@ -29,10 +29,19 @@ export interface StepRecord {
   endedAt?: string;
   /** what a later step or a resume needs (e.g. the partial target path, a layout) */
   checkpoint?: unknown;
+  /** the latest progress of a running step (written every few seconds) */
+  progress?: { bytes: number; total: number; rate?: number; etaSeconds?: number };
 }
 
 /** A resource a running job holds, recorded so a restarted service can reclaim it after a crash. */
-export interface HeldResource { kind: 'loop' | 'mount' | 'daemon' | 'file'; id: string; pid?: number }
+export interface HeldResource {
+  kind: 'loop' | 'mount' | 'daemon' | 'file';
+  /** loop: /dev/loopN; mount: the mount point; daemon: its FUSE export's mount point; file: the path */
+  id: string;
+  pid?: number;
+  /** loop: its backing file, so a reused device number is never detached by mistake */
+  detail?: string;
+}
 
 export interface JobRecord {
   id: string;
@@ -46,6 +55,10 @@ export interface JobRecord {
   createdAt: string;
   updatedAt: string;
   attempts: number;
+  /** the runner process working on it (host:pid:start time), while it runs */
+  runner?: string;
+  /** `ferry jobs cancel` asked a runner in another process to stop it */
+  cancelRequested?: boolean;
 }
 
 export interface ProgressEvent {
@@ -66,7 +79,12 @@ export interface JobStore {
   create(spec: JobSpec, sourceHost: string): JobRecord;
   get(id: string): JobRecord | undefined;
   list(filter?: { state?: JobState }): JobRecord[];
-  update(id: string, patch: Partial<Pick<JobRecord, 'state' | 'steps' | 'error' | 'result' | 'attempts'>>): JobRecord;
+  update(id: string, patch: Partial<Pick<JobRecord, 'state' | 'steps' | 'error' | 'result' | 'attempts' | 'runner' | 'cancelRequested'>>): JobRecord;
+  /**
+   * Atomically take a queued job for a runner (state running); undefined when
+   * another runner took it first. Optional: without it a runner uses get + update.
+   */
+  claim?(id: string, runner: string): JobRecord | undefined;
   appendLog(id: string, line: string): void;
   logs(id: string, afterLine?: number): { n: number; line: string }[];
   holdResource(id: string, r: HeldResource): void;

@@ -9,6 +9,7 @@
 // helper); never on a command line, never in a message. What Ferry reads
 // into memory is remembered only so redact() can scrub it from any text that
 // leaves the process.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { chmod, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { mutualChapUnavailable, secretFileInvalid, secretFileMissing, secretFileUnsafe, tlsCertsInvalid, usageError } from '../errors.js';
@@ -26,9 +27,19 @@ export interface NetworkCredentials {
 }
 
 let current: NetworkCredentials = {};
+// a job runner's jobs each carry their own (withNetworkCredentials), over the command line's
+const perJob = new AsyncLocalStorage<NetworkCredentials>();
+
+export function withNetworkCredentials<T>(c: NetworkCredentials, fn: () => Promise<T>): Promise<T> {
+  return perJob.run(resolveCredentials(c), fn);
+}
 
 export function setNetworkCredentials(c: NetworkCredentials): void {
-  current = {
+  current = resolveCredentials(c);
+}
+
+function resolveCredentials(c: NetworkCredentials): NetworkCredentials {
+  return {
     chapSecretFile: c.chapSecretFile ? resolve(c.chapSecretFile) : undefined,
     mutualChapSecretFile: c.mutualChapSecretFile ? resolve(c.mutualChapSecretFile) : undefined,
     tlsPskFile: c.tlsPskFile ? resolve(c.tlsPskFile) : undefined,
@@ -37,7 +48,7 @@ export function setNetworkCredentials(c: NetworkCredentials): void {
 }
 
 export function networkCredentials(): NetworkCredentials {
-  return current;
+  return perJob.getStore() ?? current;
 }
 
 const known = new Set<string>();

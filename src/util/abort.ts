@@ -1,15 +1,25 @@
 // One process-wide abort signal: SIGINT/SIGTERM abort the running job, every
 // child started through run() is killed, and owners release what they hold.
+// A job runner runs several jobs in one process: each gets its own signal,
+// carried by async context (withAbortSignal), which wins over the process one.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { interrupted } from '../errors.js';
 
 let controller: AbortController | undefined;
+const jobSignal = new AsyncLocalStorage<AbortSignal>();
 
 export function currentAbortSignal(): AbortSignal | undefined {
-  return controller?.signal;
+  return jobSignal.getStore() ?? controller?.signal;
 }
 
 export function throwIfAborted(): void {
-  if (controller?.signal.aborted) throw controller.signal.reason;
+  const signal = currentAbortSignal();
+  if (signal?.aborted) throw signal.reason;
+}
+
+/** Run fn (and everything it starts) under signal instead of the process-wide one. */
+export function withAbortSignal<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+  return jobSignal.run(signal, fn);
 }
 
 /** Install signal handlers for the duration of fn. */

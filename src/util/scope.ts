@@ -1,8 +1,22 @@
 // A Scope owns resources (daemons, loop devices, mounts, temp dirs, partial
 // targets). Each acquisition registers its release; release() undoes them in
 // reverse order, always runs every one, and is safe to call twice.
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { HeldResource } from '../jobs/types.js';
 
 export type Release = () => Promise<void> | void;
+
+/**
+ * Where a job records what it holds, so that a restarted service can reclaim
+ * what a crashed one left (jobs/reclaim.ts). Set for a job's whole async
+ * context; acquisitions outside a job record nothing.
+ */
+export interface ResourceJournal { hold(r: HeldResource): void; release(r: HeldResource): void }
+const journals = new AsyncLocalStorage<ResourceJournal>();
+
+export function withResourceJournal<T>(journal: ResourceJournal, fn: () => Promise<T>): Promise<T> {
+  return journals.run(journal, fn);
+}
 
 export class Scope {
   private readonly releases: { what: string; fn: Release }[] = [];
@@ -11,6 +25,16 @@ export class Scope {
   defer(what: string, fn: Release): void {
     if (this.released) throw new Error(`scope already released; cannot own ${what}`);
     this.releases.push({ what, fn });
+  }
+
+  /**
+   * Own a system resource: recorded in the job's journal (if any) now, and
+   * forgotten there only once its release succeeded.
+   */
+  hold(what: string, r: HeldResource, fn: Release): void {
+    const journal = journals.getStore();
+    this.defer(what, async () => { await fn(); journal?.release(r); });
+    journal?.hold(r);
   }
 
   /** Forget a release without running it (ownership handed over, e.g. a finished target). */

@@ -1,0 +1,235 @@
+// The API's contract: the JSON schemas fastify validates requests with, and
+// the OpenAPI 3.1 document (GET /openapi.json) built from the same objects, so
+// the description cannot drift from what the server checks. The schemas stay
+// within what both ajv's draft-07 and JSON Schema 2020-12 (OpenAPI 3.1) read
+// alike: no $ref inside the route schemas, only in the document.
+// The server refuses to start if a route is missing here (server.ts, onReady).
+import type { JobState } from '../jobs/types.js';
+
+export const JOB_STATES: readonly JobState[] = ['queued', 'running', 'done', 'failed', 'cancelled'];
+export const TERMINAL_STATES: readonly JobState[] = ['done', 'failed', 'cancelled'];
+
+const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', minLength: 1, description, ...extra });
+
+/** POST /jobs body: the shape only; the runner's validateSpec checks the meaning (paths, sizes, profiles). */
+export const jobSpecSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['source', 'target'],
+  properties: {
+    source: str('a disk image path or a network URL (nbd://, nbds://, nbd+unix://, iscsi://)'),
+    target: str('the image to write'),
+    format: { type: 'string', enum: ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'], description: 'default: from the extension, else qcow2' },
+    size: { type: ['string', 'integer'], minLength: 1, minimum: 1, description: 'target disk size, e.g. 8G, or bytes (default: the source size)' },
+    profile: str('re-fit the guest to this hardware profile'),
+    mac: str("with profile: the new NIC's MAC"),
+    options: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        mode: { type: 'string', enum: ['rebuild', 'block'] },
+        verify: { type: 'boolean' },
+        force: { type: 'boolean' },
+        inventory: str("a P2V agent's inventory.json"),
+      },
+    },
+    credentials: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'paths of secret files (mode 0600) on the server, never the secrets',
+      properties: {
+        chapSecretFile: str('iSCSI CHAP secret file'),
+        mutualChapSecretFile: str('iSCSI mutual CHAP secret file'),
+        tlsPskFile: str('NBD TLS-PSK key file'),
+        tlsCerts: str('NBD x509 credentials directory'),
+      },
+    },
+    register: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['libvirt', 'name'],
+      description: 'register the verified target as a libvirt domain',
+      properties: {
+        libvirt: str('libvirt URI, e.g. qemu:///system'),
+        name: str('domain name (must not be taken)'),
+        memory: str('e.g. 2G'),
+        cpus: { type: 'integer', minimum: 1 },
+        start: { type: 'boolean' },
+      },
+    },
+  },
+} as const;
+
+export const idParamsSchema = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 200 } },
+} as const;
+
+export const listQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { state: { type: 'string', enum: JOB_STATES } },
+} as const;
+
+const fieldError = {
+  type: 'object', required: ['field', 'message'],
+  properties: { field: { type: 'string', description: "dotted path in the spec, e.g. 'register.name'" }, message: { type: 'string' } },
+};
+
+const errorBody = {
+  type: 'object', required: ['error'],
+  properties: {
+    error: { type: 'string', description: 'a code: UNAUTHORIZED, JOB_NOT_FOUND, JOB_FINISHED, BAD_SPEC, BAD_REQUEST, or a Ferry error code' },
+    message: { type: 'string' },
+    fieldErrors: { type: 'array', items: { $ref: '#/components/schemas/FieldError' } },
+  },
+};
+
+const stepRecord = {
+  type: 'object', required: ['name', 'state'],
+  properties: {
+    name: { type: 'string' },
+    state: { type: 'string', enum: ['pending', 'running', 'done', 'failed'] },
+    startedAt: { type: 'string', format: 'date-time' },
+    endedAt: { type: 'string', format: 'date-time' },
+    checkpoint: { description: 'what a later step or a resume needs' },
+  },
+};
+
+const jobRecord = {
+  type: 'object',
+  required: ['id', 'state', 'spec', 'sourceHost', 'steps', 'createdAt', 'updatedAt', 'attempts'],
+  properties: {
+    id: { type: 'string' },
+    state: { type: 'string', enum: JOB_STATES },
+    spec: { $ref: '#/components/schemas/JobSpec' },
+    sourceHost: { type: 'string', description: "the source host, for the per-host bound ('local' for files)" },
+    steps: { type: 'array', items: { $ref: '#/components/schemas/StepRecord' } },
+    error: {
+      type: 'object', required: ['code', 'message', 'exitCode'],
+      properties: { code: { type: 'string' }, message: { type: 'string' }, exitCode: { type: 'integer' } },
+    },
+    result: { description: "the conversion's result (as `ferry convert --json` prints it)" },
+    createdAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' },
+    attempts: { type: 'integer' },
+  },
+};
+
+const progressEvent = {
+  type: 'object', required: ['jobId', 'type', 'at'],
+  properties: {
+    jobId: { type: 'string' },
+    type: { type: 'string', enum: ['step', 'progress', 'state', 'log'] },
+    step: { type: 'string' },
+    state: { type: 'string', enum: JOB_STATES },
+    bytes: { type: 'integer' },
+    total: { type: 'integer' },
+    rate: { type: 'number', description: 'bytes per second over the last few seconds' },
+    etaSeconds: { type: 'number' },
+    message: { type: 'string' },
+    at: { type: 'string', format: 'date-time' },
+  },
+};
+
+const json = (schema: unknown) => ({ 'application/json': { schema } });
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const err = (description: string) => ({ description, content: json(ref('Error')) });
+const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+const common = { 401: err('no bearer token, or a wrong one') };
+
+export function openApiDocument(version: string): Record<string, unknown> {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Ferry job service',
+      version,
+      description: 'Submit, watch and cancel machine conversions. Every request needs `Authorization: Bearer TOKEN`; '
+        + '`ferry serve` writes the token to $FERRY_HOME/api-token (mode 0600) on its first start.',
+    },
+    security: [{ bearer: [] }],
+    paths: {
+      '/jobs': {
+        post: {
+          operationId: 'submitJob', summary: 'queue a conversion',
+          requestBody: { required: true, content: json(ref('JobSpec')) },
+          responses: {
+            201: { description: 'queued; Location names the job', content: json(ref('JobRecord')), headers: { Location: { schema: { type: 'string' } } } },
+            400: { description: "a bad spec: error 'BAD_SPEC' and one entry per wrong field", content: json(ref('Error')) },
+            ...common,
+          },
+        },
+        get: {
+          operationId: 'listJobs', summary: 'jobs, newest last',
+          parameters: [{ name: 'state', in: 'query', required: false, schema: { type: 'string', enum: JOB_STATES } }],
+          responses: {
+            200: { description: 'the jobs', content: json({ type: 'object', required: ['jobs'], properties: { jobs: { type: 'array', items: ref('JobRecord') } } }) },
+            400: err('an unknown state'),
+            ...common,
+          },
+        },
+      },
+      '/jobs/{id}': {
+        get: {
+          operationId: 'getJob', summary: 'one job', parameters: [idParam],
+          responses: { 200: { description: 'the job', content: json(ref('JobRecord')) }, 404: err('no such job (JOB_NOT_FOUND)'), ...common },
+        },
+      },
+      '/jobs/{id}/events': {
+        get: {
+          operationId: 'jobEvents',
+          summary: 'server-sent events: the job as it is now (event `job`), then its progress events until it ends',
+          description: 'The stream starts with `event: job` holding the JobRecord and, for a running job, its latest `progress` event; '
+            + 'then each ProgressEvent as `event: step|progress|state|log` with the event as JSON data; comments (`: keep-alive`) keep idle '
+            + 'connections open. It ends after the `state` event that finishes the job (done, failed or cancelled). '
+            + 'A reconnect (Last-Event-ID) to a finished job gets 204, which stops an EventSource from retrying.',
+          parameters: [idParam],
+          responses: {
+            200: { description: 'the event stream', content: { 'text/event-stream': { schema: { type: 'string' }, 'x-event-data': ref('ProgressEvent') } } },
+            204: { description: 'a reconnect to a job that has ended' },
+            404: err('no such job (JOB_NOT_FOUND)'),
+            ...common,
+          },
+        },
+      },
+      '/jobs/{id}/cancel': {
+        post: {
+          operationId: 'cancelJob', summary: 'cancel a queued or running job', parameters: [idParam],
+          responses: {
+            202: { description: 'cancelling: the job ends as cancelled once its step has released what it holds', content: json(ref('JobRecord')) },
+            404: err('no such job (JOB_NOT_FOUND)'),
+            409: err('the job has already ended (JOB_FINISHED)'),
+            ...common,
+          },
+        },
+      },
+      '/openapi.json': {
+        get: {
+          operationId: 'openApi', summary: 'this document',
+          responses: { 200: { description: 'OpenAPI 3.1', content: json({ type: 'object' }) }, ...common },
+        },
+      },
+    },
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the token in $FERRY_HOME/api-token' } },
+      schemas: {
+        JobSpec: jobSpecSchema,
+        JobRecord: jobRecord,
+        StepRecord: stepRecord,
+        ProgressEvent: progressEvent,
+        FieldError: fieldError,
+        Error: errorBody,
+      },
+    },
+  };
+}
+
+/** 'get /jobs/{id}' for every operation of the document */
+export function documentedRoutes(doc: Record<string, unknown>): Set<string> {
+  const out = new Set<string>();
+  for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, unknown>>)) {
+    for (const method of Object.keys(ops)) out.add(`${method.toLowerCase()} ${path}`);
+  }
+  return out;
+}

@@ -1,0 +1,254 @@
+// The HTTP API of the job service (fastify): submit, list, watch (server-sent
+// events) and cancel jobs. It only translates HTTP to the runner and the store:
+// the runner owns the queue, the steps and every resource a job holds.
+//
+// Every route needs `Authorization: Bearer TOKEN`, compared in constant time.
+// The token never reaches a log line: requests are logged as method, path
+// (without its query) and status, never with their headers.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import { FerryError } from '../errors.js';
+import type { FieldError, JobRecord, JobSpec, JobState, JobStore, ProgressEvent } from '../jobs/types.js';
+import { validateSpec } from '../jobs/spec.js';
+import { redact } from '../sources/secrets.js';
+import { documentedRoutes, idParamsSchema, jobSpecSchema, listQuerySchema, openApiDocument, TERMINAL_STATES } from './openapi.js';
+
+/** What the server needs of the job runner (src/jobs/runner.ts). */
+export interface ApiRunner {
+  /** queue a job; throws a FerryError with `fieldErrors` for a bad spec */
+  submit(spec: JobSpec): JobRecord | string | Promise<JobRecord | string>;
+  cancel(id: string): unknown;
+  /** emits 'event' with a ProgressEvent */
+  readonly events: EventEmitter;
+}
+
+export interface ServerOptions {
+  runner: ApiRunner;
+  store: JobStore;
+  token: string;
+  /** false: no log; else pino options (level, stream); default: info to stdout */
+  logger?: false | { level?: string; stream?: NodeJS.WritableStream };
+  /** how often an idle event stream gets a keep-alive comment (and its job's state is re-read) */
+  keepAliveMs?: number;
+}
+
+const VERSION = (() => {
+  try {
+    // dist/src/api/server.js -> the repository's package.json
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+})();
+
+const isTerminal = (s: JobState) => TERMINAL_STATES.includes(s);
+
+/** ajv's errors as the spec's dotted field names: '/register/cpus' -> 'register.cpus' */
+function fieldErrorsOf(validation: NonNullable<FastifyError['validation']>): FieldError[] {
+  return validation.map(v => {
+    const base = v.instancePath.split('/').filter(Boolean).join('.');
+    const p = v.params as { missingProperty?: string; additionalProperty?: string; allowedValues?: unknown[] };
+    const child = p.missingProperty ?? p.additionalProperty;
+    const field = child ? (base ? `${base}.${child}` : child) : base || '(body)';
+    const message = p.missingProperty ? 'is required'
+      : p.additionalProperty ? 'is not a known field'
+      : p.allowedValues ? `must be one of ${p.allowedValues.join(', ')}`
+      : v.message ?? 'is not valid';
+    return { field, message };
+  });
+}
+
+/** the runner's bad-spec error: a FerryError carrying field errors (on itself or in its details) */
+function specErrorsOf(e: unknown): FieldError[] | undefined {
+  const x = e as { fieldErrors?: FieldError[]; details?: { fieldErrors?: FieldError[] } } | null;
+  const list = x?.fieldErrors ?? x?.details?.fieldErrors;
+  return Array.isArray(list) && list.length ? list : undefined;
+}
+
+/** One listener on the runner for all event streams; remembers each running job's latest progress for late subscribers. */
+class EventHub {
+  private readonly subscribers = new Map<string, Set<(e: ProgressEvent) => void>>();
+  private readonly lastProgress = new Map<string, ProgressEvent>();
+  private readonly onEvent = (e: ProgressEvent) => {
+    if (e.type === 'progress') this.lastProgress.set(e.jobId, e);
+    else if (e.type === 'step' || (e.type === 'state' && e.state && isTerminal(e.state))) this.lastProgress.delete(e.jobId);
+    for (const f of this.subscribers.get(e.jobId) ?? []) f(e);
+  };
+  constructor(private readonly emitter: EventEmitter) { emitter.on('event', this.onEvent); }
+
+  subscribe(jobId: string, f: (e: ProgressEvent) => void): () => void {
+    let set = this.subscribers.get(jobId);
+    if (!set) this.subscribers.set(jobId, set = new Set());
+    set.add(f);
+    return () => { set!.delete(f); if (!set!.size) this.subscribers.delete(jobId); };
+  }
+
+  latestProgress(jobId: string): ProgressEvent | undefined { return this.lastProgress.get(jobId); }
+  close(): void { this.emitter.off('event', this.onEvent); }
+}
+
+export function buildServer(opts: ServerOptions): FastifyInstance {
+  const { runner, store } = opts;
+  const keepAliveMs = opts.keepAliveMs ?? 15_000;
+  const expected = createHash('sha256').update(opts.token).digest();
+  const logger = opts.logger === false ? false : {
+    level: opts.logger?.level ?? 'info',
+    ...(opts.logger?.stream ? { stream: opts.logger.stream } : {}),
+    serializers: {
+      req: (r: { method: string; url: string; ip: string }) => ({ method: r.method, path: r.url.split('?')[0], remoteAddress: r.ip }),
+      res: (r: { statusCode: number }) => ({ statusCode: r.statusCode }),
+    },
+    // a second guard should a serializer ever change: headers are never written
+    redact: { paths: ['req.headers', 'headers', 'authorization', '*.authorization'], censor: '***' },
+  };
+  const app = Fastify({
+    logger,
+    // report every problem of a spec; never drop or coerce what the client sent
+    ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false, useDefaults: false, allowUnionTypes: true } },
+    // the routes are fixed: keep the body small
+    bodyLimit: 1 << 20,
+  });
+
+  // every route must be in the OpenAPI document (checked when the server gets ready)
+  const routes: string[] = [];
+  app.addHook('onRoute', r => {
+    for (const m of [r.method].flat()) if (m !== 'HEAD') routes.push(`${m.toLowerCase()} ${r.url.replace(/:(\w+)/g, '{$1}')}`);
+  });
+  const doc = openApiDocument(VERSION);
+  app.addHook('onReady', async () => {
+    const documented = documentedRoutes(doc);
+    const missing = routes.filter(r => !documented.has(r));
+    const stale = [...documented].filter(r => !routes.includes(r));
+    if (missing.length || stale.length) throw new Error(`openapi.ts is out of date: undocumented ${missing.join(', ') || '-'}; no route for ${stale.join(', ') || '-'}`);
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    const m = /^Bearer +([^\s]+) *$/i.exec(req.headers.authorization ?? '');
+    // hashing first makes both sides 32 bytes: timingSafeEqual then leaks neither content nor length
+    const given = createHash('sha256').update(m?.[1] ?? '').digest();
+    if (m && timingSafeEqual(given, expected)) return;
+    await reply.code(401).header('www-authenticate', 'Bearer realm="ferry"')
+      .send({ error: 'UNAUTHORIZED', message: 'send Authorization: Bearer TOKEN with the token from $FERRY_HOME/api-token' });
+    return reply;
+  });
+
+  app.setErrorHandler((e: FastifyError, req, reply) => {
+    if (e.validation) {
+      if (e.validationContext !== 'body') return reply.code(400).send({ error: 'BAD_REQUEST', message: e.message, fieldErrors: fieldErrorsOf(e.validation) });
+      // a spec's every problem at once: the shape (schema) and the meaning (validateSpec), one entry per field
+      const fieldErrors = new Map(fieldErrorsOf(e.validation).map(f => [f.field, f]));
+      for (const f of validateSpec(req.body)) fieldErrors.set(f.field, f);
+      return reply.code(400).send({ error: 'BAD_SPEC', message: 'the job spec is not valid', fieldErrors: [...fieldErrors.values()] });
+    }
+    const fieldErrors = specErrorsOf(e);
+    if (fieldErrors) return reply.code(400).send({ error: 'BAD_SPEC', message: redact(e.message), fieldErrors });
+    if (e instanceof FerryError) {
+      // 2 = usage; 7 tool, 8 permission: the service's own trouble; the rest: the request cannot be done
+      const status = e.exitCode === 2 ? 400 : [7, 8].includes(e.exitCode) ? 500 : 422;
+      return reply.code(status).send({ error: e.code, message: redact(e.message) });
+    }
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      return reply.code(e.statusCode).send({ error: 'BAD_REQUEST', message: e.message });
+    }
+    req.log.error({ err: e }, 'internal error');
+    return reply.code(500).send({ error: 'INTERNAL', message: 'internal error; see the service log' });
+  });
+
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see GET /openapi.json` }));
+
+  const notFound = (reply: FastifyReply) => reply.code(404).send({ error: 'JOB_NOT_FOUND', message: 'no job with this id' });
+
+  app.post<{ Body: JobSpec }>('/jobs', { schema: { body: jobSpecSchema } }, async (req, reply) => {
+    const r = await runner.submit(req.body);
+    const id = typeof r === 'string' ? r : r.id;
+    const job = store.get(id) ?? (typeof r === 'string' ? undefined : r);
+    return reply.code(201).header('location', `/jobs/${encodeURIComponent(id)}`).send(job);
+  });
+
+  app.get<{ Querystring: { state?: JobState } }>('/jobs', { schema: { querystring: listQuerySchema } }, async req =>
+    ({ jobs: store.list(req.query.state ? { state: req.query.state } : undefined) }));
+
+  app.get<{ Params: { id: string } }>('/jobs/:id', { schema: { params: idParamsSchema } }, async (req, reply) =>
+    store.get(req.params.id) ?? notFound(reply));
+
+  app.post<{ Params: { id: string } }>('/jobs/:id/cancel', { schema: { params: idParamsSchema } }, async (req, reply) => {
+    const { id } = req.params;
+    const job = store.get(id);
+    if (!job) return notFound(reply);
+    const finished = (j: JobRecord) => reply.code(409).send({ error: 'JOB_FINISHED', message: `job ${id} has already ended (${j.state})`, state: j.state });
+    if (isTerminal(job.state)) return finished(job);
+    try {
+      await runner.cancel(id);
+    } catch (e) {
+      // it ended between our look and the runner's
+      const now = store.get(id);
+      if (now && isTerminal(now.state)) return finished(now);
+      throw e;
+    }
+    return reply.code(202).send(store.get(id));
+  });
+
+  app.get('/openapi.json', async () => doc);
+
+  // ——— server-sent events ———
+  const hub = new EventHub(runner.events);
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => { for (const end of [...streams]) end(); });
+  app.addHook('onClose', async () => hub.close());
+
+  app.get<{ Params: { id: string } }>('/jobs/:id/events', { schema: { params: idParamsSchema } }, async (req, reply) => {
+    const { id } = req.params;
+    const job = store.get(id);
+    if (!job) return notFound(reply);
+    // an EventSource reconnecting to a finished job: 204 tells it to stop retrying
+    if (isTerminal(job.state) && req.headers['last-event-id'] !== undefined) return reply.code(204).send();
+
+    reply.hijack();
+    const res: ServerResponse = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    let seq = 0, ended = false;
+    const send = (event: string, data: unknown) => { if (!ended) res.write(`id: ${++seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      clearInterval(timer);
+      unsubscribe();
+      streams.delete(end);
+      res.end();
+    };
+    const finish = (j: JobRecord) => {
+      send('state', { jobId: id, type: 'state', state: j.state, message: j.error?.message, at: j.updatedAt } satisfies ProgressEvent);
+      end();
+    };
+    // subscribe before the snapshot: both happen in this tick, so no event falls between them
+    const unsubscribe = hub.subscribe(id, e => {
+      send(e.type, e);
+      if (e.type === 'state' && e.state && isTerminal(e.state)) end();
+    });
+    // keep-alive; and should the runner's last event have been missed, the store still tells
+    const timer = setInterval(() => {
+      const now = store.get(id);
+      if (now && isTerminal(now.state)) return finish(now);
+      res.write(': keep-alive\n\n');
+    }, keepAliveMs);
+    streams.add(end);
+    res.on('close', end);
+
+    send('job', job);
+    if (isTerminal(job.state)) return finish(job);
+    const last = hub.latestProgress(id);
+    if (last) send('progress', last);
+    return reply;
+  });
+
+  return app;
+}

@@ -1,0 +1,177 @@
+// `ferry jobs …`: submit, list, show, logs, cancel, retry. They talk to the
+// job store directly; a running `ferry serve` (or `ferry jobs run-worker`)
+// picks queued jobs up and notices cancel requests by polling it.
+import { readFile } from 'node:fs/promises';
+import type { Argv, CommandModule } from 'yargs';
+import { FerryError, notRoot, usageError } from '../errors.js';
+import { isFinal, jobExitCode, mustGet, requestCancel, retryJob, submitJob } from '../jobs/control.js';
+import { JobRunner } from '../jobs/runner.js';
+import { parseSpec, resolveSpecPaths } from '../jobs/spec.js';
+import { openJobStore } from '../jobs/sqlite-store.js';
+import type { JobRecord, JobSpec, JobState, JobStore } from '../jobs/types.js';
+
+const STATES: JobState[] = ['queued', 'running', 'done', 'failed', 'cancelled'];
+const POLL_MS = 500;
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+
+function withStore<T>(fn: (s: JobStore) => Promise<T> | T): Promise<T> {
+  const store = openJobStore();
+  return Promise.resolve().then(() => fn(store)).finally(() => store.close());
+}
+
+const out = (s: string) => process.stdout.write(s);
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)));
+  return rows.map(r => r.map((cell, c) => c === r.length - 1 ? cell : cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+const fmtBytes = (n: number) => {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+};
+
+/** The step a job is at: the running one, else the last that ended. */
+function currentStep(j: JobRecord): string {
+  const s = j.steps.find(x => x.state === 'running') ?? [...j.steps].reverse().find(x => x.state !== 'pending');
+  if (!s) return '-';
+  const p = s.state === 'running' && s.progress?.total ? ` ${Math.floor(100 * s.progress.bytes / s.progress.total)}%` : '';
+  return `${s.name}${s.state === 'running' ? '' : ` (${s.state})`}${p}`;
+}
+
+function showText(j: JobRecord): string {
+  const lines = [
+    `job ${j.id}: ${j.state}${j.cancelRequested && j.state === 'running' ? ' (cancel requested)' : ''}`,
+    `  ${j.spec.source} -> ${j.spec.target}${j.spec.format ? ` (${j.spec.format})` : ''}`,
+    `  created ${j.createdAt}, updated ${j.updatedAt}, runs ${j.attempts}${j.runner ? `, runner ${j.runner}` : ''}`,
+    '  steps:',
+    ...j.steps.map(s => {
+      const p = s.progress ? `  ${fmtBytes(s.progress.bytes)}/${fmtBytes(s.progress.total)}${s.progress.rate ? ` ${fmtBytes(s.progress.rate)}/s` : ''}${s.progress.etaSeconds !== undefined ? ` ETA ${s.progress.etaSeconds}s` : ''}` : '';
+      return `    ${s.name.padEnd(14)} ${s.state.padEnd(8)} ${s.startedAt ?? ''}${s.endedAt ? ` .. ${s.endedAt}` : ''}${p}`;
+    }),
+  ];
+  if (j.error) lines.push(`  error: ${j.error.code} (exit ${j.error.exitCode}): ${j.error.message}`);
+  return lines.join('\n') + '\n';
+}
+
+/** Poll until the job ends; log lines go to stderr as they come. */
+async function waitFor(store: JobStore, id: string, echoLogs: boolean): Promise<JobRecord> {
+  let seen = 0;
+  for (;;) {
+    const job = mustGet(store, id);
+    for (const l of store.logs(id, seen)) {
+      seen = l.n;
+      if (echoLogs) process.stderr.write(`[${id}] ${l.line}\n`);
+    }
+    if (isFinal(job)) return job;
+    await sleep(POLL_MS);
+  }
+}
+
+function finish(job: JobRecord, json: boolean): void {
+  if (json) out(JSON.stringify(job, null, 2) + '\n');
+  else out(`job ${job.id}: ${job.state}\n`);
+  if (job.error) process.stderr.write(`ferry: ${job.error.code}: ${job.error.message}\n`);
+  process.exitCode = jobExitCode(job);
+}
+
+/** `ferry convert … --detach`: the same choices as a job, queued; prints the job's id. */
+export async function submitDetached(spec: JobSpec, json: boolean): Promise<void> {
+  const job = await withStore(s => submitJob(s, resolveSpecPaths(spec, process.cwd())));
+  out(json ? JSON.stringify(job, null, 2) + '\n' : `${job.id}\n`);
+}
+
+function builder(y: Argv): Argv {
+  return y
+    .command('submit SPEC', 'queue a job from a spec file (YAML, or JSON by a .json name)', b => b
+      .positional('SPEC', { type: 'string', demandOption: true })
+      .option('wait', { type: 'boolean', default: false, describe: "wait for the job to end (needs a running 'ferry serve'); exit with its status" })
+      .option('json', { type: 'boolean', default: false }),
+    async a => {
+      const file = a.SPEC as string;
+      const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => { throw usageError(`cannot read the spec ${file}: ${e.code ?? e.message}`); });
+      const spec = parseSpec(text, file);
+      await withStore(async s => {
+        const job = submitJob(s, spec);
+        if (!a.wait) { out(a.json ? JSON.stringify(job, null, 2) + '\n' : `${job.id}\n`); return; }
+        if (!a.json) out(`${job.id}\n`);
+        finish(await waitFor(s, job.id, !a.json), a.json as boolean);
+      });
+    })
+    .command('list', 'jobs, oldest first', b => b
+      .option('state', { choices: STATES })
+      .option('json', { type: 'boolean', default: false }),
+    a => withStore(s => {
+      const jobs = s.list(a.state ? { state: a.state as JobState } : {});
+      if (a.json) { out(JSON.stringify(jobs, null, 2) + '\n'); return; }
+      if (!jobs.length) return;
+      out(table([['ID', 'STATE', 'STEP', 'CREATED', 'SOURCE -> TARGET'],
+        ...jobs.map(j => [j.id, j.state, currentStep(j), j.createdAt.replace(/\.\d+Z$/, 'Z'), `${j.spec.source} -> ${j.spec.target}`])]));
+    }))
+    .command('show ID', 'one job: spec, steps with their times and progress, error', b => b
+      .positional('ID', { type: 'string', demandOption: true })
+      .option('json', { type: 'boolean', default: false }),
+    a => withStore(s => {
+      const j = mustGet(s, a.ID as string);
+      out(a.json ? JSON.stringify(j, null, 2) + '\n' : showText(j));
+    }))
+    .command('logs ID', "a job's log", b => b
+      .positional('ID', { type: 'string', demandOption: true })
+      .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep printing new lines until the job ends' }),
+    a => withStore(async s => {
+      const id = a.ID as string;
+      mustGet(s, id);
+      let seen = 0;
+      for (;;) {
+        const job = mustGet(s, id);
+        for (const l of s.logs(id, seen)) { seen = l.n; out(`${l.line}\n`); }
+        if (!a.follow || isFinal(job)) break;
+        await sleep(POLL_MS);
+      }
+    }))
+    .command('cancel ID', 'cancel a queued or running job (its runner stops it within seconds and removes the partial target)', b => b
+      .positional('ID', { type: 'string', demandOption: true })
+      .option('wait', { type: 'boolean', default: false, describe: 'wait until the job has stopped' }),
+    a => withStore(async s => {
+      let j = requestCancel(s, a.ID as string);
+      if (a.wait) j = await waitFor(s, j.id, false);
+      out(`job ${j.id}: ${j.state === 'running' ? 'cancel requested' : j.state}\n`);
+    }))
+    .command('retry ID', 'queue a failed or cancelled job again (it starts from the beginning)', b => b
+      .positional('ID', { type: 'string', demandOption: true }),
+    a => withStore(s => { const j = retryJob(s, a.ID as string); out(`job ${j.id}: ${j.state}\n`); }))
+    .command('run-worker', "run the job runner without the HTTP API ('ferry serve' runs both)", b => b
+      .option('concurrency', { type: 'number', default: 2, describe: 'jobs running at once' })
+      .option('per-host', { type: 'number', default: 1, describe: 'jobs reading from one network source host at once' }),
+    async a => {
+      if (process.getuid?.() !== 0) throw notRoot();
+      const store = openJobStore();
+      const runner = new JobRunner(store, { concurrency: a.concurrency as number, perHostConcurrency: a['per-host'] as number });
+      try {
+        await runner.start();
+      } catch (e) {
+        await runner.stop();
+        store.close();
+        throw e;
+      }
+      out(`ferry jobs run-worker: running (pid ${process.pid})\n`);
+      await new Promise<void>(resolve => {
+        const stop = (sig: NodeJS.Signals) => {
+          process.stderr.write(`ferry jobs run-worker: ${sig}: stopping; running jobs resume at the next start\n`);
+          void runner.stop().finally(() => { store.close(); resolve(); });
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    })
+    .demandCommand(1, 'name a jobs command: submit, list, show, logs, cancel, retry or run-worker');
+}
+
+export const jobsCommand: CommandModule = {
+  command: 'jobs',
+  describe: 'the job queue: submit conversions, watch them, cancel and retry them',
+  builder,
+  handler: () => { throw new FerryError('USAGE', 2, 'name a jobs command: submit, list, show, logs, cancel, retry or run-worker'); },
+};

@@ -1,0 +1,103 @@
+// `ferry serve`: the job service in one process, the runner (queue, steps,
+// resume after a crash) and the HTTP API in front of it. It listens on
+// loopback unless told otherwise, and every request needs the token that the
+// first start writes to $FERRY_HOME/api-token. SIGTERM/SIGINT stop it
+// gracefully: no new requests, open event streams end, then the runner stops
+// its jobs (they resume at the next start) and releases what they hold.
+import type { Argv, CommandModule } from 'yargs';
+import { buildServer } from '../api/server.js';
+import { loadOrCreateToken } from '../api/token.js';
+import { ferryHome } from '../catalog/db.js';
+import { listenFailed, notRoot, usageError } from '../errors.js';
+import { JobRunner } from '../jobs/runner.js';
+import { openJobStore } from '../jobs/sqlite-store.js';
+
+export interface ListenAddress { host: string; port: number; loopback: boolean }
+
+/** HOST:PORT or [IPV6]:PORT; port 0 picks a free one. */
+export function parseListen(s: string): ListenAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(s.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw usageError(`--listen ${s}: write it as HOST:PORT, e.g. 127.0.0.1:8470 or [::1]:8470`);
+  const host = m[1] ?? m[2];
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  return { host, port, loopback };
+}
+
+const LISTEN_WHY: Record<string, string> = {
+  EADDRINUSE: 'the port is in use',
+  EADDRNOTAVAIL: 'this host has no such address',
+  EACCES: 'permission denied',
+  ENOTFOUND: 'the host name does not resolve',
+};
+
+interface ServeArgs { listen: string; concurrency: number; 'per-host': number; 'log-level': string }
+
+async function serve(a: ServeArgs): Promise<void> {
+  const listen = parseListen(a.listen);
+  for (const k of ['concurrency', 'per-host'] as const) {
+    if (!Number.isInteger(a[k]) || a[k] < 1) throw usageError(`--${k} ${a[k]}: give a whole number of jobs, 1 or more`);
+  }
+  if (process.getuid?.() !== 0) throw notRoot();
+  const home = ferryHome();
+  const { token, path: tokenPath } = await loadOrCreateToken(home);
+  const store = openJobStore(home);
+  const runner = new JobRunner(store, { concurrency: a.concurrency, perHostConcurrency: a['per-host'] });
+  let app: ReturnType<typeof buildServer> | undefined;
+  try {
+    await runner.start();
+    app = buildServer({ runner, store, token, logger: a['log-level'] === 'silent' ? false : { level: a['log-level'], stream: process.stderr } });
+    try {
+      await app.listen({ host: listen.host, port: listen.port });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      throw listenFailed(a.listen, LISTEN_WHY[code] ?? (e as Error).message);
+    }
+  } catch (e) {
+    await app?.close().catch(() => {});
+    await runner.stop();
+    store.close();
+    throw e;
+  }
+  const { port } = app.server.address() as { port: number };
+  const hostInUrl = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  if (!listen.loopback) {
+    process.stderr.write(`ferry serve: listening on ${listen.host}, not loopback: anyone who reaches it with the token can submit jobs, and HTTP is not encrypted\n`);
+  }
+  process.stdout.write(`ferry serve: listening on http://${hostInUrl}:${port} (token in ${tokenPath})\n`);
+
+  await new Promise<void>(resolve => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        process.stderr.write(`ferry serve: still stopping (${signal}): the jobs are releasing what they hold\n`);
+        return;
+      }
+      stopping = true;
+      process.stderr.write(`ferry serve: ${signal}: stopping\n`);
+      void (async () => {
+        try {
+          await app!.close();
+          await runner.stop();
+        } finally {
+          store.close();
+          resolve();
+        }
+      })();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+  process.stderr.write('ferry serve: stopped\n');
+}
+
+export const serveCommand: CommandModule<object, ServeArgs> = {
+  command: 'serve',
+  describe: 'the job service: HTTP API (token in $FERRY_HOME/api-token) and the job runner',
+  builder: (y: Argv<object>) => y
+    .option('listen', { type: 'string', default: '127.0.0.1:8470', describe: 'HOST:PORT; anything but loopback must be asked for, e.g. 0.0.0.0:8470' })
+    .option('concurrency', { type: 'number', default: 2, describe: 'jobs running at once' })
+    .option('per-host', { type: 'number', default: 1, describe: 'jobs reading from one source host at once' })
+    .option('log-level', { choices: ['fatal', 'error', 'warn', 'info', 'debug', 'silent'], default: 'info', describe: 'request log on stderr (never holds the token)' }) as unknown as Argv<ServeArgs>,
+  handler: serve,
+};

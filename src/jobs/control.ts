@@ -1,0 +1,62 @@
+// What anyone may do to a job through the store alone: submit, cancel, retry.
+// `ferry jobs …` uses these directly; a runner (ferry serve) in another
+// process notices by polling the store, so no API needs to be up.
+import { SpecInvalidError, jobCancelled, jobNotFound, jobStateConflict } from '../errors.js';
+import { parseEndpoint } from '../sources/endpoint.js';
+import { checkSpec, sourceHostOf } from './spec.js';
+import type { JobRecord, JobStore } from './types.js';
+
+const errorOf = (e: { code: string; message: string; exitCode: number }) => ({ code: e.code, message: e.message, exitCode: e.exitCode });
+
+/** Check the spec (SPEC_INVALID with fieldErrors, exit 2) and queue it. */
+export function submitJob(store: JobStore, spec: unknown): JobRecord {
+  // fields left undefined (an in-process caller's optional choices) are not there at all
+  const checked = checkSpec(spec === undefined ? spec : JSON.parse(JSON.stringify(spec)));
+  const target = parseEndpoint(checked.target);
+  // two jobs writing one target would share its partial file
+  const busy = [...store.list({ state: 'queued' }), ...store.list({ state: 'running' })]
+    .find(j => { const t = parseEndpoint(j.spec.target); return t.kind === 'file' && target.kind === 'file' && t.path === target.path; });
+  if (busy) throw new SpecInvalidError([{ field: 'target', message: `job ${busy.id} (${busy.state}) already writes ${checked.target}; wait for it or cancel it` }]);
+  const job = store.create(checked, sourceHostOf(checked));
+  store.appendLog(job.id, `submitted: ${checked.source} -> ${checked.target}`);
+  return job;
+}
+
+export function mustGet(store: JobStore, id: string): JobRecord {
+  const job = store.get(id);
+  if (!job) throw jobNotFound(id);
+  return job;
+}
+
+/**
+ * A queued job is cancelled at once; a running one is marked so that its
+ * runner (which polls) aborts it, releases everything and removes the partial.
+ */
+export function requestCancel(store: JobStore, id: string): JobRecord {
+  const job = mustGet(store, id);
+  if (job.state === 'queued') {
+    store.appendLog(id, 'cancelled before it started');
+    return store.update(id, { state: 'cancelled', error: errorOf(jobCancelled(id)) });
+  }
+  if (job.state === 'running') {
+    if (!job.cancelRequested) store.appendLog(id, 'cancel requested');
+    return store.update(id, { cancelRequested: true });
+  }
+  throw jobStateConflict(id, job.state, 'only a queued or running job can be cancelled');
+}
+
+/** A failed or cancelled job is queued again and starts from the beginning. */
+export function retryJob(store: JobStore, id: string): JobRecord {
+  const job = mustGet(store, id);
+  if (job.state !== 'failed' && job.state !== 'cancelled') throw jobStateConflict(id, job.state, 'only a failed or cancelled job can be retried');
+  store.appendLog(id, `retry (was ${job.state}${job.error ? `: ${job.error.code}` : ''})`);
+  return store.update(id, { state: 'queued', steps: [], error: undefined, result: undefined, runner: undefined, cancelRequested: false });
+}
+
+/** The exit status `ferry jobs submit --wait` ends with. */
+export function jobExitCode(job: JobRecord): number {
+  if (job.state === 'done') return 0;
+  return job.error?.exitCode ?? 1;
+}
+
+export const isFinal = (job: JobRecord) => job.state === 'done' || job.state === 'failed' || job.state === 'cancelled';

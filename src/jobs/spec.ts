@@ -1,0 +1,160 @@
+// Job specs: YAML or JSON text → JobSpec, checked field by field so that a
+// person (CLI, exit 2) or a client (HTTP 400) sees every problem at once,
+// each named by its path (register.cpus, options.mode).
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { FerryError, SpecInvalidError } from '../errors.js';
+import { TARGET_FORMATS, parseSize } from '../convert/options.js';
+import { parseEndpoint } from '../sources/endpoint.js';
+import type { FieldError, JobSpec } from './types.js';
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+const DOMAIN_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
+
+const isUrl = (s: string) => /^[a-z+]+:\/\//.test(s);
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+const FIELDS: Record<string, 'string' | 'object'> = {
+  source: 'string', target: 'string', format: 'string', size: 'string', profile: 'string', mac: 'string',
+  options: 'object', credentials: 'object', register: 'object',
+};
+const OPTION_FIELDS = { mode: 'string', verify: 'boolean', force: 'boolean', inventory: 'string' } as const;
+const CREDENTIAL_FIELDS = ['chapSecretFile', 'mutualChapSecretFile', 'tlsPskFile', 'tlsCerts'] as const;
+const REGISTER_FIELDS = { libvirt: 'string', name: 'string', memory: 'string', cpus: 'number', start: 'boolean' } as const;
+
+/** Every problem with obj as a job spec; [] when it is a valid JobSpec. Paths must be absolute. */
+export function validateSpec(obj: unknown): FieldError[] {
+  const errors: FieldError[] = [];
+  const err = (field: string, message: string) => errors.push({ field, message });
+  if (!isObject(obj)) return [{ field: '(spec)', message: 'must be a mapping (object) of fields' }];
+  for (const k of Object.keys(obj)) if (!(k in FIELDS)) err(k, `unknown field; the fields are ${Object.keys(FIELDS).join(', ')}`);
+  const str = (field: string, v: unknown) => {
+    if (typeof v === 'string' && v.trim()) return true;
+    err(field, 'must be a non-empty string');
+    return false;
+  };
+  const absPath = (field: string, v: unknown) => {
+    if (str(field, v) && !isAbsolute(v as string)) err(field, `must be an absolute path, not ${v as string}`);
+  };
+
+  if (obj.source === undefined) err('source', 'is required: a disk image path or nbd://, iscsi:// URL');
+  else if (str('source', obj.source)) {
+    try {
+      const ep = parseEndpoint(obj.source as string);
+      if (ep.kind === 'file' && !isUrl(obj.source as string) && !isAbsolute(obj.source as string)) err('source', `must be an absolute path, not ${obj.source as string}`);
+    } catch (e) {
+      err('source', e instanceof FerryError ? e.message : String(e));
+    }
+  }
+  if (obj.target === undefined) err('target', 'is required: the image file to write');
+  else if (str('target', obj.target)) {
+    try {
+      const ep = parseEndpoint(obj.target as string);
+      if (ep.kind !== 'file') err('target', 'network targets are not supported yet; write to a file');
+      else if (!isUrl(obj.target as string) && !isAbsolute(obj.target as string)) err('target', `must be an absolute path, not ${obj.target as string}`);
+    } catch (e) {
+      err('target', e instanceof FerryError ? e.message : String(e));
+    }
+  }
+  if (obj.format !== undefined && str('format', obj.format) && !(TARGET_FORMATS as readonly string[]).includes(obj.format as string)) {
+    err('format', `'${obj.format as string}' is not supported; use one of ${TARGET_FORMATS.join(', ')}`);
+  }
+  if (obj.size !== undefined) {
+    if (typeof obj.size === 'number') {
+      if (!Number.isInteger(obj.size) || obj.size <= 0) err('size', 'must be a positive byte count or a size like 8G');
+    } else if (str('size', obj.size)) {
+      try { if (parseSize(obj.size as string) <= 0) err('size', 'must be more than 0'); } catch { err('size', `cannot read '${obj.size as string}'; write it like 8G, 512M or a byte count`); }
+    }
+  }
+  if (obj.profile !== undefined) str('profile', obj.profile);
+  if (obj.mac !== undefined && str('mac', obj.mac)) {
+    if (!MAC_RE.test(obj.mac as string)) err('mac', `${obj.mac as string} is not a MAC address; write it like 52:54:00:12:34:56`);
+    if (obj.profile === undefined) err('mac', 'is part of a re-fit; give profile too');
+  }
+
+  if (obj.options !== undefined) {
+    if (!isObject(obj.options)) err('options', 'must be a mapping with mode, verify, force, inventory');
+    else {
+      const o = obj.options;
+      for (const [k, v] of Object.entries(o)) {
+        const want = OPTION_FIELDS[k as keyof typeof OPTION_FIELDS];
+        if (!want) { err(`options.${k}`, `unknown option; the options are ${Object.keys(OPTION_FIELDS).join(', ')}`); continue; }
+        if (typeof v !== want) { err(`options.${k}`, `must be a ${want}`); continue; }
+      }
+      if (typeof o.mode === 'string' && o.mode !== 'rebuild' && o.mode !== 'block') err('options.mode', `must be rebuild or block, not ${o.mode}`);
+      if (typeof o.inventory === 'string') absPath('options.inventory', o.inventory);
+    }
+  }
+  if (obj.credentials !== undefined) {
+    if (!isObject(obj.credentials)) err('credentials', `must be a mapping with ${CREDENTIAL_FIELDS.join(', ')} (paths of secret files)`);
+    else {
+      for (const [k, v] of Object.entries(obj.credentials)) {
+        if (!(CREDENTIAL_FIELDS as readonly string[]).includes(k)) err(`credentials.${k}`, `unknown; use ${CREDENTIAL_FIELDS.join(', ')} (paths of secret files, never secrets)`);
+        else absPath(`credentials.${k}`, v);
+      }
+    }
+  }
+  if (obj.register !== undefined) {
+    if (!isObject(obj.register)) err('register', 'must be a mapping with libvirt, name, memory, cpus, start');
+    else {
+      const r = obj.register;
+      for (const [k, v] of Object.entries(r)) {
+        const want = REGISTER_FIELDS[k as keyof typeof REGISTER_FIELDS];
+        if (!want) err(`register.${k}`, `unknown; the fields are ${Object.keys(REGISTER_FIELDS).join(', ')}`);
+        else if (typeof v !== want) err(`register.${k}`, `must be a ${want}`);
+      }
+      if (r.libvirt === undefined) err('register.libvirt', 'is required: a libvirt URI such as qemu:///system');
+      else if (typeof r.libvirt === 'string' && !/^[a-z][a-z0-9+]*:\/\//.test(r.libvirt)) err('register.libvirt', `'${r.libvirt}' is not a libvirt URI; write it like qemu:///system`);
+      if (r.name === undefined) err('register.name', 'is required: the domain name');
+      else if (typeof r.name === 'string' && !DOMAIN_NAME_RE.test(r.name)) err('register.name', 'may hold letters, digits and _ . + - only');
+      if (typeof r.memory === 'string') {
+        try { if (parseSize(r.memory) < 16 * 2 ** 20) err('register.memory', 'must be at least 16M'); } catch { err('register.memory', `cannot read '${r.memory}'; write it like 2G or 512M`); }
+      }
+      if (typeof r.cpus === 'number' && (!Number.isInteger(r.cpus) || r.cpus < 1 || r.cpus > 512)) err('register.cpus', 'must be a whole number from 1 to 512');
+    }
+  }
+  return errors;
+}
+
+/** Make the spec's relative file paths absolute against base (the spec file's directory, or the cwd). */
+export function resolveSpecPaths(obj: unknown, base: string): unknown {
+  if (!isObject(obj)) return obj;
+  const out: Record<string, unknown> = { ...obj };
+  const fix = (v: unknown) => (typeof v === 'string' && v && !isUrl(v) && !isAbsolute(v) ? resolve(base, v) : v);
+  out.source = fix(out.source);
+  out.target = fix(out.target);
+  if (isObject(out.options)) out.options = { ...out.options, inventory: fix(out.options.inventory) };
+  if (isObject(out.options) && out.options.inventory === undefined) delete (out.options as Record<string, unknown>).inventory;
+  if (isObject(out.credentials)) out.credentials = Object.fromEntries(Object.entries(out.credentials).map(([k, v]) => [k, fix(v)]));
+  return out;
+}
+
+/** Throw SPEC_INVALID (exit 2, fieldErrors) unless obj is a valid spec. */
+export function checkSpec(obj: unknown, where?: string): JobSpec {
+  const errors = validateSpec(obj);
+  if (errors.length) throw new SpecInvalidError(errors, where);
+  return obj as JobSpec;
+}
+
+/**
+ * A spec file's text (YAML, or JSON by a .json name) → a checked JobSpec.
+ * Relative paths in it are taken from the spec file's directory.
+ */
+export function parseSpec(text: string, fileName: string): JobSpec {
+  let obj: unknown;
+  try {
+    obj = fileName.toLowerCase().endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new SpecInvalidError([{ field: '(file)', message: `cannot be read as ${fileName.toLowerCase().endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}` }], fileName);
+  }
+  return checkSpec(resolveSpecPaths(obj, dirname(resolve(fileName))), fileName);
+}
+
+/** The host a spec reads from, for the per-host concurrency bound ('local' for files). */
+export function sourceHostOf(spec: JobSpec): string {
+  const ep = parseEndpoint(spec.source);
+  if (ep.kind === 'file') return 'local';
+  if ('host' in ep && ep.host) return ep.host;
+  if ('socket' in ep && ep.socket) return `unix:${ep.socket}`;
+  return 'network';
+}

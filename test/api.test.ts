@@ -1,0 +1,249 @@
+// `ferry serve` end to end: a real service process (runner + HTTP API) on a
+// free loopback port with FERRY_HOME in a temp dir, driven only through HTTP.
+// Jobs convert small real disks; every target is checked with `ferry verify`.
+// The token must never show in the service's output, in the job records or in
+// the bytes of the store's files.
+import assert from 'node:assert/strict';
+import { access, readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { execa } from 'execa';
+import { Api, readEvents, startServe, type Serve, type SseEvent } from './support/api-client.js';
+import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { machineState } from './support/guard.js';
+import { makeSmallDisk } from './support/small-disk.js';
+
+let serve: Serve | undefined;
+let api: Api;
+let token: string;
+let srcSum: string;
+// registered first so it runs before the guard and the temp dir's removal: the service must be gone by then
+after(async () => {
+  if (!serve) return;
+  const code = await serve.stop();
+  assert.equal(code, 0, `ferry serve exit status; its output:\n${serve.output()}`);
+  assert.ok(!serve.output().includes(token), 'the token is in the service output');
+  assert.equal(await sha256(src) + await sha256(big), srcSum, 'the sources are unchanged');
+});
+guardMachine();
+const dir = await tempDir('ferry-api-');
+const home = join(dir, 'home');
+const src = join(dir, 'small.raw');
+const big = join(dir, 'bigger.raw');
+
+before(async () => {
+  await makeSmallDisk(src, { sizeMiB: 64 });
+  // big enough that a cancel lands while it runs, and that the copy lasts the few seconds a rate needs
+  // (1 GiB of random data: about 3 s from the page cache here)
+  await makeSmallDisk(big, { sizeMiB: 1200, randomMiB: 1024 });
+  srcSum = await sha256(src) + await sha256(big);
+  serve = await startServe(['--listen', '127.0.0.1:0', '--concurrency', '2'], { FERRY_HOME: home });
+  token = (await readFile(serve.tokenPath, 'utf8')).trim();
+  api = new Api(serve.base, token);
+});
+
+
+const target = (name: string) => join(dir, name);
+
+async function waitDone(id: string, timeoutMs = 120_000): Promise<any> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await api.get(`/jobs/${id}`);
+    if (['done', 'failed', 'cancelled'].includes(r.body.state)) return r.body;
+    if (Date.now() > end) throw new Error(`job ${id} still ${r.body.state} after ${timeoutMs} ms`);
+    await new Promise(res => setTimeout(res, 200));
+  }
+}
+
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+describe('ferry serve', () => {
+  it('prints where it listens (loopback) and keeps the token in FERRY_HOME/api-token, mode 0600', async () => {
+    assert.match(serve!.base, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(serve!.tokenPath, join(home, 'api-token'));
+    assert.equal((await stat(serve!.tokenPath)).mode & 0o777, 0o600);
+    assert.match(token, /^[0-9a-f]{64}$/);
+  });
+
+  it('401 without the token or with a wrong one, on every route', async () => {
+    for (const t of [undefined, '0'.repeat(64)]) {
+      const a = new Api(serve!.base, t);
+      for (const [m, p] of [['GET', '/jobs'], ['POST', '/jobs'], ['GET', '/jobs/x'], ['GET', '/jobs/x/events'], ['POST', '/jobs/x/cancel'], ['GET', '/openapi.json']] as const) {
+        const r = await a.req(m, p, m === 'POST' && p === '/jobs' ? { source: src, target: target('never.qcow2') } : undefined);
+        assert.equal(r.status, 401, `${m} ${p} with ${t ?? 'no token'}`);
+      }
+    }
+    assert.equal(await exists(target('never.qcow2')), false);
+    assert.equal((await api.get('/jobs')).body.jobs.length, 0, 'nothing was queued');
+  });
+
+  it('GET /openapi.json describes every route', async () => {
+    const r = await api.get('/openapi.json');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.openapi, '3.1.0');
+    const ops = Object.entries(r.body.paths as Record<string, object>).flatMap(([p, o]) => Object.keys(o).map(m => `${m.toUpperCase()} ${p}`)).sort();
+    assert.deepEqual(ops, ['GET /jobs', 'GET /jobs/{id}', 'GET /jobs/{id}/events', 'GET /openapi.json', 'POST /jobs', 'POST /jobs/{id}/cancel']);
+  });
+
+  it('a good spec: 201, events with steps and progress (bytes, rate, ETA) ending in done; the target verifies', async t => {
+    const out = target('good.qcow2');
+    const r = await api.post('/jobs', { source: big, target: out });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = r.body.id;
+    assert.equal(r.headers.get('location'), `/jobs/${id}`);
+    const events = await readEvents(api, `/jobs/${id}/events`, { timeoutMs: 180_000 });
+    assert.equal(events.status, 200);
+    assert.ok(events.ended, 'the stream ended with the job');
+    const ev = events.events;
+    t.diagnostic(`events: ${ev.filter(e => e.event !== 'log').map(e => e.event === 'progress' ? `progress(${e.data.step} ${e.data.bytes}/${e.data.total}${e.data.rate ? ` ${e.data.rate} B/s eta ${e.data.etaSeconds}` : ''})` : `${e.event}(${e.data.step ?? ''}${e.data.state ?? ''}${e.data.message && e.event === 'step' ? ' ' + e.data.message : ''})`).join(' ')}`);
+    assert.equal(ev[0].event, 'job');
+    assert.equal(ev[0].data.id, id);
+    const steps = ev.filter(e => e.event === 'step').map(e => e.data.step);
+    assert.ok(steps.length >= 2, `step events: ${steps.join(', ')}`);
+    const progress = ev.filter(e => e.event === 'progress').map(e => e.data);
+    assert.ok(progress.length > 0, 'progress events');
+    assert.ok(progress.every(p => typeof p.bytes === 'number' && typeof p.total === 'number'), 'bytes and total on every progress event');
+    assert.ok(progress.some(p => p.rate > 0 && typeof p.etaSeconds === 'number'),
+      `a progress event with rate and ETA: ${JSON.stringify(progress.slice(0, 5))}`);
+    assert.deepEqual([ev.at(-1)!.event, ev.at(-1)!.data.state], ['state', 'done']);
+    const job = (await api.get(`/jobs/${id}`)).body;
+    assert.equal(job.state, 'done');
+    assert.ok(job.steps.every((s: any) => s.state === 'done'), JSON.stringify(job.steps));
+    const v = await ferry(['verify', big, out]);
+    assert.equal(v.exitCode, 0, v.stdout + v.stderr);
+    // listed, and by state
+    assert.ok((await api.get('/jobs?state=done')).body.jobs.some((j: any) => j.id === id));
+    assert.ok(!(await api.get('/jobs?state=queued')).body.jobs.some((j: any) => j.id === id));
+  });
+
+  it('a bad spec: 400 with one error per field; nothing queued', async () => {
+    const before = (await api.get('/jobs')).body.jobs.length;
+    const r = await api.post('/jobs', { source: 'relative.raw', format: 'vhd', size: 'big', options: { mode: 'copy' }, register: { name: 'x' } });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error, 'BAD_SPEC');
+    const fields = new Set(r.body.fieldErrors.map((f: any) => f.field));
+    for (const f of ['source', 'target', 'format', 'size', 'options.mode', 'register.libvirt']) assert.ok(fields.has(f), `${f} in ${JSON.stringify(r.body.fieldErrors)}`);
+    const rel = await api.post('/jobs', { source: 'relative.raw', target: target('rel.qcow2') });
+    assert.equal(rel.status, 400);
+    assert.deepEqual(rel.body.fieldErrors.map((f: any) => f.field), ['source']);
+    assert.equal((await api.get('/jobs')).body.jobs.length, before);
+  });
+
+  it('unknown ids: 404 JOB_NOT_FOUND', async () => {
+    for (const [m, p] of [['GET', '/jobs/0000dead'], ['GET', '/jobs/0000dead/events'], ['POST', '/jobs/0000dead/cancel']] as const) {
+      const r = await api.req(m, p);
+      assert.deepEqual([r.status, r.body.error], [404, 'JOB_NOT_FOUND'], `${m} ${p}`);
+    }
+  });
+
+  it('cancel a running job: 202, the stream ends cancelled, no partial target; a second cancel is 409', async () => {
+    const out = target('cancelled.qcow2');
+    const { body: job } = await api.post('/jobs', { source: big, target: out });
+    let cancelled: Promise<any> | undefined;
+    const events = await readEvents(api, `/jobs/${job.id}/events`, {
+      timeoutMs: 120_000,
+      onEvent: (e: SseEvent) => {
+        // cancel once the copy moves
+        if (!cancelled && e.event === 'progress' && e.data.bytes > 0) cancelled = api.post(`/jobs/${job.id}/cancel`);
+      },
+    });
+    assert.ok(cancelled, 'progress was seen before the end');
+    assert.equal((await cancelled).status, 202);
+    assert.ok(events.ended);
+    assert.deepEqual([events.events.at(-1)!.event, events.events.at(-1)!.data.state], ['state', 'cancelled']);
+    const final = (await api.get(`/jobs/${job.id}`)).body;
+    assert.equal(final.state, 'cancelled');
+    assert.equal(final.error?.code, 'JOB_CANCELLED');
+    assert.deepEqual((await readdir(dir)).filter(n => n.startsWith('cancelled')), [], 'no target or partial left');
+    const again = await api.post(`/jobs/${job.id}/cancel`);
+    assert.deepEqual([again.status, again.body.error], [409, 'JOB_FINISHED']);
+  });
+
+  it('jobs that cannot finish fail with a typed reason and leave nothing: missing source, unknown profile, unreachable libvirt, full target directory', { timeout: 300_000 }, async t => {
+    const full = join(dir, 'full');
+    await execa('mkdir', ['-p', full]);
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', full]);
+    try {
+      const cases: [string, Record<string, unknown>, (e: any) => boolean][] = [
+        ['missing source', { source: join(dir, 'no-such-disk.raw'), target: target('f-missing.qcow2') }, e => e.code === 'SOURCE_MISSING'],
+        ['unknown profile', { source: src, target: target('f-profile.qcow2'), profile: 'no-such-profile' }, e => /profile/i.test(e.message)],
+        ['unreachable libvirt', { source: src, target: target('f-libvirt.qcow2'), register: { libvirt: 'qemu+tcp://127.0.0.1:9/system', name: 'ferry-api-test' } }, e => /127\.0\.0\.1|libvirt/i.test(e.message)],
+        ['full target directory', { source: src, target: join(full, 'f-full.qcow2'), format: 'raw' }, e => /space|full/i.test(`${e.code} ${e.message}`)],
+      ];
+      const ids: string[] = [];
+      for (const [what, spec] of cases) {
+        const r = await api.post('/jobs', spec);
+        assert.equal(r.status, 201, `${what}: ${JSON.stringify(r.body)}`);
+        ids.push(r.body.id);
+      }
+      for (const [i, [what, spec, reason]] of cases.entries()) {
+        const job = await waitDone(ids[i], 240_000);
+        t.diagnostic(`${what}: ${job.state} ${job.error?.code}: ${job.error?.message}`);
+        assert.equal(job.state, 'failed', `${what}: ${JSON.stringify(job.error)}`);
+        assert.ok(job.error && job.error.code !== 'INTERNAL' && job.error.message, `${what}: a typed error: ${JSON.stringify(job.error)}`);
+        assert.ok(reason(job.error), `${what}: the reason names the problem: ${JSON.stringify(job.error)}`);
+        const out = spec.target as string;
+        if (what !== 'unreachable libvirt') assert.equal(await exists(out), false, `${what}: ${out} was left`);
+        assert.deepEqual((await readdir(dirname(out))).filter(n => n.startsWith(basename(out)) && n !== basename(out)), [], `${what}: a partial was left`);
+      }
+      assert.deepEqual(await readdir(full), []);
+    } finally {
+      await execa('umount', [full]);
+    }
+  });
+
+  it('the token is in no job record and nowhere in the store files', async () => {
+    const jobs = await api.get('/jobs');
+    assert.ok(jobs.body.jobs.length >= 2);
+    assert.ok(!JSON.stringify(jobs.body).includes(token));
+    for (const name of await readdir(home)) {
+      if (name === 'api-token') continue;
+      const p = join(home, name);
+      if (!(await stat(p)).isFile()) continue;
+      const bytes = await readFile(p);
+      assert.equal(bytes.indexOf(token), -1, `token in ${name}`);
+      assert.equal(bytes.indexOf(Buffer.from(token, 'hex')), -1, `token (binary) in ${name}`);
+    }
+    assert.ok(!serve!.output().includes(token), 'token in the service output');
+  });
+
+  it('SIGTERM during a job: exit 0, nothing held; a restart keeps the token and the jobs and resumes the job to done', { timeout: 300_000 }, async () => {
+    const out = target('resumed.qcow2');
+    const { body: job } = await api.post('/jobs', { source: big, target: out });
+    // stop once its copy moves
+    await readEvents(api, `/jobs/${job.id}/events`, { timeoutMs: 120_000, stopWhen: e => e.event === 'progress' && e.data.bytes > 0 });
+    const t0 = Date.now();
+    assert.equal(await serve!.stop(), 0, serve!.output());
+    assert.ok(Date.now() - t0 < 30_000, `stopping took ${Date.now() - t0} ms`);
+    assert.match(serve!.output(), /ferry serve: SIGTERM: stopping\n[\s\S]*ferry serve: stopped\n/);
+    assert.ok(!serve!.output().includes(token));
+    const { loops, mounts, daemons } = await machineState();
+    assert.ok(!loops.some(l => l.includes(dir)), `loop devices left: ${loops.join('; ')}`);
+    assert.ok(!mounts.some(m => / fuse/.test(m) && m.includes('ferry')), `mounts left: ${mounts.join('; ')}`);
+    assert.ok(!daemons.some(d => d.includes(dir)), `daemons left: ${daemons.join('; ')}`);
+
+    serve = await startServe(['--listen', '127.0.0.1:0'], { FERRY_HOME: home });
+    assert.equal((await readFile(serve.tokenPath, 'utf8')).trim(), token, 'the same token');
+    api = new Api(serve.base, token);
+    const done = await waitDone(job.id, 240_000);
+    assert.equal(done.state, 'done', JSON.stringify(done.error));
+    assert.ok(done.attempts >= 2, `attempts ${done.attempts}`);
+    const v = await ferry(['verify', big, out]);
+    assert.equal(v.exitCode, 0, v.stdout + v.stderr);
+    const all = (await api.get('/jobs')).body.jobs;
+    assert.ok(all.some((j: any) => j.state === 'cancelled') && all.some((j: any) => j.state === 'failed'), 'the earlier jobs are kept');
+  });
+
+  it('refuses a token file that others can read, and a port in use', async () => {
+    const other = join(dir, 'home2');
+    await execa('mkdir', ['-p', other]);
+    await execa('sh', ['-c', `printf '%064d\\n' 0 > ${other}/api-token && chmod 644 ${other}/api-token`]);
+    const r = await ferry(['serve', '--listen', '127.0.0.1:0'], { env: { FERRY_HOME: other } });
+    assert.equal(r.exitCode, 8);
+    assert.match(r.stderr, /API_TOKEN_UNSAFE: .*chmod 600/);
+    const port = new URL(serve!.base).port;
+    const busy = await ferry(['serve', '--listen', `127.0.0.1:${port}`], { env: { FERRY_HOME: join(dir, 'home3') } });
+    assert.equal(busy.exitCode, 2);
+    assert.match(busy.stderr, /LISTEN_FAILED: cannot listen on 127\.0\.0\.1:\d+: the port is in use/);
+  });
+});
