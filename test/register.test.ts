@@ -9,13 +9,13 @@
 // The daemons: virtlogd and libvirtd are started here when they are not
 // running and stopped again afterwards only if this file started them.
 import assert from 'node:assert/strict';
-import { chmod, readFile, stat } from 'node:fs/promises';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { domainStateOf, domainXmlOf, unregister } from '../src/register/libvirt.js';
 import { buildDebianGuest, buildLegacyGuest } from './support/fixtures.js';
-import { ferry, guardMachine, tempDir } from './support/harness.js';
+import { FERRY, ferry, guardMachine, tempDir } from './support/harness.js';
 
 const URI = 'qemu:///system';
 const SUFFIX = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
@@ -91,6 +91,38 @@ after(async () => {
   // whatever a failed test left: every domain of this run goes, then the daemons this file started
   for (const n of await testDomains().catch(() => [])) await unregister(URI, n, { removeLogs: true });
   await stopStartedDaemons();
+});
+
+describe('a job that converts, verifies and registers (real libvirtd, TCG)', () => {
+  it('the Debian guest converted in a job with a register: block is defined, started and boots', async () => {
+    const name = `${NAME}-job`;
+    const home = join(dir, 'job-home');
+    const env = { FERRY_HOME: home };
+    const spec = join(dir, 'job.json');
+    const jobTarget = join(dir, 'job.qcow2');
+    await writeFile(spec, JSON.stringify({ source: await buildDebianGuest(), target: jobTarget, profile: 'kvm-legacy', register: { libvirt: URI, name, start: true } }));
+    // the runner without the HTTP API, as `ferry serve` runs it
+    const worker = execa('node', [FERRY, 'jobs', 'run-worker'], { env, reject: false, stdin: 'ignore' });
+    try {
+      const r = await ferry(['jobs', 'submit', spec, '--wait'], { env });
+      assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
+      const jobs = JSON.parse((await ferry(['jobs', 'list', '--json'], { env })).stdout);
+      const job = (Array.isArray(jobs) ? jobs : jobs.jobs)[0];
+      const steps = job.steps.map((x: { name: string }) => x.name);
+      assert.ok(steps.indexOf('verify') >= 0 && steps.indexOf('verify') < steps.indexOf('register'), `register only after verify: ${steps.join(', ')}`);
+      assert.ok(job.steps.every((x: { state: string }) => x.state === 'done'));
+      assert.deepEqual(await testDomains().then(d => d.filter(n => n === name)), [name]);
+      assert.match((await domainXmlOf(URI, name))!, new RegExp(`<source file='${jobTarget}'`));
+      const m = await waitFor(`/var/log/libvirt/qemu/${name}-serial0.log`, MARKER, 300_000);
+      assert.ok(m, 'the registered guest prints its boot marker');
+      assert.equal(m![2], 'ferry-guest');
+    } finally {
+      worker.kill('SIGTERM');
+      await worker;
+      await unregister(URI, name, { removeLogs: true });
+    }
+    assert.deepEqual((await testDomains()).filter(n => n === name), [], 'destroyed and undefined');
+  });
 });
 
 describe('ferry register on qemu:///system (real libvirtd, TCG)', () => {
