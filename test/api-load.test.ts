@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runLoad, type LoadResult } from './support/api-load.js';
-import { ferry, guardMachine, tempDir } from './support/harness.js';
+import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 
 guardMachine();
 const dir = await tempDir('ferry-api-load-');
@@ -37,6 +37,7 @@ describe('ferry serve under load', () => {
     for (const j of r.records) {
       const v = await ferry(['verify', j.source, j.target]);
       assert.equal(v.exitCode, 0, `${j.id}: ${v.stdout}${v.stderr}`);
+      assert.equal(await sha256(j.source), r.sourceSha256, `${j.id}: its source is unchanged`);
     }
   });
 });

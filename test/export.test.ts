@@ -43,12 +43,17 @@ async function qemuInfo(path: string): Promise<Record<string, any>> {
 }
 
 let image: string;
+let guestSum: string;
+let imageSum: string;
 before(async () => {
   const guest = await buildDebianGuest();
+  guestSum = await sha256(guest);
   image = join(dir, 'debian.qcow2');
   const r = await ferry(['convert', guest, image, '--no-progress']);
   assert.equal(r.exitCode, 0, `convert failed:\n${r.stderr}`);
+  imageSum = await sha256(image);
 });
+
 
 describe('ferry export', () => {
   const ova = join(dir, 'out', 'debian.ova');
@@ -213,4 +218,10 @@ describe('ferry export', () => {
       }
     });
   });
+});
+
+// last in the file, while the temp dir still holds the image
+it('the converted source and the exported image are byte for byte unchanged', async () => {
+  assert.equal(await sha256(await buildDebianGuest()), guestSum, 'the converted source is unchanged');
+  assert.equal(await sha256(image), imageSum, 'export read its image without changing it');
 });

@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { domainStateOf, domainXmlOf, unregister } from '../src/register/libvirt.js';
 import { buildDebianGuest, buildLegacyGuest } from './support/fixtures.js';
-import { FERRY, ferry, guardMachine, tempDir } from './support/harness.js';
+import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 
 const URI = 'qemu:///system';
 const SUFFIX = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
@@ -78,9 +78,11 @@ async function waitFor(file: string, re: RegExp, timeoutMs: number): Promise<Reg
 
 let target: string;
 let rootUuid: string;
+let guestSum: string;
 before(async () => {
   await ensureDaemons();
   const guest = await buildDebianGuest();
+  guestSum = await sha256(guest);
   target = join(dir, 'debian.qcow2');
   const r = await ferry(['convert', guest, target, '--no-progress']);
   assert.equal(r.exitCode, 0, `convert failed:\n${r.stderr}`);
@@ -88,6 +90,7 @@ before(async () => {
   rootUuid = info.partitions.find((p: { fs?: string }) => p.fs === 'ext4').uuid;
 });
 after(async () => {
+  assert.equal(await sha256(await buildDebianGuest()), guestSum, 'the converted source is byte for byte unchanged');
   // whatever a failed test left: every domain of this run goes, then the daemons this file started
   for (const n of await testDomains().catch(() => [])) await unregister(URI, n, { removeLogs: true });
   await stopStartedDaemons();

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Api, memoryOf, startServe } from './api-client.js';
 import { makeSmallDisk } from './small-disk.js';
+import { sha256 } from './hash.js';
 
 export interface LoadOptions {
   jobs: number;
@@ -21,6 +22,8 @@ export interface LoadOptions {
 
 export interface LoadResult {
   jobs: number;
+  /** sha256 of every source before the load (they are copies of one disk) */
+  sourceSha256: string;
   concurrency: number;
   diskMiB: number;
   /** HTTP statuses of the submissions */
@@ -64,6 +67,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const first = join(o.dir, 'src-0.raw');
   log(`load: making a ${sizeMiB} MiB disk and ${o.jobs - 1} sparse copies`);
   await makeSmallDisk(first, { sizeMiB });
+  const sourceSha256 = await sha256(first);
   const sources = [first];
   for (let i = 1; i < o.jobs; i++) {
     const p = join(o.dir, `src-${i}.raw`);
@@ -114,6 +118,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       return { id: j?.id ?? '', source: s.source, target: s.target, state: j?.state ?? `http ${s.r.status}`, error: j?.error };
     });
     return {
+      sourceSha256,
       jobs: o.jobs, concurrency: o.concurrency, diskMiB: sizeMiB,
       submitted: subs.map(s => s.r.status), states,
       verifiedByJob: jobs.filter(verifiedByJob).length,

@@ -1,8 +1,6 @@
 // Shared test helpers: run the real `ferry` binary, hash files, make temp
 // dirs, and guard each test file against leftovers.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -25,11 +23,7 @@ export function ferryProcess(args: string[]): ResultPromise {
   return execa('node', [FERRY, ...args], { reject: false, stdin: 'ignore' });
 }
 
-export async function sha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(c as Buffer);
-  return h.digest('hex');
-}
+export { sha256 } from './hash.js';
 
 /** temp dirs to remove; the guard removes them too, since node:test skips later `after` hooks once one fails */
 const tempDirs: string[] = [];
