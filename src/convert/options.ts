@@ -7,6 +7,7 @@ import { parseEndpoint, type Endpoint } from '../sources/endpoint.js';
 import { unsupportedEndpoint } from '../errors.js';
 import { inventoryModaliases, readInventory } from './inventory.js';
 import { loadProfile, type Profile } from '../profiles/profiles.js';
+import { checkRefitRequest } from '../refit/refit.js';
 
 export const TARGET_FORMATS = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'] as const;
 export type TargetFormat = typeof TARGET_FORMATS[number];
@@ -45,7 +46,6 @@ export interface ConvertPlan {
   modaliases: string[];
 }
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
 /** "8G", "512M", "1T", "1048576" → bytes (binary units, as qemu-img reads them). */
 export function parseSize(s: string | number): number {
@@ -79,9 +79,8 @@ export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
     profile: r.profile === undefined ? undefined : await loadProfile(r.profile),
     mac: r.mac?.toLowerCase(), modaliases: [],
   };
-  if (plan.mac && !MAC_RE.test(plan.mac)) throw usageError(`--mac ${r.mac} is not a MAC address; write it like 52:54:00:12:34:56`);
   if (plan.mac && !plan.profile) throw usageError('--mac is part of a re-fit; give --profile too');
-  if (plan.profile?.fromInventory && !plan.inventory) throw usageError(`profile ${plan.profile.name} is derived from the machine's inventory; give --inventory FILE`);
+  if (plan.profile) checkRefitRequest(plan.profile, r.mac, !!plan.inventory);
   if (plan.inventory) plan.modaliases = inventoryModaliases(plan.inventory);
   if (source.kind === 'file' && source.path === plan.targetPath) throw usageError('source and target are the same file');
   if (await stat(plan.targetPath).catch(() => undefined)) {

@@ -7,12 +7,12 @@ import { resolve } from 'node:path';
 import { openWritable } from '../blockdev/disk.js';
 import { workDir } from '../blockdev/mount.js';
 import { imageInfoChain } from '../blockdev/qemu-img.js';
-import { notRoot, sourceMissing, targetExists, usageError } from '../errors.js';
+import { notRoot, sourceMissing, targetExists } from '../errors.js';
 import { inventoryModaliases, readInventory } from '../convert/inventory.js';
 import { loadProfile } from '../profiles/profiles.js';
 import { run } from '../util/exec.js';
 import { withScope } from '../util/scope.js';
-import { refitDisk, type RefitResult } from './refit.js';
+import { checkRefitRequest, refitDisk, type RefitResult } from './refit.js';
 
 export interface ReconfigureRequest { image: string; profile: string; overlay?: string; mac?: string; inventory?: string }
 export interface ReconfigureResult extends RefitResult { image: string; overlay?: string; written: string }
@@ -20,8 +20,7 @@ export interface ReconfigureResult extends RefitResult { image: string; overlay?
 export async function reconfigure(r: ReconfigureRequest): Promise<ReconfigureResult> {
   if (process.getuid?.() !== 0) throw notRoot();
   const profile = await loadProfile(r.profile);
-  if (r.mac && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(r.mac)) throw usageError(`--mac ${r.mac} is not a MAC address; write it like 52:54:00:12:34:56`);
-  if (profile.fromInventory && !r.inventory) throw usageError(`profile ${profile.name} is derived from the machine's inventory; give --inventory FILE`);
+  checkRefitRequest(profile, r.mac, !!r.inventory);
   const modaliases = r.inventory ? inventoryModaliases(await readInventory(r.inventory)) : [];
   if (!(await stat(r.image).catch(() => undefined))?.isFile()) throw sourceMissing(r.image);
   const image = resolve(r.image);

@@ -3,11 +3,11 @@
 // neither the guest nor drivers-db has stops everything here, before a byte
 // is written) and apply (on a writable target only, never on a source).
 import { copyFile, mkdir, chmod } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { OpenDisk } from '../blockdev/disk.js';
 import { run } from '../util/exec.js';
 import type { Scope } from '../util/scope.js';
-import { FerryError } from '../errors.js';
+import { FerryError, usageError } from '../errors.js';
 import { DriverStore } from '../drivers/store.js';
 import { chooseFile, missingDriverError } from '../drivers/select.js';
 import { openFileSystems } from '../inspect/filesystems.js';
@@ -33,6 +33,12 @@ export interface RefitResult {
   changes: Change[];
   /** problems that do not stop the guest from booting (e.g. a network driver drivers-db lacks, queued for nothing) */
   warnings?: string[];
+}
+
+/** The re-fit options a user gives (convert --profile, reconfigure), checked before anything is opened. */
+export function checkRefitRequest(profile: Profile, mac: string | undefined, hasInventory: boolean): void {
+  if (mac && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw usageError(`--mac ${mac} is not a MAC address; write it like 52:54:00:12:34:56`);
+  if (profile.fromInventory && !hasInventory) throw usageError(`profile ${profile.name} is derived from the machine's inventory; give --inventory FILE`);
 }
 
 export const nothingToRefit = (what: string) =>
@@ -118,9 +124,8 @@ async function installDbModules(p: Planned): Promise<Change[]> {
     if (!k.fromDriversDb?.length) continue;
     for (const m of k.modules.filter(x => k.fromDriversDb!.includes(x.name))) {
       const guestPath = `/lib/modules/${k.kver}/${m.relPath}`;
-      const host = (await p.fs.hostPathForWrite(`/lib/modules/${k.kver}/updates`)) ?? '';
-      await mkdir(`${host}/ferry`, { recursive: true });
-      const dst = (await p.fs.hostPathForWrite(guestPath))!;
+      // the kernel's module tree exists (its modules.dep was read); updates/ferry below it may not yet
+      const dst = join((await p.fs.resolve(`/lib/modules/${k.kver}`))!, m.relPath);
       await mkdir(dirname(dst), { recursive: true });
       await copyFile(m.hostFile, dst);
       await chmod(dst, 0o644);
