@@ -191,6 +191,11 @@ export const jobCancelled = (id: string) =>
 export const jobInterrupted = (id: string) =>
   new FerryError('JOB_INTERRUPTED', 130, `job ${id} was interrupted by the service stopping; it resumes when 'ferry serve' starts again`, { id });
 
+/** `ferry jobs submit --wait` with nothing to run the job: it stays queued for a runner started later. */
+export const noJobRunner = (id: string, state: string) =>
+  new FerryError('NO_JOB_RUNNER', 9,
+    `job ${id} is ${state}, but no job runner is up to run it: start 'ferry serve' or 'ferry jobs run-worker' (the job runs then), or 'ferry jobs cancel ${id}'`, { id, state });
+
 export const jobResumeFailed = (id: string, why: string) =>
   new FerryError('JOB_RESUME_FAILED', 7, `job ${id} could not be resumed: ${why}; 'ferry jobs retry ${id}' starts it again from the beginning`, { id });
 

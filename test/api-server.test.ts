@@ -12,6 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildServer, type ApiRunner } from '../src/api/server.js';
 import { loadOrCreateToken } from '../src/api/token.js';
 import { FerryError, SpecInvalidError, jobStateConflict } from '../src/errors.js';
+import { retryJob } from '../src/jobs/control.js';
 import { openJobStore } from '../src/jobs/sqlite-store.js';
 import type { JobSpec, JobState, JobStore, ProgressEvent } from '../src/jobs/types.js';
 import { parseListen } from '../src/cli/serve.js';
@@ -34,6 +35,7 @@ class FakeRunner implements ApiRunner {
     if (['done', 'failed', 'cancelled'].includes(j.state)) throw jobStateConflict(id, j.state, 'it cannot be cancelled');
     this.setState(id, 'cancelled');
   }
+  retry(id: string) { return retryJob(this.store, id); }
   emit(e: Omit<ProgressEvent, 'at'>) { this.events.emit('event', { ...e, at: new Date().toISOString() }); }
   setState(id: string, state: JobState) {
     this.store.update(id, { state });
@@ -82,7 +84,7 @@ describe('HTTP API with a fake runner', () => {
     assert.equal(r.status, 200);
     assert.equal(r.body.openapi, '3.1.0');
     const ops = Object.entries(r.body.paths as Record<string, object>).flatMap(([p, o]) => Object.keys(o).map(m => `${m} ${p}`)).sort();
-    assert.deepEqual(ops, ['get /jobs', 'get /jobs/{id}', 'get /jobs/{id}/events', 'get /openapi.json', 'post /jobs', 'post /jobs/{id}/cancel']);
+    assert.deepEqual(ops, ['get /jobs', 'get /jobs/{id}', 'get /jobs/{id}/events', 'get /jobs/{id}/logs', 'get /openapi.json', 'post /jobs', 'post /jobs/{id}/cancel', 'post /jobs/{id}/retry']);
     assert.ok(r.body.components.schemas.JobSpec.properties.register);
     assert.deepEqual(r.body.components.securitySchemes.bearer, { type: 'http', scheme: 'bearer', description: 'the token in $FERRY_HOME/api-token' });
   });
@@ -129,7 +131,7 @@ describe('HTTP API with a fake runner', () => {
   });
 
   it('404 JOB_NOT_FOUND for unknown ids on every job route', async () => {
-    for (const [m, p] of [['GET', '/jobs/nope'], ['GET', '/jobs/nope/events'], ['POST', '/jobs/nope/cancel']] as const) {
+    for (const [m, p] of [['GET', '/jobs/nope'], ['GET', '/jobs/nope/events'], ['POST', '/jobs/nope/cancel'], ['POST', '/jobs/nope/retry'], ['GET', '/jobs/nope/logs']] as const) {
       const r = await api.req(m, p);
       assert.equal(r.status, 404, `${m} ${p}`);
       assert.equal(r.body.error, 'JOB_NOT_FOUND');
@@ -145,6 +147,30 @@ describe('HTTP API with a fake runner', () => {
     assert.equal(again.status, 409);
     assert.equal(again.body.error, 'JOB_FINISHED');
     assert.equal(again.body.state, 'cancelled');
+  });
+
+  it('retry: 202 for a failed job, which is queued again with its runs counted afresh; 409 for a queued one', async () => {
+    const { body: job } = await api.post('/jobs', spec());
+    const early = await api.post(`/jobs/${job.id}/retry`);
+    assert.deepEqual([early.status, early.body.error, early.body.state], [409, 'JOB_STATE_CONFLICT', 'queued']);
+    store.update(job.id, { state: 'failed', attempts: 3, error: { code: 'SOURCE_MISSING', message: 'gone', exitCode: 3 } });
+    const r = await api.post(`/jobs/${job.id}/retry`);
+    assert.equal(r.status, 202);
+    assert.equal(r.body.state, 'queued');
+    assert.equal(r.body.attempts, 0);
+    assert.equal(r.body.error, undefined);
+  });
+
+  it('logs: every line numbered; ?after= gives only the newer ones', async () => {
+    const { body: job } = await api.post('/jobs', spec());
+    store.appendLog(job.id, 'first');
+    store.appendLog(job.id, 'second');
+    const all = await api.get(`/jobs/${job.id}/logs`);
+    assert.equal(all.status, 200);
+    assert.deepEqual(all.body.lines.map((l: any) => l.line), ['first', 'second']);
+    const newer = await api.get(`/jobs/${job.id}/logs?after=${all.body.lines[0].n}`);
+    assert.deepEqual(newer.body.lines, [all.body.lines[1]]);
+    assert.equal((await api.get(`/jobs/${job.id}/logs?after=soon`)).status, 400);
   });
 
   it('events: the current state first, then live events with keep-alives, ending with the job', async () => {

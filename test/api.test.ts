@@ -68,7 +68,7 @@ describe('ferry serve', () => {
   it('401 without the token or with a wrong one, on every route', async () => {
     for (const t of [undefined, '0'.repeat(64)]) {
       const a = new Api(serve!.base, t);
-      for (const [m, p] of [['GET', '/jobs'], ['POST', '/jobs'], ['GET', '/jobs/x'], ['GET', '/jobs/x/events'], ['POST', '/jobs/x/cancel'], ['GET', '/openapi.json']] as const) {
+      for (const [m, p] of [['GET', '/jobs'], ['POST', '/jobs'], ['GET', '/jobs/x'], ['GET', '/jobs/x/events'], ['POST', '/jobs/x/cancel'], ['POST', '/jobs/x/retry'], ['GET', '/jobs/x/logs'], ['GET', '/openapi.json']] as const) {
         const r = await a.req(m, p, m === 'POST' && p === '/jobs' ? { source: src, target: target('never.qcow2') } : undefined);
         assert.equal(r.status, 401, `${m} ${p} with ${t ?? 'no token'}`);
       }
@@ -82,7 +82,7 @@ describe('ferry serve', () => {
     assert.equal(r.status, 200);
     assert.equal(r.body.openapi, '3.1.0');
     const ops = Object.entries(r.body.paths as Record<string, object>).flatMap(([p, o]) => Object.keys(o).map(m => `${m.toUpperCase()} ${p}`)).sort();
-    assert.deepEqual(ops, ['GET /jobs', 'GET /jobs/{id}', 'GET /jobs/{id}/events', 'GET /openapi.json', 'POST /jobs', 'POST /jobs/{id}/cancel']);
+    assert.deepEqual(ops, ['GET /jobs', 'GET /jobs/{id}', 'GET /jobs/{id}/events', 'GET /jobs/{id}/logs', 'GET /openapi.json', 'POST /jobs', 'POST /jobs/{id}/cancel', 'POST /jobs/{id}/retry']);
   });
 
   it('a good spec: 201, events with steps and progress (bytes, rate, ETA) ending in done; the target verifies', async t => {
@@ -183,10 +183,21 @@ describe('ferry serve', () => {
         assert.ok(job.error && job.error.code !== 'INTERNAL' && job.error.message, `${what}: a typed error: ${JSON.stringify(job.error)}`);
         assert.ok(reason(job.error), `${what}: the reason names the problem: ${JSON.stringify(job.error)}`);
         const out = spec.target as string;
-        if (what !== 'unreachable libvirt') assert.equal(await exists(out), false, `${what}: ${out} was left`);
+        assert.equal(await exists(out), false, `${what}: ${out} was left`);
         assert.deepEqual((await readdir(dirname(out))).filter(n => n.startsWith(basename(out)) && n !== basename(out)), [], `${what}: a partial was left`);
       }
       assert.deepEqual(await readdir(full), []);
+
+      // its log and a retry, through the API: the missing source is still missing, so it fails the same way again
+      const logs = await api.get(`/jobs/${ids[0]}/logs`);
+      assert.equal(logs.status, 200);
+      assert.ok(logs.body.lines.some((l: { line: string }) => /^failed: SOURCE_MISSING/.test(l.line)), JSON.stringify(logs.body));
+      const retried = await api.post(`/jobs/${ids[0]}/retry`);
+      assert.deepEqual([retried.status, retried.body.state, retried.body.attempts], [202, 'queued', 0]);
+      const again = await waitDone(ids[0], 60_000);
+      assert.deepEqual([again.state, again.error?.code, again.attempts], ['failed', 'SOURCE_MISSING', 1]);
+      const newer = await api.get(`/jobs/${ids[0]}/logs?after=${logs.body.lines.at(-1).n}`);
+      assert.match(newer.body.lines.map((l: { line: string }) => l.line).join('\n'), /retry \(was failed: SOURCE_MISSING\)[\s\S]*failed: SOURCE_MISSING/);
     } finally {
       await execa('umount', [full]);
     }

@@ -11,6 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import Database from 'better-sqlite3';
+import type { InspectReport, LinuxOs } from '../src/inspect/report.js';
+import { buildLegacyGuest } from './support/fixtures.js';
 import { ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
 
 guardMachine();
@@ -214,5 +216,53 @@ describe('kill -9 of ferry serve in the middle of a copy', () => {
       `${t(new Date(doneAt).toISOString())} s  the store shows done (polled)`,
     ];
     console.log(`# resume-after-kill timeline (seconds from the kill):\n${lines.map(l => `#   ${l}`).join('\n')}`);
+  });
+});
+
+describe('kill -9 of ferry serve in the middle of a re-fit', () => {
+  it('the half-changed target is not re-fitted again: the job builds it afresh from the source, re-fits it once and ends done', async () => {
+    const g = await buildLegacyGuest();
+    const legacySum = await sha256(g.disk);
+    const target = join(dir, 'refit.qcow2');
+    await writeFile(join(dir, 'refit.yaml'), `source: ${g.disk}\ntarget: ${target}\nprofile: kvm-virtio\n`);
+    const first = serve();
+    await listening(first);
+    const id = (await ferry(['jobs', 'submit', join(dir, 'refit.yaml')])).stdout.trim();
+    const db = new Database(join(process.env.FERRY_HOME!, 'ferry.db'), { readonly: true });
+    const stepState = db.prepare('SELECT state FROM job_steps WHERE job_id = ? AND name = ?');
+    try {
+      for (const t0 = Date.now(); (stepState.get(id, 're-fit') as { state: string } | undefined)?.state !== 'running'; await sleep(50)) {
+        assert.ok((stepState.get(id, 're-fit') as { state: string } | undefined)?.state !== 'done', 'missed the re-fit');
+        assert.ok(Date.now() - t0 < 180_000, 'the re-fit never started');
+      }
+      await sleep(500); // into its changes
+    } finally {
+      db.close();
+    }
+    first.kill('SIGKILL');
+    await first;
+    assert.equal((await show(id)).steps.find(s => s.name === 're-fit')?.state, 'running');
+
+    const second = serve();
+    let job = await show(id);
+    for (const t0 = Date.now(); job.state !== 'done'; await sleep(300), job = await show(id)) {
+      assert.ok(job.state === 'running' || job.state === 'queued', `the resumed job ended ${job.state}: ${job.error?.code}: ${job.error?.message}`);
+      assert.ok(Date.now() - t0 < 300_000, `the resumed job did not finish: ${JSON.stringify(job.steps)}`);
+    }
+    const lines = logsWithTimes(id).map(l => l.line);
+    const count = (re: RegExp) => lines.filter(l => re.test(l)).length;
+    assert.equal(count(/^the re-fit was interrupted on a half-changed image; building the target again from the source$/), 1);
+    assert.equal(count(/^step create target: started$/), 2, 'the target was made again');
+    assert.equal(count(/^step re-fit: done$/), 1, 'one re-fit finished, on the fresh copy');
+    assert.deepEqual((await heldNow(id)).rows, [], 'no resource records left');
+
+    const r = await ferry(['inspect', target, '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const os = (JSON.parse(r.stdout) as InspectReport).operatingSystems[0] as LinuxOs;
+    for (const m of ['virtio_blk', 'virtio_pci', 'ata_piix']) assert.ok(os.kernels[0].initramfs!.modules.includes(m), `initramfs has ${m}`);
+    assert.equal(await sha256(g.disk), legacySum, 'source unchanged');
+
+    second.kill('SIGTERM');
+    assert.equal((await second).exitCode, 0);
   });
 });

@@ -18,7 +18,7 @@ process.env.FERRY_HOME = join(dir, 'home');
 const exists = (p: string) => access(p).then(() => true, () => false);
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
-interface Job { id: string; state: string; steps: { name: string; state: string; startedAt?: string; endedAt?: string; progress?: { bytes: number; total: number } }[]; error?: { code: string; exitCode: number; message: string } }
+interface Job { id: string; state: string; attempts: number; steps: { name: string; state: string; startedAt?: string; endedAt?: string; progress?: { bytes: number; total: number } }[]; error?: { code: string; exitCode: number; message: string } }
 const show = async (id: string): Promise<Job> => {
   const r = await ferry(['jobs', 'show', id, '--json']);
   assert.equal(r.exitCode, 0, r.stderr);
@@ -180,6 +180,7 @@ describe('ferry jobs', () => {
       assert.ok(j.state !== 'failed' && j.state !== 'cancelled', `retry ended ${j.state}: ${j.error?.message}`);
       assert.ok(Date.now() - t0 < 120_000, 'retry did not finish');
     }
+    assert.equal((await show(id)).attempts, 1, 'a retry counts its runs afresh');
     const logs = (await ferry(['jobs', 'logs', id])).stdout;
     assert.match(logs, /failed: SOURCE_MISSING[\s\S]*retry \(was failed: SOURCE_MISSING\)[\s\S]*^done$/m);
     const again = await ferry(['jobs', 'retry', id]);
@@ -209,5 +210,19 @@ describe('ferry jobs', () => {
     assert.equal(r.exitCode, 0, `worker ended badly: ${String(r.stderr).slice(-2000)}`);
     assert.equal(await sha256(small), smallSum, 'small source unchanged');
     assert.equal(await sha256(big), bigSum, 'big source unchanged');
+  });
+
+  it('submit --wait with no runner up: NO_JOB_RUNNER (exit 9) within seconds; the job stays queued for a later runner', async () => {
+    const spec = join(dir, 'nobody.yaml');
+    await writeFile(spec, `source: ${small}\ntarget: ${join(dir, 'out/nobody.qcow2')}\n`);
+    const t0 = Date.now();
+    const r = await ferry(['jobs', 'submit', spec, '--wait']);
+    assert.equal(r.exitCode, 9, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stderr, /NO_JOB_RUNNER: job \w+ is queued, but no job runner is up to run it: start 'ferry serve' or 'ferry jobs run-worker'/);
+    assert.ok(Date.now() - t0 < 30_000, `gave up after ${Date.now() - t0} ms`);
+    const id = r.stdout.split('\n')[0].trim();
+    assert.equal((await show(id)).state, 'queued');
+    assert.equal((await ferry(['jobs', 'cancel', id])).exitCode, 0);
+    assert.equal((await show(id)).state, 'cancelled');
   });
 });

@@ -126,6 +126,58 @@ describe('a job that converts, verifies and registers (real libvirtd, TCG)', () 
     }
     assert.deepEqual((await testDomains()).filter(n => n === name), [], 'destroyed and undefined');
   });
+
+  it('a job whose register: names a taken domain fails with DOMAIN_EXISTS and leaves no target: before the copy, or at the end when the name was taken during it', async () => {
+    const name = `${NAME}-jobtaken`;
+    const home = join(dir, 'jobtaken-home');
+    const env = { FERRY_HOME: home };
+    const spec = join(dir, 'jobtaken.json');
+    const jobTarget = join(dir, 'jobtaken.qcow2');
+    const partial = join(dir, '.jobtaken.qcow2.ferry-partial');
+    await writeFile(spec, JSON.stringify({ source: await buildDebianGuest(), target: jobTarget, register: { libvirt: URI, name } }));
+    const worker = execa('node', [FERRY, 'jobs', 'run-worker'], { env, reject: false, stdin: 'ignore' });
+    const show = async (id: string) => JSON.parse((await ferry(['jobs', 'show', id, '--json'], { env })).stdout);
+    try {
+      // taken before: the job fails before it copies anything
+      assert.equal((await registerJson([target, '--libvirt', URI, '--name', name, '--profile', 'kvm-legacy'])).exitCode, 0);
+      const xmlBefore = await domainXmlOf(URI, name);
+      const r = await ferry(['jobs', 'submit', spec, '--wait'], { env });
+      assert.equal(r.exitCode, 4, `${r.stdout}\n${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`DOMAIN_EXISTS: .*domain named '${name}'`));
+      const early = await show(r.stdout.split('\n')[0].trim());
+      assert.equal(early.state, 'failed');
+      assert.equal(early.error.code, 'DOMAIN_EXISTS');
+      assert.deepEqual(early.steps.filter((x: { state: string }) => x.state !== 'pending'), [], 'no step ran');
+      assert.equal(await domainXmlOf(URI, name), xmlBefore, 'the existing domain is unchanged');
+      await unregister(URI, name, { removeLogs: true });
+
+      // free at the start, taken while the job copies: it fails at registration and removes the target it made
+      const id = (await ferry(['jobs', 'submit', spec], { env })).stdout.trim();
+      for (const t0 = Date.now(); !(await show(id)).steps.some((x: { name: string; state: string }) => x.name.startsWith('copy') && x.state === 'running'); await new Promise(res => setTimeout(res, 200))) {
+        assert.ok(Date.now() - t0 < 120_000, 'the job never started copying');
+      }
+      // a bare definition, quick enough to be there long before the copy ends
+      await writeFile(join(dir, 'taken.xml'), `<domain type='qemu'><name>${name}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>`);
+      await execa('virsh', ['-c', URI, 'define', join(dir, 'taken.xml')]);
+      const takenXml = await domainXmlOf(URI, name);
+      let job;
+      for (const t0 = Date.now(); !['done', 'failed', 'cancelled'].includes((job = await show(id)).state); await new Promise(res => setTimeout(res, 300))) {
+        assert.ok(Date.now() - t0 < 180_000, 'the job did not end');
+      }
+      assert.equal(job.state, 'failed');
+      assert.equal(job.error.code, 'DOMAIN_EXISTS');
+      assert.deepEqual(job.steps.filter((x: { state: string }) => x.state !== 'done').map((x: { name: string }) => x.name), ['register'], 'it failed at registration, after commit');
+      assert.match((await ferry(['jobs', 'logs', id], { env })).stdout, /removed .*jobtaken\.qcow2: the job failed at registration/);
+      assert.equal(await domainXmlOf(URI, name), takenXml, 'the domain defined meanwhile is unchanged');
+    } finally {
+      worker.kill('SIGTERM');
+      await worker;
+      await unregister(URI, name, { removeLogs: true });
+    }
+    for (const f of [jobTarget, partial, `${jobTarget}.inventory.json`]) {
+      assert.equal(await stat(f).then(() => true, () => false), false, `${f} was left`);
+    }
+  });
 });
 
 describe('ferry register on qemu:///system (real libvirtd, TCG)', () => {

@@ -72,6 +72,13 @@ export const listQuerySchema = {
   properties: { state: { type: 'string', enum: JOB_STATES } },
 } as const;
 
+export const logsQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  // a query string is text (the API never coerces types): digits only
+  properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$', description: 'only lines numbered above this (for polling)' } },
+} as const;
+
 const fieldError = {
   type: 'object', required: ['field', 'message'],
   properties: { field: { type: 'string', description: "dotted path in the spec, e.g. 'register.name'" }, message: { type: 'string' } },
@@ -145,7 +152,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
     info: {
       title: 'Ferry job service',
       version,
-      description: 'Submit, watch and cancel machine conversions. Every request needs `Authorization: Bearer TOKEN`; '
+      description: 'Submit, watch, cancel and retry machine conversions. Every request needs `Authorization: Bearer TOKEN`; '
         + '`ferry serve` writes the token to $FERRY_HOME/api-token (mode 0600) on its first start.',
     },
     security: [{ bearer: [] }],
@@ -200,6 +207,32 @@ export function openApiDocument(version: string): Record<string, unknown> {
             202: { description: 'cancelling: the job ends as cancelled once its step has released what it holds', content: json(ref('JobRecord')) },
             404: err('no such job (JOB_NOT_FOUND)'),
             409: err('the job has already ended (JOB_FINISHED)'),
+            ...common,
+          },
+        },
+      },
+      '/jobs/{id}/retry': {
+        post: {
+          operationId: 'retryJob', summary: 'queue a failed or cancelled job again; it starts from the beginning', parameters: [idParam],
+          responses: {
+            202: { description: 'queued again', content: json(ref('JobRecord')) },
+            404: err('no such job (JOB_NOT_FOUND)'),
+            409: err('the job is not failed or cancelled (JOB_STATE_CONFLICT)'),
+            ...common,
+          },
+        },
+      },
+      '/jobs/{id}/logs': {
+        get: {
+          operationId: 'jobLogs', summary: "the job's log lines, numbered from 1",
+          parameters: [idParam, { name: 'after', in: 'query', required: false, schema: logsQuerySchema.properties.after }],
+          responses: {
+            200: {
+              description: 'the lines',
+              content: json({ type: 'object', required: ['lines'], properties: { lines: { type: 'array', items: { type: 'object', required: ['n', 'line'], properties: { n: { type: 'integer' }, line: { type: 'string' } } } } } }),
+            },
+            400: err('a bad `after`'),
+            404: err('no such job (JOB_NOT_FOUND)'),
             ...common,
           },
         },

@@ -14,13 +14,15 @@ import { FerryError } from '../errors.js';
 import type { FieldError, JobRecord, JobSpec, JobState, JobStore, ProgressEvent } from '../jobs/types.js';
 import { validateSpec } from '../jobs/spec.js';
 import { redact } from '../sources/secrets.js';
-import { documentedRoutes, idParamsSchema, jobSpecSchema, listQuerySchema, openApiDocument, TERMINAL_STATES } from './openapi.js';
+import { documentedRoutes, idParamsSchema, jobSpecSchema, listQuerySchema, logsQuerySchema, openApiDocument, TERMINAL_STATES } from './openapi.js';
 
 /** What the server needs of the job runner (src/jobs/runner.ts). */
 export interface ApiRunner {
   /** queue a job; throws a FerryError with `fieldErrors` for a bad spec */
   submit(spec: JobSpec): JobRecord | string | Promise<JobRecord | string>;
   cancel(id: string): unknown;
+  /** queue a failed or cancelled job again; throws JOB_STATE_CONFLICT otherwise */
+  retry(id: string): unknown;
   /** emits 'event' with a ProgressEvent */
   readonly events: EventEmitter;
 }
@@ -190,6 +192,21 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       throw e;
     }
     return reply.code(202).send(store.get(id));
+  });
+
+  app.post<{ Params: { id: string } }>('/jobs/:id/retry', { schema: { params: idParamsSchema } }, async (req, reply) => {
+    const job = store.get(req.params.id);
+    if (!job) return notFound(reply);
+    if (job.state !== 'failed' && job.state !== 'cancelled') {
+      return reply.code(409).send({ error: 'JOB_STATE_CONFLICT', message: `job ${job.id} is ${job.state}; only a failed or cancelled job can be retried`, state: job.state });
+    }
+    await runner.retry(job.id);
+    return reply.code(202).send(store.get(job.id));
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { after?: string } }>('/jobs/:id/logs', { schema: { params: idParamsSchema, querystring: logsQuerySchema } }, async (req, reply) => {
+    if (!store.get(req.params.id)) return notFound(reply);
+    return { lines: store.logs(req.params.id, Number(req.query.after ?? 0)).map(l => ({ n: l.n, line: redact(l.line) })) };
   });
 
   app.get('/openapi.json', async () => doc);

@@ -120,6 +120,13 @@ const MIGRATIONS: string[] = [
      held_at TEXT NOT NULL
    );
    CREATE INDEX job_resources_job ON job_resources(job_id);`,
+  // 3: the job runners that are up (ferry serve, ferry jobs run-worker), so
+  // that `ferry jobs submit --wait` can tell when nothing will ever run a job
+  `CREATE TABLE job_runners (
+     id TEXT PRIMARY KEY,
+     started_at TEXT NOT NULL,
+     seen_at TEXT NOT NULL
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -3,8 +3,8 @@
 // picks queued jobs up and notices cancel requests by polling it.
 import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
-import { FerryError, notRoot, usageError } from '../errors.js';
-import { isFinal, jobExitCode, mustGet, requestCancel, retryJob, submitJob } from '../jobs/control.js';
+import { FerryError, noJobRunner, notRoot, usageError } from '../errors.js';
+import { isFinal, jobExitCode, liveRunners, mustGet, requestCancel, retryJob, submitJob } from '../jobs/control.js';
 import { JobRunner } from '../jobs/runner.js';
 import { parseSpec, resolveSpecPaths } from '../jobs/spec.js';
 import { openJobStore } from '../jobs/sqlite-store.js';
@@ -56,16 +56,28 @@ function showText(j: JobRecord): string {
   return lines.join('\n') + '\n';
 }
 
-/** Poll until the job ends; log lines go to stderr as they come. */
+/** How long a job may wait with no runner up before waiting for it is given up (a runner may be starting). */
+const NO_RUNNER_GRACE_MS = 5000;
+
+/**
+ * Poll until the job ends; log lines go to stderr as they come. With no
+ * runner up for a while the wait ends with NO_JOB_RUNNER (the job stays).
+ */
 async function waitFor(store: JobStore, id: string, echoLogs: boolean): Promise<JobRecord> {
   let seen = 0;
-  for (;;) {
+  let alone: number | undefined;
+  for (let n = 0; ; n++) {
     const job = mustGet(store, id);
     for (const l of store.logs(id, seen)) {
       seen = l.n;
       if (echoLogs) process.stderr.write(`[${id}] ${l.line}\n`);
     }
     if (isFinal(job)) return job;
+    if (n % 4 === 0) {
+      if ((await liveRunners(store)).length) alone = undefined;
+      else if (alone === undefined) alone = Date.now();
+      else if (Date.now() - alone >= NO_RUNNER_GRACE_MS) throw noJobRunner(id, job.state);
+    }
     await sleep(POLL_MS);
   }
 }
@@ -87,7 +99,7 @@ function builder(y: Argv): Argv {
   return y
     .command('submit SPEC', 'queue a job from a spec file (YAML, or JSON by a .json name)', b => b
       .positional('SPEC', { type: 'string', demandOption: true })
-      .option('wait', { type: 'boolean', default: false, describe: "wait for the job to end (needs a running 'ferry serve'); exit with its status" })
+      .option('wait', { type: 'boolean', default: false, describe: "wait for the job to end and exit with its status (needs 'ferry serve' or 'ferry jobs run-worker' up; NO_JOB_RUNNER otherwise)" })
       .option('json', { type: 'boolean', default: false }),
     async a => {
       const file = a.SPEC as string;

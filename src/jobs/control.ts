@@ -1,7 +1,9 @@
 // What anyone may do to a job through the store alone: submit, cancel, retry.
 // `ferry jobs …` uses these directly; a runner (ferry serve) in another
 // process notices by polling the store, so no API needs to be up.
+import { hostname } from 'node:os';
 import { SpecInvalidError, jobCancelled, jobNotFound, jobStateConflict } from '../errors.js';
+import { runnerAlive } from './reclaim.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { checkSpec, sourceHostOf } from './spec.js';
 import type { JobRecord, JobStore } from './types.js';
@@ -50,7 +52,22 @@ export function retryJob(store: JobStore, id: string): JobRecord {
   const job = mustGet(store, id);
   if (job.state !== 'failed' && job.state !== 'cancelled') throw jobStateConflict(id, job.state, 'only a failed or cancelled job can be retried');
   store.appendLog(id, `retry (was ${job.state}${job.error ? `: ${job.error.code}` : ''})`);
-  return store.update(id, { state: 'queued', steps: [], error: undefined, result: undefined, runner: undefined, cancelRequested: false });
+  // a fresh start: the runs counted against the resume limit were the old attempt's
+  return store.update(id, { state: 'queued', steps: [], error: undefined, result: undefined, runner: undefined, cancelRequested: false, attempts: 0 });
+}
+
+/** A runner on another host counts while it was seen this recently (it announces itself every poll). */
+const REMOTE_RUNNER_FRESH_MS = 30_000;
+
+/** The runners that will pick queued jobs up: on this host, processes that still exist; elsewhere, recently seen. */
+export async function liveRunners(store: JobStore): Promise<string[]> {
+  const live: string[] = [];
+  for (const r of store.runners()) {
+    const local = r.id.split(':')[0] === hostname();
+    if (local ? await runnerAlive(r.id) : Date.now() - Date.parse(r.seenAt) < REMOTE_RUNNER_FRESH_MS) live.push(r.id);
+    else if (local) store.unregisterRunner(r.id); // died without withdrawing (kill -9)
+  }
+  return live;
 }
 
 /** The exit status `ferry jobs submit --wait` ends with. */

@@ -58,6 +58,7 @@ export class JobRunner {
   /** Reclaim what dead runs held, queue their jobs to resume, and start picking queued jobs. */
   async start(): Promise<void> {
     this.self = await runnerId();
+    this.store.registerRunner(this.self);
     await this.recover();
     this.poll();
     this.timer = setInterval(() => this.poll(), this.opts.pollMs ?? 500);
@@ -71,6 +72,7 @@ export class JobRunner {
     for (const q of this.hosts.values()) q.clear();
     for (const [id, r] of this.running) if (!r.abort.signal.aborted) r.abort.abort(jobInterrupted(id));
     await Promise.all([...this.running.values()].map(r => r.done));
+    try { this.store.unregisterRunner(this.self); } catch { /* a closed store: the next runner's check finds this one dead */ }
   }
 
   /** Check and queue a spec; SPEC_INVALID (exit 2) carries fieldErrors. */
@@ -141,6 +143,7 @@ export class JobRunner {
   private poll(): void {
     if (this.stopping) return;
     try {
+      this.store.registerRunner(this.self);
       for (const job of this.store.list({ state: 'queued' })) if (!this.scheduled.has(job.id)) this.schedule(job);
       for (const [id, r] of this.running) {
         if (!r.abort.signal.aborted && this.store.get(id)?.cancelRequested) r.abort.abort(jobCancelled(id));

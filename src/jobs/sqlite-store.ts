@@ -1,5 +1,5 @@
 // The job store in Ferry's own SQLite database ($FERRY_HOME/ferry.db, schema
-// migration 2). Every call is one short transaction, so `ferry jobs …` in
+// migrations 2 and 3). Every call is one short transaction, so `ferry jobs …` in
 // another process sees a runner's progress at once (WAL lets readers in).
 import { randomBytes } from 'node:crypto';
 import { openDb, type Db } from '../catalog/db.js';
@@ -119,6 +119,20 @@ export class SqliteJobStore implements JobStore {
       ...(r.pid !== null ? { pid: r.pid } : {}),
       ...(r.detail !== null ? { detail: r.detail } : {}),
     }));
+  }
+
+  registerRunner(id: string): void {
+    const t = now();
+    this.db.prepare('INSERT INTO job_runners (id, started_at, seen_at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at').run(id, t, t);
+  }
+
+  unregisterRunner(id: string): void {
+    this.db.prepare('DELETE FROM job_runners WHERE id = ?').run(id);
+  }
+
+  runners(): { id: string; startedAt: string; seenAt: string }[] {
+    return (this.db.prepare('SELECT id, started_at, seen_at FROM job_runners ORDER BY started_at').all() as { id: string; started_at: string; seen_at: string }[])
+      .map(r => ({ id: r.id, startedAt: r.started_at, seenAt: r.seen_at }));
   }
 
   close(): void {

@@ -8,11 +8,12 @@ import { commitTarget, createTargetAt, openSource, openWritable, partialPathFor,
 import { workDir } from '../blockdev/mount.js';
 import { compareImages, imageInfo } from '../blockdev/qemu-img.js';
 import { blockCopy } from '../convert/block.js';
-import { stageInventory } from '../convert/inventory.js';
+import { inventoryPathFor, stageInventory } from '../convert/inventory.js';
 import { checkRequest, type ConvertPlan, type ConvertRequest } from '../convert/options.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport, type RebuildLayout, type RebuildReport } from '../convert/rebuild.js';
 import { jobResumeFailed, verifyFailed } from '../errors.js';
 import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
+import { preflightRegister } from '../register/register.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { reportingLostSources } from '../sources/watchdog.js';
 import { throwIfAborted } from '../util/abort.js';
@@ -163,6 +164,10 @@ export async function runConversion(spec: JobSpec, steps: StepTracker, progress:
   const committed = steps.isDone('commit') || steps.running?.name === 'commit';
   steps.plan(initialSteps(spec));
   const plan = await checkRequest({ ...req, force: req.force || committed });
+  // a taken domain name or a libvirt that does not answer fails the job before anything is copied
+  if (spec.register && !committed) {
+    await preflightRegister({ uri: spec.register.libvirt, name: spec.register.name, profile: spec.profile, image: plan.targetPath });
+  }
   return reportingLostSources([plan.source], () => withScope(owner => convertSteps(plan, spec, steps, progress, log, owner, started)));
 }
 
@@ -180,10 +185,16 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
     checkpoint: s => ({ format: s.format, size: s.size, describe: s.describe }),
   });
 
-  // a finished target whose later steps remain (re-fit, commit) needs the partial; gone means start over
-  if (steps.started && !steps.isDone('commit') && (steps.isDone('create target') || steps.isDone('block copy')) && !(await exists(partialPath))) {
-    log(`the partial target ${partialPath} is gone; building it again`);
+  // a finished target whose later steps remain (re-fit, commit) needs the partial; gone means start over,
+  // and so does a re-fit cut off half-way (the image is half-changed; it is not redone on top of that)
+  const rebuildAll = (why: string) => {
+    log(why);
     steps.reset(steps.steps.filter(s => s.name !== 'open source' && s.name !== 'plan layout').map(s => s.name));
+  };
+  if (steps.started && !steps.isDone('commit') && (steps.isDone('create target') || steps.isDone('block copy')) && !(await exists(partialPath))) {
+    rebuildAll(`the partial target ${partialPath} is gone; building it again`);
+  } else if (steps.running?.name === 're-fit') {
+    rebuildAll('the re-fit was interrupted on a half-changed image; building the target again from the source');
   }
 
   let layout: RebuildReport | undefined;
@@ -233,7 +244,15 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
 
   const interrupted = steps.running?.name === 'register';
   const registered = spec.register
-    ? await steps.run('register', () => registerDomain(spec, plan.targetPath, { interrupted }, log))
+    ? await steps.run('register', () => registerDomain(spec, plan.targetPath, { interrupted }, log)).catch(async e => {
+      // checked before the copy; lost since (a name taken meanwhile): the job fails whole, its target goes too
+      if ((e as { code?: string }).code !== 'JOB_INTERRUPTED') {
+        await rm(plan.targetPath, { force: true });
+        await rm(inventoryPathFor(plan.targetPath), { force: true });
+        log(`removed ${plan.targetPath}: the job failed at registration and leaves no target behind`);
+      }
+      throw e;
+    })
     : undefined;
 
   const st = await stat(plan.targetPath);

@@ -90,5 +90,9 @@ export interface JobStore {
   holdResource(id: string, r: HeldResource): void;
   releaseResource(id: string, r: HeldResource): void;
   resources(id?: string): (HeldResource & { jobId: string })[];
+  /** A runner announces itself while it is up (and again every poll: seen_at), and withdraws when it stops. */
+  registerRunner(id: string): void;
+  unregisterRunner(id: string): void;
+  runners(): { id: string; startedAt: string; seenAt: string }[];
   close(): void;
 }

@@ -78,7 +78,7 @@ async function qemuUser(): Promise<QemuUser | undefined> {
  * Checked here so the answer is a typed error before anything is defined,
  * not a "Permission denied" from QEMU after.
  */
-export async function checkDiskReachable(uri: string, path: string): Promise<void> {
+export async function checkDiskReachable(uri: string, path: string, opts: { imageExists?: boolean } = {}): Promise<void> {
   if (!isLocalSystem(uri)) return; // a remote host's (or the session daemon's) own permissions
   const user = await qemuUser();
   if (!user) return;
@@ -88,7 +88,7 @@ export async function checkDiskReachable(uri: string, path: string): Promise<voi
     if (!can(await stat(dir), 1)) throw diskNotAccessible(path, user.name, dir);
     if (dir === '/') break;
   }
-  if (!user.dynamicOwnership && !can(await stat(path), 4)) throw diskNotAccessible(path, user.name, path);
+  if (opts.imageExists !== false && !user.dynamicOwnership && !can(await stat(path), 4)) throw diskNotAccessible(path, user.name, path);
 }
 
 export interface Defined { name: string; uuid: string; started: boolean; state: string }

@@ -47,9 +47,28 @@ export interface RegisterResult {
   xml: string;
 }
 
+const checkName = (name: string) => {
+  if (!NAME_RE.test(name)) throw usageError(`--name '${name}' must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+};
+
+/**
+ * What a job with a `register:` block checks before it converts anything:
+ * the name and profile, that the URI answers, that the name is free, and
+ * that QEMU there will reach the image where it is going to be written.
+ */
+export async function preflightRegister(req: Pick<RegisterRequest, 'uri' | 'name' | 'profile'> & { image: string }): Promise<void> {
+  const uri = req.uri ?? DEFAULT_URI;
+  checkName(req.name);
+  await loadProfile(req.profile ?? DEFAULT_REGISTER_PROFILE);
+  await withConnection(uri, async h => {
+    await refuseExisting(h, uri, req.name);
+    await checkDiskReachable(uri, req.image, { imageExists: false });
+  });
+}
+
 export async function register(req: RegisterRequest): Promise<RegisterResult> {
   const uri = req.uri ?? DEFAULT_URI;
-  if (!NAME_RE.test(req.name)) throw usageError(`--name '${req.name}' must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  checkName(req.name);
   const domainType = req.domainType ?? 'qemu';
   if (domainType !== 'qemu' && domainType !== 'kvm') throw usageError(`--domain-type must be qemu or kvm, not ${String(domainType)}`);
   const profile = await loadProfile(req.profile ?? DEFAULT_REGISTER_PROFILE);
