@@ -4,6 +4,8 @@
 // `ferry serve` reclaims them, resumes the job from its last completed step
 // (the finished partition is not copied again, the interrupted one is), and
 // the result verifies against the source. The timeline is printed for the notes.
+// A kill in the middle of a re-fit makes the job build its target again from
+// the source rather than re-fit a half-changed image.
 import assert from 'node:assert/strict';
 import { describe, it, before, after } from 'node:test';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';

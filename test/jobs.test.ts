@@ -1,13 +1,16 @@
 // The job service from the command line: specs (YAML and JSON) submitted and
 // waited for, field-level errors, list/show/logs, cancel in the middle of a
 // copy, a failing job that keeps its typed error and log, retry, and
-// `convert --detach`. A `ferry jobs run-worker` (the runner without the HTTP
-// API) picks the jobs up from the store, as `ferry serve` does.
+// `convert --detach`, the per-host bound with a real NBD server, and
+// `submit --wait` with no runner up. A `ferry jobs run-worker` (the runner
+// without the HTTP API) picks the jobs up from the store, as `ferry serve` does.
 import assert from 'node:assert/strict';
 import { describe, it, before, after } from 'node:test';
 import { access, copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
+import { startNbdkit } from './support/servers.js';
 import { makeSmallDisk } from './support/small-disk.js';
 
 guardMachine();
@@ -202,6 +205,40 @@ describe('ferry jobs', () => {
     const v = await ferry(['verify', small, target]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     assert.deepEqual((await readdir(join(dir, 'out'))).filter(n => n.includes('ferry-partial')), []);
+  });
+
+  it('two jobs reading from one NBD server run one after the other (per-host bound 1) while a local job runs beside them', async () => {
+    const server = await startNbdkit({ file: small, rate: '200M' });
+    try {
+      const ids: string[] = [];
+      for (const [name, source] of [['nbd-a', server.url], ['nbd-b', server.url], ['local', big]]) {
+        await writeFile(join(dir, `${name}.yaml`), `source: ${source}\ntarget: ${join(dir, `out/host-${name}.qcow2`)}\n`);
+        const r = await ferry(['jobs', 'submit', join(dir, `${name}.yaml`)]);
+        assert.equal(r.exitCode, 0, r.stderr);
+        ids.push(r.stdout.trim());
+      }
+      const db = new Database(join(process.env.FERRY_HOME!, 'ferry.db'), { readonly: true });
+      const states = db.prepare(`SELECT id, state FROM jobs WHERE id IN (?, ?, ?)`);
+      let bothNbd = 0, nbdBesideLocal = 0;
+      try {
+        for (const t0 = Date.now(); ; await sleep(100)) {
+          const now = new Map((states.all(...ids) as { id: string; state: string }[]).map(r => [r.id, r.state]));
+          if (now.get(ids[0]) === 'running' && now.get(ids[1]) === 'running') bothNbd++;
+          if ((now.get(ids[0]) === 'running' || now.get(ids[1]) === 'running') && now.get(ids[2]) === 'running') nbdBesideLocal++;
+          if (ids.every(id => ['done', 'failed', 'cancelled'].includes(now.get(id)!))) break;
+          assert.ok(Date.now() - t0 < 240_000, `the jobs did not end: ${JSON.stringify([...now])}`);
+        }
+      } finally {
+        db.close();
+      }
+      for (const id of ids) assert.equal((await show(id)).state, 'done', `job ${id}: ${JSON.stringify((await show(id)).error)}`);
+      assert.equal(bothNbd, 0, 'the two jobs on one server never ran at once');
+      assert.ok(nbdBesideLocal > 0, 'a job on the server ran beside the local one (the global bound is 2)');
+      const v = await ferry(['verify', small, join(dir, 'out/host-nbd-b.qcow2')]);
+      assert.equal(v.exitCode, 0, v.stdout + v.stderr);
+    } finally {
+      await server.stop();
+    }
   });
 
   it('the worker stops cleanly on SIGTERM; the sources are unchanged', async () => {

@@ -20,8 +20,10 @@ const IQN = 'iqn.2026-11.io.ferry.test:cut';
 interface Event { event: string; phase?: string; message?: string; code?: string; [k: string]: unknown }
 
 /**
- * `ferry convert URL TARGET --json` with FERRY_RECONNECT_SECONDS; 700 ms into
- * the first copy phase, SIGKILL the server and call afterKill. Returns the
+ * `ferry convert URL TARGET --json` with FERRY_RECONNECT_SECONDS; 150 ms into
+ * the first copy phase, SIGKILL the server and call afterKill. Early: the
+ * partition is read ahead of the copy in large pieces, and an unthrottled
+ * server has handed all of it over within a second. Returns the
  * exit, the events and the seconds from the kill to ferry's exit.
  */
 async function convertCut(server: Server, target: string, reconnectSeconds: number, afterKill: () => Promise<void>) {
@@ -40,7 +42,7 @@ async function convertCut(server: Server, target: string, reconnectSeconds: numb
       events.push(e);
       if (!cut && e.event === 'phase' && e.phase!.startsWith('copy')) {
         cut = (async () => {
-          await new Promise(r => setTimeout(r, 700));
+          await new Promise(r => setTimeout(r, 150));
           phasesAtKill = events.filter(x => x.event === 'phase').map(x => x.phase!);
           process.kill(server.pid, 'SIGKILL');
           killedAt = Date.now();

@@ -25,6 +25,8 @@ export interface OpenDisk {
   info?: ImageInfo;
   /** network sources: the remote bytes' own format (file is already decoded, so format is raw) */
   sourceFormat?: string;
+  /** each small read is a round trip to a server: worth reading a file system's used ranges ahead of a copy */
+  remote?: boolean;
 }
 
 export const SOURCE_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi'];
@@ -37,11 +39,13 @@ export async function openSource(scope: Scope, ep: Endpoint, work: string, name 
     // One loop device over the export for the whole run: a FUSE file drops its
     // page cache at every open, a block device keeps it, so what the copy read
     // is still in memory when verify reads it again (the server is not asked twice).
-    const dev = await attachLoop(scope, disk.file, { offset: 0, size: disk.size, readOnly: true });
+    // Direct I/O to the export: the FUSE file keeps no second copy of each page, and the loop
+    // device asks for larger pieces (a sequential read: 351 against 269 MB/s buffered).
+    const dev = await attachLoop(scope, disk.file, { offset: 0, size: disk.size, readOnly: true, directIo: true });
     // held open: the kernel drops a block device's cache when its last opener closes it
     const held = await open(dev, 'r');
     scope.defer(`open ${dev}`, () => held.close());
-    return { ...disk, file: dev };
+    return { ...disk, file: dev, remote: true };
   }
   const describe = describeEndpoint(ep);
   const st = await stat(ep.path).catch(() => undefined);

@@ -4,8 +4,9 @@ import type { Scope } from '../util/scope.js';
 
 /**
  * directIo: the loop device writes straight to its backing file instead of
- * caching every page twice; only for plain files (over a FUSE export mkfs
- * produced a broken file system in a trial).
+ * caching every page twice. For writing, only on plain files (over a FUSE
+ * export mkfs produced a broken file system in a trial); reading a network
+ * source's FUSE export this way gives the same bytes (checked by sha256).
  */
 export async function attachLoop(scope: Scope, file: string, opts: { offset: number; size: number; readOnly: boolean; directIo?: boolean }): Promise<string> {
   const args = ['--find', '--show', '--offset', String(opts.offset), '--sizelimit', String(opts.size)];

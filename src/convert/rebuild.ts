@@ -1,6 +1,7 @@
 // The rebuild path: same partitions and file systems in a fresh sparse image,
 // filled with files, not sectors. Source opened read-only from start to end.
 import { attachLoop } from '../blockdev/loop.js';
+import { startReadAhead } from '../sources/read-ahead.js';
 import { createTarget, type NewTarget, type OpenDisk } from '../blockdev/disk.js';
 import { copyBlocks } from '../fs/blocks.js';
 import { planLayout } from '../layout/plan.js';
@@ -78,6 +79,12 @@ export async function prepareTarget(rl: RebuildLayout, source: OpenDisk, targetF
   return copyBootCode(source.file, rl.layout.table, targetFile);
 }
 
+/** A network source's partition: its used ranges read into memory alongside the copy, which asks for them piece by piece. */
+async function readPartitionAhead(diskFile: string, sp: SourcePart, sourceDev: string, ss: number): Promise<{ stop(): Promise<number> } | undefined> {
+  const ranges = await sp.module?.usedRanges?.(sourceDev).catch(() => undefined);
+  return ranges && startReadAhead(diskFile, sp.part.start * ss, ranges);
+}
+
 /**
  * Format one partition of the target alike and copy its files (or its used
  * blocks) from the source. Everything it attaches is released before it
@@ -93,10 +100,15 @@ export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source
     let bytesCopied = 0;
     if (sp.method === 'rebuild') {
       const facts = sp.facts!;
-      progress.phase(`copy ${label}`, facts.usedBytes);
-      await sp.module!.format(dev, facts, size);
       const sourceDev = await attachPart(partScope, source.file, sp.part, ss);
-      await sp.module!.copy({ scope: partScope, work, sourceDev, targetDev: dev, facts, progress });
+      const ahead = source.remote ? await readPartitionAhead(source.file, sp, sourceDev, ss) : undefined;
+      try {
+        progress.phase(`copy ${label}`, facts.usedBytes);
+        await sp.module!.format(dev, facts, size);
+        await sp.module!.copy({ scope: partScope, work, sourceDev, targetDev: dev, facts, progress });
+      } finally {
+        await ahead?.stop();
+      }
       bytesCopied = facts.usedBytes;
     } else {
       const len = Math.min(sp.part.size, np.size) * ss;

@@ -4,7 +4,7 @@
 import { run } from '../util/exec.js';
 import { withMountedRo, mountedCopy } from './mounted.js';
 import { usedBytes } from './copy-tree.js';
-import { MiB, type FsFacts, type FsModule } from './types.js';
+import { MiB, usedFromFree, type ByteRange, type FsFacts, type FsModule } from './types.js';
 
 // Features that describe a state, not a format choice.
 const STATE_FEATURES = new Set(['needs_recovery', 'orphan_present']);
@@ -42,6 +42,20 @@ async function probe(_scope: unknown, dev: string, work: string, type: string): 
       hashSeed: kv['Directory Hash Seed'],
     },
   };
+}
+
+/** From each group's "Free blocks: 10-20, 31" line of dumpe2fs (it reads only the bitmaps). */
+async function usedRanges(dev: string): Promise<ByteRange[]> {
+  const text = (await run('dumpe2fs', [dev])).stdout;
+  const kv = parseDumpe2fs(text.slice(0, text.indexOf('\nGroup 0:')));
+  const free: [number, number][] = [];
+  for (const m of text.matchAll(/^\s+Free blocks: (.+)$/gm)) {
+    for (const r of m[1].split(',')) {
+      const [a, b] = r.trim().split('-').map(Number);
+      if (Number.isFinite(a)) free.push([a, (Number.isFinite(b) ? b : a) - a + 1]);
+    }
+  }
+  return usedFromFree(free.sort((x, y) => x[0] - y[0]), Number(kv['Block count']), Number(kv['Block size']));
 }
 
 function minBytes(f: FsFacts): number {
@@ -89,6 +103,7 @@ export const extModule: FsModule = {
   probe,
   minBytes,
   format,
+  usedRanges,
   copy(ctx) {
     // The source never changes, so its flags are scanned while cp runs.
     let scan: Promise<Map<string, string>> | undefined;

@@ -40,6 +40,23 @@ export interface FsModule {
   features?(facts: FsFacts): string[];
   /** differences beyond the file tree (subvolumes, inode flags), both mounted */
   compareExtra?(src: string, dst: string): Promise<string[]>;
+  /** the byte ranges of dev the file system uses (its free-space map inverted), sorted; for reading a slow source ahead */
+  usedRanges?(dev: string): Promise<ByteRange[]>;
+}
+
+/** [offset, length] in bytes */
+export type ByteRange = [number, number];
+
+/** The complement of sorted, non-overlapping free extents (in blocks) within [0, total), as byte ranges. */
+export function usedFromFree(free: [number, number][], totalBlocks: number, blockSize: number): ByteRange[] {
+  const used: ByteRange[] = [];
+  let at = 0;
+  for (const [start, len] of free) {
+    if (start > at) used.push([at * blockSize, (start - at) * blockSize]);
+    at = Math.max(at, start + len);
+  }
+  if (at < totalBlocks) used.push([at * blockSize, (totalBlocks - at) * blockSize]);
+  return used;
 }
 
 export const MiB = 2 ** 20;

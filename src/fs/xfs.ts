@@ -4,7 +4,7 @@
 import { run } from '../util/exec.js';
 import { withMountedRo, mountedCopy } from './mounted.js';
 import { usedBytes } from './copy-tree.js';
-import { MiB, type FsFacts, type FsModule } from './types.js';
+import { MiB, usedFromFree, type ByteRange, type FsFacts, type FsModule } from './types.js';
 
 const SOURCE_OPTS = ['norecovery', 'nouuid'];
 
@@ -32,6 +32,18 @@ async function probe(_scope: unknown, dev: string, work: string, type: string): 
   return { type, uuid, label: label || undefined, usedBytes: used, detail: { info } };
 }
 
+/** xfs_db's free extents per allocation group (freesp -d: "agno agbno len"), inverted. */
+async function usedRanges(dev: string): Promise<ByteRange[]> {
+  const sb = (await run('xfs_db', ['-r', '-c', 'sb 0', '-c', 'p agcount agblocks blocksize dblocks', dev])).stdout;
+  const v = (k: string) => Number(new RegExp(`^${k} = (\\d+)`, 'm').exec(sb)?.[1]);
+  const agblocks = v('agblocks');
+  const free: [number, number][] = [];
+  for (const m of (await run('xfs_db', ['-r', '-c', 'freesp -d', dev])).stdout.matchAll(/^\s*(\d+)\s+(\d+)\s+(\d+)\s*$/gm)) {
+    free.push([Number(m[1]) * agblocks + Number(m[2]), Number(m[3])]);
+  }
+  return usedFromFree(free.sort((x, y) => x[0] - y[0]), v('dblocks'), v('blocksize'));
+}
+
 // mkfs.xfs refuses file systems under 300 MiB.
 const minBytes = (f: FsFacts) => Math.max(300 * MiB, Math.ceil(f.usedBytes * 1.15) + 64 * MiB);
 
@@ -57,6 +69,7 @@ export const xfsModule: FsModule = {
   minBytes,
   format,
   copy: ctx => mountedCopy(ctx, { sourceOptions: SOURCE_OPTS, targetOptions: ['nouuid'] }),
+  usedRanges,
   verifyAs: { kind: 'mount', options: () => SOURCE_OPTS },
   features(f) {
     const info = (f.detail as { info: Record<string, Record<string, string>> }).info;

@@ -91,7 +91,8 @@ export interface Serve {
 
 /** Start `ferry serve ARGS` with env; resolves once it printed its listening line. */
 export async function startServe(args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<Serve> {
-  const child = execa('node', [FERRY, 'serve', ...args], { env, reject: false, stdin: 'ignore', buffer: false, all: true });
+  // stop() decides when to SIGKILL (execa's own default would after 5 s, mid-way through a clean stop)
+  const child = execa('node', [FERRY, 'serve', ...args], { env, reject: false, stdin: 'ignore', buffer: false, all: true, forceKillAfterDelay: false });
   let out = '';
   child.all!.on('data', (d: Buffer) => { out += d.toString(); });
   const serve: Serve = {
