@@ -139,6 +139,13 @@ export const ferryHomeNotWritable = (dir: string, why: string) =>
   new FerryError('FERRY_HOME_NOT_WRITABLE', 8,
     `cannot keep the image catalog in ${dir}: ${why}; set FERRY_HOME to a writable directory`, { dir });
 
+// Hardware profiles (drivers-db/profiles, FERRY_PROFILES).
+export const unknownProfile = (name: string, known: string[]) =>
+  new FerryError('UNKNOWN_PROFILE', 2, `no hardware profile named '${name}'; known profiles: ${known.join(', ')} (see 'ferry profiles list')`, { name, known });
+
+export const invalidProfile = (file: string, why: string) =>
+  new FerryError('PROFILE_INVALID', 2, `hardware profile ${file} is not valid: ${why}`, { file });
+
 // The substitute-file cache (`ferry drivers`). DRIVER_MISSING is exit 5, the
 // "fit" group: the guest cannot be fitted to its new hardware until the named
 // package or medium is imported; nothing was written when it is raised.

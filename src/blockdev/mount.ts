@@ -21,14 +21,19 @@ export async function mountFs(scope: Scope, dev: string, dir: string, type: stri
   scope.hold(`mount ${dir}`, { kind: 'mount', id: dir }, () => unmount(dir));
 }
 
-async function unmount(dir: string): Promise<void> {
+/**
+ * Unmount and remove the mount point, retrying while the kernel still calls
+ * it busy (a just-ended process may hold it a moment longer). A reclaim after
+ * a crash waits longer: it has just killed what used it.
+ */
+export async function unmount(dir: string, retry = { times: 20, everyMs: 100 }): Promise<void> {
   for (let i = 0; ; i++) {
     try {
       await run('umount', [dir], { ignoreAbort: true });
       break;
     } catch (e) {
-      if (i >= 20) throw e;
-      await new Promise(r => setTimeout(r, 100));
+      if (i >= retry.times) throw e;
+      await new Promise(r => setTimeout(r, retry.everyMs));
     }
   }
   await rmdir(dir).catch(() => undefined);

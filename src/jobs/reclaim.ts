@@ -3,8 +3,9 @@
 // runner process is gone (kill -9, a power cut of the service), a starting
 // runner undoes them, newest first, checking each is still the very thing
 // recorded (a loop number or pid may have been reused since).
-import { readFile, rm, rmdir } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { unmount } from '../blockdev/mount.js';
 import { stopDaemon } from '../blockdev/qsd.js';
 import { run } from '../util/exec.js';
 import type { HeldResource, JobStore } from './types.js';
@@ -58,16 +59,7 @@ async function reclaimMount(dir: string, log: (line: string) => void): Promise<b
     if (i >= 300) throw new Error(`processes ${users.join(', ')} still use ${dir} 60 s after SIGKILL`);
     await pause(200);
   }
-  for (let i = 0; ; i++) {
-    try {
-      await run('umount', [dir], { ignoreAbort: true });
-      break;
-    } catch (e) {
-      if (i >= 50) throw e;
-      await pause(200);
-    }
-  }
-  await rmdir(dir).catch(() => undefined);
+  await unmount(dir, { times: 50, everyMs: 200 });
   return true;
 }
 

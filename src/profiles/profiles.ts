@@ -4,7 +4,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FerryError } from '../errors.js';
+import { invalidProfile, unknownProfile } from '../errors.js';
 
 export interface WindowsDriverSpec { file: string; service: string; group?: string; pciIds: string[]; classGuid?: string; inbox?: boolean }
 
@@ -30,12 +30,6 @@ export interface Profile {
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..'); // dist/src/profiles → repo
 /** FERRY_PROFILES adds a directory of site profiles in front of the shipped ones */
 const profileDirs = () => [process.env.FERRY_PROFILES, join(REPO, 'drivers-db', 'profiles')].filter((d): d is string => !!d);
-
-export const unknownProfile = (name: string, known: string[]) =>
-  new FerryError('UNKNOWN_PROFILE', 2, `no hardware profile named '${name}'; known profiles: ${known.join(', ')} (see 'ferry profiles list')`, { name, known });
-
-export const invalidProfile = (file: string, why: string) =>
-  new FerryError('PROFILE_INVALID', 2, `hardware profile ${file} is not valid: ${why}`, { file });
 
 export async function listProfiles(): Promise<Profile[]> {
   const byName = new Map<string, Profile>();
