@@ -100,11 +100,12 @@ export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source
     let bytesCopied = 0;
     if (sp.method === 'rebuild') {
       const facts = sp.facts!;
+      progress.phase(`copy ${label}`, facts.usedBytes);
+      // formatted before the source partition is attached: mkfs.btrfs refuses a UUID any visible device carries
+      await sp.module!.format(dev, facts, size);
       const sourceDev = await attachPart(partScope, source.file, sp.part, ss);
       const ahead = source.remote ? await readPartitionAhead(source.file, sp, sourceDev, ss) : undefined;
       try {
-        progress.phase(`copy ${label}`, facts.usedBytes);
-        await sp.module!.format(dev, facts, size);
         await sp.module!.copy({ scope: partScope, work, sourceDev, targetDev: dev, facts, progress });
       } finally {
         await ahead?.stop();
