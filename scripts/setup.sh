@@ -47,6 +47,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# /dev/kvm as Debian's udev rule leaves it (root:kvm 0660); these machines run no udevd and
+# have it root-only. libvirtd probes QEMU as root (KVM found) but checks its cache as
+# libvirt-qemu (KVM missing), so it called the cache stale and probed QEMU again, about
+# 30 s, at every domain definition. Domains are still defined with type qemu (TCG).
+if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+  chgrp kvm /dev/kvm
+  chmod 0660 /dev/kvm
+fi
+
 # npm ci only when node_modules is older than the lock file (or absent).
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
