@@ -195,13 +195,16 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
 
   app.post<{ Params: { id: string } }>('/jobs/:id/retry', { schema: { params: idParamsSchema } }, async (req, reply) => {
-    const job = store.get(req.params.id);
-    if (!job) return notFound(reply);
-    if (job.state !== 'failed' && job.state !== 'cancelled') {
-      return reply.code(409).send({ error: 'JOB_STATE_CONFLICT', message: `job ${job.id} is ${job.state}; only a failed or cancelled job can be retried`, state: job.state });
+    const { id } = req.params;
+    if (!store.get(id)) return notFound(reply);
+    try {
+      await runner.retry(id);
+    } catch (e) {
+      // which states may be retried is the runner's rule (jobs/control.ts retryJob), not repeated here
+      if (e instanceof FerryError && e.code === 'JOB_STATE_CONFLICT') return reply.code(409).send({ error: e.code, message: e.message, state: e.details.state });
+      throw e;
     }
-    await runner.retry(job.id);
-    return reply.code(202).send(store.get(job.id));
+    return reply.code(202).send(store.get(id));
   });
 
   app.get<{ Params: { id: string }; Querystring: { after?: string } }>('/jobs/:id/logs', { schema: { params: idParamsSchema, querystring: logsQuerySchema } }, async (req, reply) => {
