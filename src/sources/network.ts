@@ -106,7 +106,7 @@ interface Prepared {
 }
 
 /** --object arguments and the protocol node for an endpoint. */
-async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: NetworkCredentials): Promise<Prepared> {
+async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: NetworkCredentials, writable = false): Promise<Prepared> {
   if (ep.kind === 'nbd') {
     const server = ep.socket
       ? { type: 'unix', path: ep.socket }
@@ -114,7 +114,7 @@ async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: Netwo
     // reconnect-delay: after an unexpected disconnect qemu reconnects with
     // backoff (1, 2, 4 … 16 s apart); requests wait this long, then fail (EIO).
     const proto: BlockdevOptions = {
-      driver: 'nbd', 'node-name': 'proto', server, export: ep.export, 'read-only': true, 'reconnect-delay': reconnectSeconds(),
+      driver: 'nbd', 'node-name': 'proto', server, export: ep.export, 'read-only': !writable, 'reconnect-delay': reconnectSeconds(),
     };
     const objects: string[] = [];
     if (c.tlsPskFile) {
@@ -132,7 +132,7 @@ async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: Netwo
   }
   const proto: BlockdevOptions = {
     driver: 'iscsi', 'node-name': 'proto', transport: 'tcp', portal: `${ep.host}:${ep.port}`,
-    target: ep.iqn, lun: ep.lun, 'read-only': true,
+    target: ep.iqn, lun: ep.lun, 'read-only': !writable,
   };
   const objects: string[] = [];
   let done = async () => undefined as void;
@@ -287,6 +287,8 @@ export interface OpenNetworkOptions {
   /** refuse a disk with neither partition table nor file system (convert, verify, info); probe shows blank disks */
   requireDisk?: boolean;
   credentials?: NetworkCredentials;
+  /** a machine's disk to deploy onto (V2P): opened raw and writable, whatever it holds now */
+  writable?: boolean;
 }
 
 /**
@@ -302,11 +304,17 @@ export async function openNetworkSource(scope: Scope, ep: NetworkEndpoint, work:
   const describe = describeEndpoint(ep);
   const raw = new Scope();
   scope.defer(`network source ${describe}`, async () => { await raw.release(); });
-  const prepared = await prepare(scope, work, ep, c);
+  const writable = !!opts.writable;
+  const prepared = await prepare(scope, work, ep, c, writable);
   try {
     const start = (s: Scope, suffix: string, format: BlockdevOptions) => exportAsFile(s, work, `${name}${suffix}`, [prepared.proto, format], {
-      writable: false, describe, objects: prepared.objects, env: prepared.env, diagnose: stderr => diagnose(ep, stderr, c),
+      writable, describe, objects: prepared.objects, env: prepared.env, diagnose: stderr => diagnose(ep, stderr, c),
     }).then(async f => { await prepared.confirm(); return f; });
+    if (writable) {
+      // what the disk holds now is about to be replaced: no format is sniffed from it
+      const file = await start(scope, '', { driver: 'raw', 'node-name': 'disk', file: 'proto', 'read-only': false });
+      return { file, size: (await stat(file)).size, format: 'raw', sourceFormat: 'raw', describe };
+    }
     let file = await start(raw, '', { driver: 'raw', 'node-name': 'disk', file: 'proto', 'read-only': true });
     let sourceFormat = 'raw';
     const head = qcow2Header(await firstBytes(file, 512));

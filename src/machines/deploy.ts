@@ -1,0 +1,202 @@
+// Deploy (V2P): an image rebuilt file by file onto a registered machine's
+// disk through its agent's writable NBD export, fitted to that disk's size,
+// re-fitted to the machine's own hardware (profile `physical` from its
+// inventory), given its identity, verified, then booted from the disk; the
+// machine is `deployed` only once the deployed system reported its first boot.
+//
+// Capture (P2V) is the same path read-only the other way: a conversion of
+// the agent's read-only export with the machine's inventory attached.
+import { openSource, type OpenDisk } from '../blockdev/disk.js';
+import { workDir } from '../blockdev/mount.js';
+import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport } from '../convert/rebuild.js';
+import type { ConvertPlan } from '../convert/options.js';
+import { customizeDisk } from '../customize/disk.js';
+import { checkCustomization, parseIpOption, type Customization } from '../customize/identity.js';
+import { FerryError, verifyFailed } from '../errors.js';
+import { inspect } from '../inspect/inspect.js';
+import { loadProfile } from '../profiles/profiles.js';
+import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
+import { parseEndpoint } from '../sources/endpoint.js';
+import { openNetworkSource, type NbdEndpoint } from '../sources/network.js';
+import { withNetworkCredentials } from '../sources/secrets.js';
+import { reportingLostSources } from '../sources/watchdog.js';
+import { throwIfAborted } from '../util/abort.js';
+import type { ProgressSink } from '../util/progress.js';
+import { withScope, type Scope } from '../util/scope.js';
+import { verifyDisks } from '../verify/disks.js';
+import type { Change } from '../../converters/linux/change.js';
+import type { JobSpec } from '../jobs/types.js';
+import type { StepTracker } from '../jobs/steps.js';
+import { bootFromDisk, requestExport, stopExport } from './agent-work.js';
+import { checkPlatform, chooseDisk, primaryMac, type Inventory, type InventoryDisk } from './fit.js';
+import { MachineRegistry } from './registry.js';
+
+export interface DeployPlan {
+  machine: string;
+  image: string;
+  disk: InventoryDisk;
+  mac?: string;
+  modaliases: string[];
+  customization: Customization;
+  /** bytes of the image's data that will be written */
+  usedBytes: number;
+  partitions: { number: number; fs?: string; sourceBytes: number; targetBytes: number }[];
+}
+
+export interface DeployResult extends DeployPlan {
+  bytesWritten: number;
+  copied: PartitionReport[];
+  refit: RefitResult;
+  customized: Change[];
+  verified: boolean;
+  seconds: number;
+}
+
+const machineLost = (machine: string, where: string, jobHint: string) =>
+  new FerryError('MACHINE_LOST', 9, `machine ${machine} stopped answering at ${where} during the deploy; power it on (it boots the Ferry agent again) and ${jobHint}`, { machine });
+
+/** the customization a spec asks for; a deploy always gives the machine a fresh machine-id */
+export function customizationOf(spec: Pick<JobSpec, 'customize'>): Customization {
+  const c = spec.customize ?? {};
+  const customization: Customization = { hostname: c.hostname, ip: (c.ip ?? []).map(parseIpOption), dhcp: c.dhcp ?? [], newIdentity: true };
+  checkCustomization(customization);
+  return customization;
+}
+
+const modaliasesOf = (inv: Inventory) => [...new Set([
+  ...(inv.storageControllers ?? []).map(c => c.modalias), ...(inv.nics ?? []).map(n => n.pci?.modalias),
+].filter((m): m is string => !!m))];
+
+/**
+ * Everything checked before a byte is written: the machine and its disk, the
+ * image's architecture and firmware, room on the disk, a driver for every
+ * storage controller and NIC. `ferry deploy --dry-run` prints this.
+ */
+export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?: ProgressSink): Promise<DeployPlan> {
+  const machine = reg.mustGet(spec.machine!);
+  const inv = machine.inventory as Inventory;
+  const disk = chooseDisk(machine.id, inv, spec.disk);
+  const customization = customizationOf(spec);
+  const report = await inspect(spec.source);
+  checkPlatform(machine.id, inv, report, spec.source);
+  const modaliases = modaliasesOf(inv);
+  const profile = await loadProfile('physical');
+  return withScope(async scope => {
+    const work = await workDir(scope);
+    const source = await openSource(scope, parseEndpoint(spec.source), work, 'image', progress);
+    const rl = await planRebuild(deployConvertPlan(spec, disk), source, work, progress ?? silent(), { checkSpace: false });
+    await preflightRefit(scope, source, work, profile, { mac: primaryMac(inv), modaliases });
+    const parts = partsToCopy(rl);
+    const ss = rl.sectorSize;
+    return {
+      machine: machine.id, image: spec.source, disk, mac: primaryMac(inv), modaliases, customization,
+      usedBytes: parts.reduce((n, p) => n + (p.facts?.usedBytes ?? p.part.size * ss), 0),
+      partitions: parts.map(p => ({
+        number: p.part.number, fs: p.facts?.type ?? p.fsType, sourceBytes: p.part.size * ss,
+        targetBytes: (rl.newTable?.partitions.find(n => n.number === p.part.number)?.size ?? p.part.size) * ss,
+      })),
+    };
+  });
+}
+
+const silent = (): ProgressSink => ({ phase() {}, update() {}, note() {}, end() {} });
+
+/** the pieces of a conversion plan the rebuild reads: fitted to the machine's disk */
+function deployConvertPlan(spec: JobSpec, disk: InventoryDisk): ConvertPlan {
+  return {
+    source: parseEndpoint(spec.source), targetPath: disk.path, format: 'raw', size: disk.sizeBytes, mode: 'rebuild',
+    force: true, verify: true, modaliases: [],
+  };
+}
+
+export const DEPLOY_STEPS = ['check machine', 'request export', 'copy', 'verify', 're-fit', 'customize', 'boot from disk', 'first boot'];
+
+export async function runDeploy(jobId: string, spec: JobSpec, steps: StepTracker, progress: ProgressSink, log: (line: string) => void): Promise<DeployResult> {
+  const started = Date.now();
+  const reg = MachineRegistry.open();
+  try {
+    // a deploy cut off half-way starts over from the export: the disk is rewritten whole
+    if (steps.started && !steps.isDone('boot from disk')) steps.reset(DEPLOY_STEPS.filter(s => s !== 'check machine'));
+    steps.plan(DEPLOY_STEPS);
+    const plan = await steps.run('check machine', async () => {
+      const p = await planDeploy(reg, spec, progress);
+      reg.begin(p.machine, 'deploying', jobId, spec.source);
+      log(`machine ${p.machine}: deploying ${spec.source} onto ${p.disk.path} (${p.disk.sizeBytes} bytes; ${p.usedBytes} bytes of data)`);
+      return p;
+    });
+    try {
+      const result = await deployOnto(reg, plan, spec, steps, progress, log);
+      return { ...result, seconds: (Date.now() - started) / 1000 };
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'JOB_INTERRUPTED') {
+        reg.setWork(plan.machine, null);
+        reg.finish(plan.machine, 'failed', { event: 'deploy failed', jobId, image: spec.source, detail: `${(e as { code?: string }).code ?? 'ERROR'}: ${(e as Error).message}` });
+      }
+      throw e;
+    }
+  } finally {
+    reg.close();
+  }
+}
+
+async function deployOnto(reg: MachineRegistry, plan: DeployPlan, spec: JobSpec, steps: StepTracker, progress: ProgressSink, log: (line: string) => void) {
+  return withScope(async owner => {
+    const work = await workDir(owner);
+    const ex = await steps.run('request export', () => requestExport(reg, plan.machine, plan.disk.path, true, work),
+      { checkpoint: e => ({ url: e.url, ticket: e.ticket }) });
+    log(`machine ${plan.machine}: its agent exports ${plan.disk.path} at ${ex.url}`);
+    const ep = parseEndpoint(ex.url) as NbdEndpoint;
+    const jobHint = 'retry the job (ferry jobs retry)';
+    const written = await withNetworkCredentials({ tlsPskFile: ex.pskFile }, () => reportingLostSources([ep], () =>
+      writeDisk(owner, work, plan, spec, ep, steps, progress))).catch(e => {
+      if ((e as { code?: string }).code === 'SOURCE_CONNECTION_LOST') throw machineLost(plan.machine, ex.url.replace(/^nbds:\/\//, ''), jobHint);
+      throw e;
+    });
+    await steps.run('boot from disk', async () => {
+      await stopExport(reg, plan.machine, ex);
+      await bootFromDisk(reg, plan.machine);
+    });
+    log(`machine ${plan.machine}: booting from its disk; waiting for the deployed system to report`);
+    const booted = await steps.run('first boot', () => reg.waitForFirstBoot(plan.machine, firstBootWaitMs()));
+    if (!booted) throw new FerryError('FIRST_BOOT_TIMEOUT', 9, `machine ${plan.machine} did not report its first boot within ${firstBootWaitMs() / 1000} s; look at its console`, { machine: plan.machine });
+    reg.finish(plan.machine, 'deployed', { event: 'deployed', image: spec.source, detail: `first boot reported from ${booted.peer}` });
+    return { ...plan, ...written };
+  });
+}
+
+const firstBootWaitMs = () => Number(process.env.FERRY_FIRST_BOOT_SECONDS ?? 900) * 1000;
+
+/** copy → verify → re-fit → customize, all on the agent's export, which stays open throughout */
+async function writeDisk(owner: Scope, work: string, plan: DeployPlan, spec: JobSpec, ep: NbdEndpoint, steps: StepTracker, progress: ProgressSink) {
+  const source = await openSource(owner, parseEndpoint(spec.source), work, 'image', progress);
+  const target: OpenDisk = await openNetworkSource(owner, ep, work, 'machine-disk', { writable: true });
+  const rl = await planRebuild(deployConvertPlan(spec, plan.disk), source, work, progress, { checkSpace: false });
+  if (rl.targetSize > target.size) throw new FerryError('DOES_NOT_FIT', 5, `the agent exports ${target.size} bytes, less than the inventory's ${rl.targetSize}`, {});
+  const copied = await steps.run('copy', async () => {
+    await prepareTarget(rl, source, target.file);
+    const reports: PartitionReport[] = [];
+    for (const sp of partsToCopy(rl)) {
+      throwIfAborted();
+      reports.push(await rebuildPartition(rl, sp, source, target, work, progress));
+    }
+    return reports;
+  });
+  await steps.run('verify', async () => {
+    const v = await verifyDisks(source, target, work, progress);
+    if (!v.equivalent) throw verifyFailed(v.differences);
+    return { equivalent: true, filesystems: v.filesystems };
+  });
+  const profile = await loadProfile('physical');
+  const refit = await steps.run('re-fit', () => withScope(s => refitDisk(s, target, work, profile, { mac: plan.mac, modaliases: plan.modaliases })));
+  const reg = MachineRegistry.open();
+  try {
+    const customized = await steps.run('customize', () => withScope(s => customizeDisk(s, target, work, plan.customization, firstBootReportFor(reg, plan.machine))));
+    return { copied, refit, customized, verified: true, bytesWritten: copied.reduce((n, c) => n + c.bytesCopied, 0) };
+  } finally { reg.close(); }
+}
+
+/** where the deployed system reports its first boot: the server its agent talked to */
+function firstBootReportFor(reg: MachineRegistry, machineId: string) {
+  const server = new URL(reg.mustGet(machineId).serverUrl ?? 'http://127.0.0.1:8470');
+  return { host: server.hostname, port: Number(server.port || 80), path: `/machines/${machineId}/booted`, token: reg.issueBootToken(machineId) };
+}
