@@ -20,7 +20,7 @@
 #   p5  logical swap, label ferry-swap, fixed UUID
 #
 # The guest runs ferry-boot-marker.service once it reaches multi-user: it writes
-#   FERRY-BOOT-OK root=<uuid of the fs at /> host=<hostname>
+#   FERRY-BOOT-OK root=<uuid of the fs at /> host=<hostname> net=<IF:ADDR/PREFIX or none>
 # to /dev/ttyS0 and powers off. Add `ferry.stay` to the kernel command line to
 # keep the guest running instead (the root account is locked; use init=/bin/sh).
 set -euo pipefail
@@ -285,7 +285,14 @@ if [ -z "$uuid" ]; then
   uuid=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^root=UUID=//p' | head -n1)
 fi
 host=$(cat /proc/sys/kernel/hostname)
-printf '\nFERRY-BOOT-OK root=%s host=%s\n' "${uuid:-unknown}" "$host" >/dev/ttyS0
+# the first global IPv4 address (IF:ADDR/PREFIX), waited for a little; none: net=none
+net=none
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  addr=$(ip -o -4 addr show scope global 2>/dev/null | awk '{ print $2 ":" $4; exit }')
+  [ -n "$addr" ] && { net=$addr; break; }
+  sleep 1
+done
+printf '\nFERRY-BOOT-OK root=%s host=%s net=%s\n' "${uuid:-unknown}" "$host" "$net" >/dev/ttyS0
 case " $(cat /proc/cmdline) " in
   *" ferry.stay "*) exit 0 ;;
 esac
@@ -296,7 +303,8 @@ chmod 0755 "$MNT/usr/local/sbin/ferry-boot-marker"
 cat >"$MNT/etc/systemd/system/ferry-boot-marker.service" <<'EOF'
 [Unit]
 Description=Ferry boot marker (serial line) and power-off
-After=local-fs.target
+# a deployed machine's first-boot report (ferry deploy) goes out before the power-off
+After=local-fs.target ferry-firstboot.service
 
 [Service]
 Type=oneshot

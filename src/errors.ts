@@ -228,3 +228,6 @@ export const libvirtFailed = (uri: string, action: string, why: string) =>
 
 export const ovaInvalid = (path: string, why: string) =>
   new FerryError('OVA_INVALID', 3, `${path} is not a usable OVA: ${why}`, { path });
+
+export const machineBusy = (machine: string, holder: string) =>
+  new FerryError('MACHINE_BUSY', 4, `machine ${machine} is busy with ${holder}; wait for it to end or cancel it (nothing was started)`, { machine });

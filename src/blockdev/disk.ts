@@ -15,19 +15,10 @@ import type { ProgressSink } from '../util/progress.js';
 import { readTable } from '../layout/table.js';
 import { probeDevice } from '../fs/detect.js';
 import { looksLikeTar, openOva } from '../register/ova.js';
+import type { OpenDisk } from './open-disk.js';
 
-export interface OpenDisk {
-  /** a plain file holding the disk's bytes */
-  file: string;
-  size: number;
-  format: string;
-  describe: string;
-  info?: ImageInfo;
-  /** network sources: the remote bytes' own format (file is already decoded, so format is raw) */
-  sourceFormat?: string;
-  /** each small read is a round trip to a server: worth reading a file system's used ranges ahead of a copy */
-  remote?: boolean;
-}
+export type { OpenDisk } from './open-disk.js';
+
 
 export const SOURCE_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi'];
 

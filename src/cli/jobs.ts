@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import { FerryError, noJobRunner, notRoot, usageError } from '../errors.js';
-import { isFinal, jobExitCode, liveRunners, mustGet, requestCancel, retryJob, submitJob } from '../jobs/control.js';
+import { describeSpec, isFinal, jobExitCode, liveRunners, mustGet, requestCancel, retryJob, submitJob } from '../jobs/control.js';
 import { JobRunner } from '../jobs/runner.js';
 import { parseSpec, resolveSpecPaths } from '../jobs/spec.js';
 import { openJobStore } from '../jobs/sqlite-store.js';
@@ -44,7 +44,7 @@ function currentStep(j: JobRecord): string {
 function showText(j: JobRecord): string {
   const lines = [
     `job ${j.id}: ${j.state}${j.cancelRequested && j.state === 'running' ? ' (cancel requested)' : ''}`,
-    `  ${j.spec.source} -> ${j.spec.target}${j.spec.format ? ` (${j.spec.format})` : ''}`,
+    `  ${describeSpec(j.spec)}${j.spec.format ? ` (${j.spec.format})` : ''}`,
     `  created ${j.createdAt}, updated ${j.updatedAt}, runs ${j.attempts}${j.runner ? `, runner ${j.runner}` : ''}`,
     '  steps:',
     ...j.steps.map(s => {
@@ -63,7 +63,7 @@ const NO_RUNNER_GRACE_MS = 5000;
  * Poll until the job ends; log lines go to stderr as they come. With no
  * runner up for a while the wait ends with NO_JOB_RUNNER (the job stays).
  */
-async function waitFor(store: JobStore, id: string, echoLogs: boolean): Promise<JobRecord> {
+export async function waitForJob(store: JobStore, id: string, echoLogs: boolean): Promise<JobRecord> {
   let seen = 0;
   let alone: number | undefined;
   for (let n = 0; ; n++) {
@@ -82,7 +82,7 @@ async function waitFor(store: JobStore, id: string, echoLogs: boolean): Promise<
   }
 }
 
-function finish(job: JobRecord, json: boolean): void {
+export function finishJob(job: JobRecord, json: boolean): void {
   if (json) out(JSON.stringify(job, null, 2) + '\n');
   else out(`job ${job.id}: ${job.state}\n`);
   if (job.error) process.stderr.write(`ferry: ${job.error.code}: ${job.error.message}\n`);
@@ -109,7 +109,7 @@ function builder(y: Argv): Argv {
         const job = submitJob(s, spec);
         if (!a.wait) { out(a.json ? JSON.stringify(job, null, 2) + '\n' : `${job.id}\n`); return; }
         if (!a.json) out(`${job.id}\n`);
-        finish(await waitFor(s, job.id, !a.json), a.json as boolean);
+        finishJob(await waitForJob(s, job.id, !a.json), a.json as boolean);
       });
     })
     .command('list', 'jobs, oldest first', b => b
@@ -120,7 +120,7 @@ function builder(y: Argv): Argv {
       if (a.json) { out(JSON.stringify(jobs, null, 2) + '\n'); return; }
       if (!jobs.length) return;
       out(table([['ID', 'STATE', 'STEP', 'CREATED', 'SOURCE -> TARGET'],
-        ...jobs.map(j => [j.id, j.state, currentStep(j), j.createdAt.replace(/\.\d+Z$/, 'Z'), `${j.spec.source} -> ${j.spec.target}`])]));
+        ...jobs.map(j => [j.id, j.state, currentStep(j), j.createdAt.replace(/\.\d+Z$/, 'Z'), describeSpec(j.spec)])]));
     }))
     .command('show ID', 'one job: spec, steps with their times and progress, error', b => b
       .positional('ID', { type: 'string', demandOption: true })
@@ -148,7 +148,7 @@ function builder(y: Argv): Argv {
       .option('wait', { type: 'boolean', default: false, describe: 'wait until the job has stopped' }),
     a => withStore(async s => {
       let j = requestCancel(s, a.ID as string);
-      if (a.wait) j = await waitFor(s, j.id, false);
+      if (a.wait) j = await waitForJob(s, j.id, false);
       out(`job ${j.id}: ${j.state === 'running' ? 'cancel requested' : j.state}\n`);
     }))
     .command('retry ID', 'queue a failed or cancelled job again (it starts from the beginning)', b => b

@@ -2,11 +2,11 @@
 // `ferry jobs …` uses these directly; a runner (ferry serve) in another
 // process notices by polling the store, so no API needs to be up.
 import { hostname } from 'node:os';
-import { SpecInvalidError, jobCancelled, jobNotFound, jobStateConflict } from '../errors.js';
+import { SpecInvalidError, jobCancelled, machineBusy, jobNotFound, jobStateConflict } from '../errors.js';
 import { runnerAlive } from './reclaim.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { checkSpec, sourceHostOf } from './spec.js';
-import type { JobRecord, JobStore } from './types.js';
+import type { JobRecord, JobSpec, JobStore } from './types.js';
 
 const errorOf = (e: { code: string; message: string; exitCode: number }) => ({ code: e.code, message: e.message, exitCode: e.exitCode });
 
@@ -14,14 +14,24 @@ const errorOf = (e: { code: string; message: string; exitCode: number }) => ({ c
 export function submitJob(store: JobStore, spec: unknown): JobRecord {
   // fields left undefined (an in-process caller's optional choices) are not there at all
   const checked = checkSpec(spec === undefined ? spec : JSON.parse(JSON.stringify(spec)));
-  const target = parseEndpoint(checked.target);
+  const target = checked.target === undefined ? undefined : parseEndpoint(checked.target);
   // two jobs writing one target would share its partial file
-  const busy = [...store.list({ state: 'queued' }), ...store.list({ state: 'running' })]
-    .find(j => { const t = parseEndpoint(j.spec.target); return t.kind === 'file' && target.kind === 'file' && t.path === target.path; });
+  const busy = target && [...store.list({ state: 'queued' }), ...store.list({ state: 'running' })]
+    .find(j => { const t = j.spec.target === undefined ? undefined : parseEndpoint(j.spec.target); return t?.kind === 'file' && target.kind === 'file' && t.path === target.path; });
   if (busy) throw new SpecInvalidError([{ field: 'target', message: `job ${busy.id} (${busy.state}) already writes ${checked.target}; wait for it or cancel it` }]);
+  // one deploy or capture per machine at a time: its agent exports one disk, and a second deploy would race the first
+  const onMachine = checked.machine && [...store.list({ state: 'queued' }), ...store.list({ state: 'running' })].find(j => j.spec.machine === checked.machine);
+  if (onMachine) throw machineBusy(checked.machine!, `job ${onMachine.id} (${onMachine.state}, ${onMachine.spec.kind})`);
   const job = store.create(checked, sourceHostOf(checked));
-  store.appendLog(job.id, `submitted: ${checked.source} -> ${checked.target}`);
+  store.appendLog(job.id, `submitted: ${describeSpec(checked)}`);
   return job;
+}
+
+/** "IMAGE -> TARGET", "deploy IMAGE -> machine m-…", "capture machine m-… -> TARGET" */
+export function describeSpec(s: JobSpec): string {
+  if (s.kind === 'deploy') return `deploy ${s.source} -> machine ${s.machine}${s.disk ? ` disk ${s.disk}` : ''}`;
+  if (s.kind === 'capture') return `capture machine ${s.machine}${s.disk ? ` disk ${s.disk}` : ''} -> ${s.target}`;
+  return `${s.source} -> ${s.target}`;
 }
 
 export function mustGet(store: JobStore, id: string): JobRecord {

@@ -15,7 +15,8 @@ import { withResourceJournal, type ResourceJournal } from '../util/scope.js';
 import { requestCancel, retryJob, submitJob } from './control.js';
 import { jobProgress } from './progress.js';
 import { reclaimJob, runnerAlive, runnerId } from './reclaim.js';
-import { partialOf, runConversion, StepTracker } from './steps.js';
+import { runJob } from './kinds.js';
+import { partialOf, StepTracker } from './steps.js';
 import type { JobRecord, JobSpec, JobState, JobStore, ProgressEvent } from './types.js';
 
 export interface RunnerOptions {
@@ -200,7 +201,7 @@ export class JobRunner {
     };
     try {
       const result = await withAbortSignal(abort.signal, () => withResourceJournal(journal, () =>
-        withNetworkCredentials(job.spec.credentials ?? {}, () => runConversion(job.spec, steps, progress, log))));
+        withNetworkCredentials(job.spec.credentials ?? {}, () => runJob(id, job.spec, steps, progress, log))));
       log('done');
       this.setState(id, 'done', { result, runner: undefined, error: undefined });
     } catch (e) {

@@ -15,9 +15,11 @@ const isUrl = (s: string) => /^[a-z+]+:\/\//.test(s);
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const FIELDS: Record<string, 'string' | 'object'> = {
-  source: 'string', target: 'string', format: 'string', size: 'string', profile: 'string', mac: 'string',
-  options: 'object', credentials: 'object', register: 'object',
+  kind: 'string', source: 'string', target: 'string', format: 'string', size: 'string', profile: 'string', mac: 'string',
+  options: 'object', credentials: 'object', register: 'object', machine: 'string', disk: 'string', customize: 'object',
 };
+const KINDS = ['convert', 'deploy', 'capture'];
+const MACHINE_ID_RE = /^m-[0-9a-f]{4,32}$/;
 const OPTION_FIELDS = { mode: 'string', verify: 'boolean', force: 'boolean', inventory: 'string' } as const;
 const CREDENTIAL_FIELDS = ['chapSecretFile', 'mutualChapSecretFile', 'tlsPskFile', 'tlsCerts'] as const;
 const REGISTER_FIELDS = { libvirt: 'string', name: 'string', memory: 'string', cpus: 'number', start: 'boolean' } as const;
@@ -36,7 +38,17 @@ export function validateSpec(obj: unknown): FieldError[] {
   const absPath = (field: string, v: unknown) => {
     if (str(field, v) && !isAbsolute(v as string)) err(field, `must be an absolute path, not ${v as string}`);
   };
+  const kind = obj.kind ?? 'convert';
+  if (!KINDS.includes(kind as string)) err('kind', `must be one of ${KINDS.join(', ')}`);
+  if (kind === 'deploy' || kind === 'capture') {
+    machineFields(obj, kind, err, str);
+    // the machine's disk stands where the other end would be
+    obj = kind === 'deploy' ? { ...obj, target: '/machine-disk' } : { ...obj, source: '/machine-disk' };
+  } else {
+    for (const k of ['machine', 'disk', 'customize']) if (obj[k] !== undefined) err(k, 'belongs to a deploy or capture job (kind: deploy or capture)');
+  }
 
+  if (!isObject(obj)) return errors;
   if (obj.source === undefined) err('source', 'is required: a disk image path or nbd://, iscsi:// URL');
   else if (str('source', obj.source)) {
     try {
@@ -116,13 +128,37 @@ export function validateSpec(obj: unknown): FieldError[] {
   return errors;
 }
 
+/** the fields of a deploy or capture job: the machine, the disk, the identity */
+function machineFields(obj: Record<string, unknown>, kind: string, err: (f: string, m: string) => void, str: (f: string, v: unknown) => boolean): void {
+  if (obj.machine === undefined) err('machine', 'is required: the id of a registered machine (ferry machines list)');
+  else if (str('machine', obj.machine) && !MACHINE_ID_RE.test(obj.machine as string)) err('machine', `'${obj.machine as string}' is not a machine id (m-…; see ferry machines list)`);
+  if (obj.disk !== undefined) str('disk', obj.disk);
+  if (kind === 'deploy') {
+    if (obj.target !== undefined) err('target', 'a deploy writes the machine\'s disk; give no target');
+    for (const k of ['format', 'size', 'profile', 'mac', 'register']) if (obj[k] !== undefined) err(k, 'does not apply to a deploy (the disk is the machine\'s, the profile is its own hardware)');
+    if (obj.customize !== undefined) {
+      if (!isObject(obj.customize)) err('customize', 'must be a mapping with hostname, ip, dhcp');
+      else {
+        for (const [k, v] of Object.entries(obj.customize)) {
+          if (k === 'hostname') str('customize.hostname', v);
+          else if (k === 'ip' || k === 'dhcp') { if (!Array.isArray(v) || v.some(x => typeof x !== 'string')) err(`customize.${k}`, 'must be a list of strings'); }
+          else err(`customize.${k}`, 'unknown; the fields are hostname, ip, dhcp');
+        }
+      }
+    }
+  } else {
+    if (obj.source !== undefined) err('source', 'a capture reads the machine\'s disk; give no source');
+    if (obj.customize !== undefined) err('customize', 'does not apply to a capture');
+  }
+}
+
 /** Make the spec's relative file paths absolute against base (the spec file's directory, or the cwd). */
 export function resolveSpecPaths(obj: unknown, base: string): unknown {
   if (!isObject(obj)) return obj;
   const out: Record<string, unknown> = { ...obj };
   const fix = (v: unknown) => (typeof v === 'string' && v && !isUrl(v) && !isAbsolute(v) ? resolve(base, v) : v);
-  out.source = fix(out.source);
-  out.target = fix(out.target);
+  if (out.source !== undefined) out.source = fix(out.source);
+  if (out.target !== undefined) out.target = fix(out.target);
   if (isObject(out.options)) out.options = { ...out.options, inventory: fix(out.options.inventory) };
   if (isObject(out.options) && out.options.inventory === undefined) delete (out.options as Record<string, unknown>).inventory;
   if (isObject(out.credentials)) out.credentials = Object.fromEntries(Object.entries(out.credentials).map(([k, v]) => [k, fix(v)]));
@@ -152,6 +188,8 @@ export function parseSpec(text: string, fileName: string): JobSpec {
 
 /** The host a spec reads from, for the per-host concurrency bound ('local' for files). */
 export function sourceHostOf(spec: JobSpec): string {
+  // one job at a time per machine: its agent exports one disk at a time
+  if (spec.kind === 'deploy' || spec.kind === 'capture') return `machine:${spec.machine}`;
   const ep = parseEndpoint(spec.source);
   if (ep.kind === 'file') return 'local';
   if ('host' in ep && ep.host) return ep.host;

@@ -153,6 +153,7 @@ async function flush(file: string): Promise<void> {
 
 /** The job's partial target: the job (not a scope) decides when it goes, so a crash or a stop keeps it. */
 export const partialOf = (spec: JobSpec) => {
+  if (spec.target === undefined) return undefined;
   const t = parseEndpoint(spec.target);
   return t.kind === 'file' ? partialPathFor(t.path) : undefined;
 };

@@ -5,10 +5,22 @@
 
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
-/** A job spec: the same choices as `ferry convert`, plus an optional registration. */
+/**
+ * A job spec: the same choices as `ferry convert`, plus an optional registration.
+ * kind deploy: source is the image, machine (and disk) the destination, no target;
+ * kind capture: machine (and disk) is the source, target the image to write, no source.
+ */
 export interface JobSpec {
+  kind?: 'convert' | 'deploy' | 'capture';
+  /** absent in a capture spec (the machine's disk is the source) */
   source: string;
+  /** absent in a deploy spec (the machine's disk is the target) */
   target: string;
+  machine?: string;
+  /** which of the machine's disks: name, path, serial, WWN, by-id link or model */
+  disk?: string;
+  /** deploy: the identity the machine gets */
+  customize?: { hostname?: string; ip?: string[]; dhcp?: string[] };
   format?: string;
   size?: string;
   profile?: string;

@@ -6,6 +6,7 @@
 //
 // Capture (P2V) is the same path read-only the other way: a conversion of
 // the agent's read-only export with the machine's inventory attached.
+import { writeFile } from 'node:fs/promises';
 import { openSource, type OpenDisk } from '../blockdev/disk.js';
 import { workDir } from '../blockdev/mount.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport } from '../convert/rebuild.js';
@@ -26,7 +27,7 @@ import { withScope, type Scope } from '../util/scope.js';
 import { verifyDisks } from '../verify/disks.js';
 import type { Change } from '../../converters/linux/change.js';
 import type { JobSpec } from '../jobs/types.js';
-import type { StepTracker } from '../jobs/steps.js';
+import { runConversion, type StepTracker } from '../jobs/steps.js';
 import { bootFromDisk, requestExport, stopExport } from './agent-work.js';
 import { checkPlatform, chooseDisk, primaryMac, type Inventory, type InventoryDisk } from './fit.js';
 import { MachineRegistry } from './registry.js';
@@ -121,6 +122,8 @@ export async function runDeploy(jobId: string, spec: JobSpec, steps: StepTracker
     const plan = await steps.run('check machine', async () => {
       const p = await planDeploy(reg, spec, progress);
       reg.begin(p.machine, 'deploying', jobId, spec.source);
+      // until the new system is on the disk, a network boot of the machine gets the agent
+      reg.setBootTarget(p.machine, 'agent');
       log(`machine ${p.machine}: deploying ${spec.source} onto ${p.disk.path} (${p.disk.sizeBytes} bytes; ${p.usedBytes} bytes of data)`);
       return p;
     });
@@ -199,4 +202,54 @@ async function writeDisk(owner: Scope, work: string, plan: DeployPlan, spec: Job
 function firstBootReportFor(reg: MachineRegistry, machineId: string) {
   const server = new URL(reg.mustGet(machineId).serverUrl ?? 'http://127.0.0.1:8470');
   return { host: server.hostname, port: Number(server.port || 80), path: `/machines/${machineId}/booted`, token: reg.issueBootToken(machineId) };
+}
+
+// ——— capture (P2V) ———
+
+export const CAPTURE_STEPS = ['check machine', 'request export'];
+
+/** The machine's disk, exported read-only by its agent, converted like any network source; then it boots its own system again. */
+export async function runCapture(jobId: string, spec: JobSpec, steps: StepTracker, progress: ProgressSink, log: (line: string) => void): Promise<unknown> {
+  const reg = MachineRegistry.open();
+  try {
+    // the export of an interrupted run is gone with its agent session: ask again, convert again
+    if (steps.started && !steps.isDone('boot from disk')) steps.reset(steps.steps.map(s => s.name).filter(n => n !== 'check machine'));
+    steps.plan(CAPTURE_STEPS);
+    const { machine, disk, before } = await steps.run('check machine', async () => {
+      const m = reg.mustGet(spec.machine!);
+      const d = chooseDisk(m.id, m.inventory as Inventory, spec.disk);
+      reg.begin(m.id, 'capturing', jobId);
+      // the machine has to run the agent: its next network boot gets the agent, not its disk
+      reg.setBootTarget(m.id, 'agent');
+      log(`machine ${m.id}: capturing ${d.path}; boot the machine from the network if it is not running the Ferry agent`);
+      return { machine: m.id, disk: d, before: m.state };
+    });
+    try {
+      return await withScope(async owner => {
+        const work = await workDir(owner);
+        const ex = await steps.run('request export', () => requestExport(reg, machine, disk.path, false, work), { checkpoint: e => ({ url: e.url, ticket: e.ticket }) });
+        const inventory = `${work}/inventory.json`;
+        await writeFile(inventory, JSON.stringify(reg.mustGet(machine).inventory, null, 2), { mode: 0o600 });
+        const conversion: JobSpec = {
+          source: ex.url, target: spec.target, format: spec.format, size: spec.size, profile: spec.profile, mac: spec.mac,
+          options: { ...spec.options, inventory }, register: spec.register,
+        };
+        const result = await withNetworkCredentials({ tlsPskFile: ex.pskFile }, () => runConversion(conversion, steps, progress, log));
+        await steps.run('boot from disk', async () => {
+          await stopExport(reg, machine, ex);
+          await bootFromDisk(reg, machine);
+        });
+        reg.finish(machine, before === 'deployed' ? 'deployed' : 'ready', { event: 'captured', jobId, detail: `${disk.path} -> ${spec.target}` });
+        return { machine, disk: disk.path, ...result as object };
+      });
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'JOB_INTERRUPTED') {
+        reg.setWork(machine, null);
+        reg.finish(machine, 'failed', { event: 'capture failed', jobId, detail: `${(e as { code?: string }).code ?? 'ERROR'}: ${(e as Error).message}` });
+      }
+      throw e;
+    }
+  } finally {
+    reg.close();
+  }
 }

@@ -7,7 +7,7 @@
 // export, listing the exports or LUNs that do exist.
 import { connect } from 'node:net';
 import { open, stat } from 'node:fs/promises';
-import type { OpenDisk } from '../blockdev/disk.js';
+import type { OpenDisk } from '../blockdev/open-disk.js';
 import { exportAsFile, type BlockdevOptions } from '../blockdev/qsd.js';
 import {
   authFailed, authRequired, exportMissing, FerryError, lunMissing, networkSourceFailed, notADiskImage,
