@@ -21,6 +21,8 @@ export interface KernelPlan {
   load: string[];
   /** drivers the guest's kernel does not have (filled from drivers-db, or DRIVER_MISSING) */
   missing: string[];
+  /** PCI modaliases (physical profile) that no module of this kernel, loadable or built in, claims */
+  unclaimed?: string[];
   /** of the modules, those taken from drivers-db */
   fromDriversDb?: string[];
 }
@@ -35,7 +37,12 @@ export async function planLinuxRefit(fs: GuestFs, os: LinuxOs, profile: Profile,
   const all = new Set<string>();
   for (const k of os.kernels) {
     const drivers = [...profile.linux.bootDrivers, ...profile.linux.netDrivers];
-    for (const alias of modaliases) drivers.push(...await modulesForModalias(fs, k.version, alias));
+    const unclaimed: string[] = [];
+    for (const alias of modaliases) {
+      const found = await modulesForModalias(fs, k.version, alias);
+      drivers.push(...found);
+      if (!found.length && !(await modulesForModalias(fs, k.version, alias, true)).length) unclaimed.push(alias);
+    }
     const unique = [...new Set(drivers)];
     unique.forEach(d => all.add(d));
     const index = await readModuleIndex(fs, k.version);
@@ -49,7 +56,7 @@ export async function planLinuxRefit(fs: GuestFs, os: LinuxOs, profile: Profile,
     const hostPath = k.initramfs ? await fs.resolve(k.initramfs.path) : undefined;
     kernels.push({
       kver: k.version, initramfs: k.initramfs && hostPath ? { guestPath: k.initramfs.path, hostPath } : undefined,
-      modules, load: unique.filter(d => index.modules.has(d)), missing: unknown,
+      modules, load: unique.filter(d => index.modules.has(d)), missing: unknown, ...(unclaimed.length ? { unclaimed } : {}),
     });
   }
   return { drivers: [...all], kernels };

@@ -44,9 +44,13 @@ export function closure(index: ModuleIndex, names: string[]): { needed: ModuleRe
 }
 
 /** modules.alias patterns (shell globs) → the modules that claim a device's modalias, as udev would load them */
-export async function modulesForModalias(fs: GuestFs, kver: string, modalias: string): Promise<string[]> {
+export async function modulesForModalias(fs: GuestFs, kver: string, modalias: string, builtIn = false): Promise<string[]> {
   const out: string[] = [];
-  for (const line of ((await fs.readText(`/lib/modules/${kver}/modules.alias`)) ?? '').split('\n')) {
+  // built-in drivers' aliases: Debian ships modules.builtin.modinfo (NUL-separated NAME.alias=GLOB), not a text modules.builtin.alias
+  const lines = builtIn
+    ? ((await fs.readText(`/lib/modules/${kver}/modules.builtin.modinfo`)) ?? '').split('\0').map(l => /^([^.=]+)\.alias=(\S+)$/.exec(l)).filter(m => m).map(m => `alias ${m![2]} ${m![1]}`)
+    : ((await fs.readText(`/lib/modules/${kver}/modules.alias`)) ?? '').split('\n');
+  for (const line of lines) {
     const m = /^alias\s+(\S+)\s+(\S+)$/.exec(line);
     if (m && globToRegExp(m[1]).test(modalias) && !out.includes(m[2])) out.push(m[2].replace(/-/g, '_'));
   }

@@ -7,7 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import type { OpenDisk } from '../blockdev/disk.js';
 import { run } from '../util/exec.js';
 import type { Scope } from '../util/scope.js';
-import { FerryError, usageError } from '../errors.js';
+import { driverMissing, FerryError, usageError } from '../errors.js';
 import { DriverStore } from '../drivers/store.js';
 import { chooseFile, missingDriverError } from '../drivers/select.js';
 import { openFileSystems } from '../inspect/filesystems.js';
@@ -52,6 +52,8 @@ async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile
   for (const root of await findLinuxRoots(readable)) {
     const { os, fs } = await readLinux(root, readable, table?.label, work);
     const p = await planLinuxRefit(fs, os, profile, o.modaliases);
+    const unclaimed = p.kernels.find(k => k.unclaimed?.length);
+    if (unclaimed) throw pciDriverMissing(unclaimed.kver, unclaimed.unclaimed!, os);
     await fillFromDriversDb(os, p);
     planned.push({ os, fs, plan: p, partition: root.entry.partition, root: root.dir });
   }
@@ -65,6 +67,21 @@ async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile
   }
   if (!planned.length && !windows.length) throw nothingToRefit(disk.describe);
   return { planned, windows, fileSystems: entries };
+}
+
+/** `pci:v00008086d000010D3…` → `8086:10d3` */
+const pciId = (modalias: string) => {
+  const m = /^pci:v0000([0-9A-F]{4})d0000([0-9A-F]{4})/i.exec(modalias);
+  return m ? `${m[1]}:${m[2]}`.toLowerCase() : modalias;
+};
+
+/** a device of the machine that no driver of the guest's kernel claims: it would not boot, or not reach the network */
+function pciDriverMissing(kver: string, modaliases: string[], os: LinuxOs): FerryError {
+  const ids = modaliases.map(pciId);
+  const pkg = os.packages.list.find(x => x.name === `linux-image-${kver}`);
+  return driverMissing(`driver for PCI device${ids.length > 1 ? 's' : ''} ${ids.join(', ')} in kernel ${kver} (no module of the guest's kernel claims ${modaliases.join(', ')})`,
+    `a driver package built for kernel ${kver}${pkg ? ` (the guest has ${pkg.name} ${pkg.version})` : ''} that supports PCI ${ids.join(', ')}`,
+    { pci: ids, modaliases, kernel: kver });
 }
 
 /** a module the guest's kernel lacks comes from drivers-db, built for exactly that kernel; else DRIVER_MISSING */
