@@ -44,10 +44,10 @@ export function parseIpOption(s: string): IpSetting {
   const setting: IpSetting = { iface, address, prefix, dns: [] };
   for (const kv of rest.split(',').filter(Boolean)) {
     const [k, v] = kv.split('=');
+    if (k !== 'gw' && k !== 'dns') throw usageError(`--ip ${s}: unknown key ${k}; the keys are gw and dns`);
     if (!IPV4_RE.test(v)) throw usageError(`--ip ${s}: ${k}=${v} is not an IPv4 address`);
     if (k === 'gw') setting.gateway = v;
-    else if (k === 'dns') setting.dns.push(v);
-    else throw usageError(`--ip ${s}: unknown key ${k}; the keys are gw and dns`);
+    else setting.dns.push(v);
   }
   return setting;
 }
