@@ -228,3 +228,9 @@ export const libvirtFailed = (uri: string, action: string, why: string) =>
 
 export const ovaInvalid = (path: string, why: string) =>
   new FerryError('OVA_INVALID', 3, `${path} is not a usable OVA: ${why}`, { path });
+
+// The agent image (`ferry agent build`): its parts come from this host's Debian packages.
+export const agentInputMissing = (what: string, pkg: string) =>
+  new FerryError('AGENT_INPUT_MISSING', 3,
+    `the agent image needs ${what}, which this host lacks; install it with 'apt-get install ${pkg}' and build again (nothing was written)`,
+    { what, package: pkg });

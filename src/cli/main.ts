@@ -23,6 +23,7 @@ import { registerCommand } from './register.js';
 import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
 import { jobsCommand, submitDetached } from './jobs.js';
+import { agentCommand } from './agent.js';
 
 
 
@@ -104,7 +105,8 @@ async function main(): Promise<void> {
     .command(exportCommand)
     .command(serveCommand)
     .command(jobsCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, register or export')
+    .command(agentCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, register, export or agent')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();
