@@ -226,6 +226,18 @@ async function intact(dir: string, m: AgentManifest): Promise<boolean> {
   return await size(AGENT_FILES.vmlinuz) > 0 && await size(AGENT_FILES.initrd) === m.initrdBytes && await size(AGENT_FILES.iso) === m.isoBytes;
 }
 
+/** out, or its nearest existing ancestor, must be a directory. */
+async function checkOut(out: string): Promise<void> {
+  for (let d = out; ; d = dirname(d)) {
+    const st = await stat(d).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
+      throw targetNotWritable(out, e.message);
+    });
+    if (st && !st.isDirectory()) throw targetNotWritable(out, `${d} exists and is not a directory; give --out a directory`);
+    if (st || d === dirname(d)) return;
+  }
+}
+
 /** Make out (checked to be a directory or absent); returns the first directory made for it (removed again on failure). */
 async function prepareOut(out: string): Promise<string | undefined> {
   try {
@@ -277,8 +289,7 @@ export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBui
     vmlinuz: join(dir, AGENT_FILES.vmlinuz), initrd: join(dir, AGENT_FILES.initrd),
     iso: join(dir, AGENT_FILES.iso), manifest: join(dir, AGENT_FILES.manifest),
   };
-  const outSt = await stat(dir).catch(() => undefined);
-  if (outSt && !outSt.isDirectory()) throw targetNotWritable(dir, 'it exists and is not a directory; give --out a directory');
+  await checkOut(dir);
   const p = await plan(opts);
   log(`agent: kernel ${p.kernel} (${p.vmlinuz}), ${p.copies.size} files from the host`);
   const builtFrom = await inputsHash(p);
