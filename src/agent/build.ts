@@ -7,12 +7,14 @@
 // of its inputs; it is made in a temp dir inside the output dir and renamed
 // into place, manifest last, so a failed build never leaves a half-written set.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ferryHome } from '../catalog/db.js';
+import { hashFile } from '../drivers/store.js';
 import { agentInputMissing, FerryError, targetNotWritable, ToolError, usageError } from '../errors.js';
+import { throwIfAborted } from '../util/abort.js';
 import { run } from '../util/exec.js';
 import { writeNewc } from './cpio.js';
 
@@ -192,20 +194,13 @@ async function grubConfig(opts: AgentBuildOptions): Promise<{ cfg: string; secre
   return { cfg, secret: extra !== '' };
 }
 
-function fileHash(path: string): Promise<string> {
-  return new Promise((res, rej) => {
-    const h = createHash('sha256');
-    createReadStream(path).on('data', d => h.update(d)).on('end', () => res(h.digest('hex'))).on('error', rej);
-  });
-}
-
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 async function inputsHash(p: Plan): Promise<string> {
   const h = createHash('sha256');
   h.update(`ferry-agent ${BUILD_FORMAT} ${COMPRESSION} ${p.kernel} ${AGENT_MODULES.join(',')}\n`);
-  h.update(`vmlinuz ${await fileHash(p.vmlinuz)}\n`);
-  for (const [dest, src] of [...p.copies].sort()) h.update(`file ${dest} ${await fileHash(src)}\n`);
+  h.update(`vmlinuz ${hashFile(p.vmlinuz).sha256}\n`);
+  for (const [dest, src] of [...p.copies].sort()) h.update(`file ${dest} ${hashFile(src).sha256}\n`);
   for (const [dest, target] of [...p.links].sort()) h.update(`link ${dest} ${target}\n`);
   for (const [dest, t] of [...p.texts].sort()) h.update(`text ${dest} ${t.mode.toString(8)} ${sha256(t.data)}\n`);
   h.update(`grub ${sha256(p.grubCfg)}\n`);
@@ -300,6 +295,7 @@ export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBui
   }
 
   const made = await prepareOut(dir);
+  await removeStaleWork(dir);
   let work: string | undefined;
   let done = false;
   try {
@@ -307,11 +303,13 @@ export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBui
     const root = join(work, 'root');
     log(`agent: staging the initrd tree (${AGENT_MODULES.length} modules and their dependencies)`);
     await stage(p, root);
+    throwIfAborted();
     const cpio = join(work, 'initrd.cpio');
     const raw = await writeNewc(root, [{ path: 'dev/console', mode: 0o600, major: 5, minor: 1 }], cpio);
     const initrd = join(work, AGENT_FILES.initrd);
     await compress(cpio, initrd);
     await rm(cpio);
+    throwIfAborted();
     const initrdBytes = (await stat(initrd)).size;
     log(`agent: initrd.img ${mib(initrdBytes)} (${COMPRESSION}; ${mib(raw)} unpacked)`);
     const vmlinuz = join(work, AGENT_FILES.vmlinuz);
@@ -320,6 +318,7 @@ export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBui
     log('agent: making the hybrid BIOS/UEFI ISO (grub-mkrescue)');
     await makeIso(p, vmlinuz, initrd, work, iso);
     if (p.secretIso) await chmod(iso, 0o600);
+    throwIfAborted();
     const isoBytes = (await stat(iso)).size;
     log(`agent: ferry-agent.iso ${mib(isoBytes)}`);
     const manifest: AgentManifest = { kernel: p.kernel, initrdBytes, isoBytes, compression: COMPRESSION, builtFrom };
@@ -335,6 +334,15 @@ export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBui
   } finally {
     if (work) await rm(work, { recursive: true, force: true });
     if (!done && made) await removeMade(dir, made);
+  }
+}
+
+/** Temp dirs of builds killed outright (kill -9) more than an hour ago; a build running now is younger. */
+async function removeStaleWork(dir: string): Promise<void> {
+  for (const n of await readdir(dir)) {
+    if (!n.startsWith('.build-')) continue;
+    const st = await stat(join(dir, n)).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > 3600_000) await rm(join(dir, n), { recursive: true, force: true });
   }
 }
 

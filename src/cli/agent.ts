@@ -2,6 +2,7 @@
 // Progress goes to stderr; the result to stdout (one JSON line with --json).
 import type { Argv, CommandModule } from 'yargs';
 import { buildAgent } from '../agent/build.js';
+import { withSignalAbort } from '../util/abort.js';
 
 export const agentCommand: CommandModule = {
   command: 'agent <command>',
@@ -16,11 +17,12 @@ export const agentCommand: CommandModule = {
         .option('enrol-token-file', { type: 'string', describe: "bake this enrolment token into the ISO (the ISO is then mode 600)" })
         .option('json', { type: 'boolean', default: false, describe: 'the result as one JSON line' }),
       handler: async a => {
-        const r = await buildAgent({
+        // SIGINT/SIGTERM stop the build's tools; its temp dir is removed on the way out
+        const r = await withSignalAbort(() => buildAgent({
           out: a.out as string | undefined, server: a.server as string | undefined,
           enrolTokenFile: a['enrol-token-file'] as string | undefined,
           log: line => process.stderr.write(`${line}\n`),
-        });
+        }));
         const m = r.manifest;
         process.stdout.write(a.json
           ? JSON.stringify({ event: 'result', dir: r.dir, upToDate: r.upToDate, vmlinuz: r.vmlinuz, initrd: r.initrd, iso: r.iso, ...m }) + '\n'
