@@ -21,14 +21,15 @@ PACKAGES=(
   libvirt-dev pkg-config  # builds @unraid/libvirt's native binding during npm ci
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients  # ferry register (+ its test: virtlogd, libvirtd, the libvirt-qemu user, virsh)
   libxml2-utils  # xmllint: the export test checks the OVF envelope
+  linux-image-amd64 busybox-static  # ferry agent build: the agent's kernel (not booted on the host) and busybox
   ntfs-3g libhivex-bin libwin-hivex-perl python3-pefile binutils-mingw-w64-i686 binutils-mingw-w64-x86-64  # Windows inspection (+ the phony Windows fixture)
 )
 
 # `setup.sh --bench` (npm run bench) also installs what only the bench needs: virt-inspector
 # (libguestfs-tools), timed against `ferry inspect`. It boots an appliance that supermin
 # builds from the host's own packages, with a kernel from /boot and its modules (Debian's
-# linux-image-amd64; it is not booted on the host).
-BENCH_PACKAGES=(libguestfs-tools linux-image-amd64)
+# linux-image-amd64, in PACKAGES for the agent anyway).
+BENCH_PACKAGES=(libguestfs-tools)
 for arg in "$@"; do
   case $arg in
     --bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;

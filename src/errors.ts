@@ -231,3 +231,9 @@ export const ovaInvalid = (path: string, why: string) =>
 
 export const machineBusy = (machine: string, holder: string) =>
   new FerryError('MACHINE_BUSY', 4, `machine ${machine} is busy with ${holder}; wait for it to end or cancel it (nothing was started)`, { machine });
+
+// The agent image (`ferry agent build`): its parts come from this host's Debian packages.
+export const agentInputMissing = (what: string, pkg: string) =>
+  new FerryError('AGENT_INPUT_MISSING', 3,
+    `the agent image needs ${what}, which this host lacks; install it with 'apt-get install ${pkg}' and build again (nothing was written)`,
+    { what, package: pkg });

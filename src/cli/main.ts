@@ -24,6 +24,7 @@ import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
 import { jobsCommand, submitDetached } from './jobs.js';
 import { captureCommand, deployCommand } from './deploy.js';
+import { agentCommand } from './agent.js';
 
 
 
@@ -107,7 +108,8 @@ async function main(): Promise<void> {
     .command(jobsCommand)
     .command(deployCommand)
     .command(captureCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, register, export, deploy or capture')
+    .command(agentCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, register, export, deploy, capture or agent')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();
