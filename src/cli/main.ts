@@ -23,6 +23,8 @@ import { registerCommand } from './register.js';
 import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
 import { jobsCommand, submitDetached } from './jobs.js';
+import { machinesCommand } from './machines.js';
+import { pxeCommand } from './pxe.js';
 
 
 
@@ -104,7 +106,9 @@ async function main(): Promise<void> {
     .command(exportCommand)
     .command(serveCommand)
     .command(jobsCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, register or export')
+    .command(machinesCommand)
+    .command(pxeCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, register or export')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();
