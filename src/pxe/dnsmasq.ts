@@ -132,7 +132,7 @@ export async function startPxe(o: PxeOptions, log: (line: string) => void): Prom
       while ((i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
-        log(line);
+        if (line.trim()) log(line);
         // the last line dnsmasq writes at start, after binding every socket
         if (/TFTP root is /.test(line)) ready();
       }
