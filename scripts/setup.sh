@@ -22,6 +22,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients  # ferry register (+ its test: virtlogd, libvirtd, the libvirt-qemu user, virsh)
   libxml2-utils  # xmllint: the export test checks the OVF envelope
   ntfs-3g libhivex-bin libwin-hivex-perl python3-pefile binutils-mingw-w64-i686 binutils-mingw-w64-x86-64  # Windows inspection (+ the phony Windows fixture)
+  dnsmasq-base ipxe busybox-static  # ferry pxe serve: DHCP/TFTP and iPXE (+ its test: udhcpc, tftp)
 )
 
 # `setup.sh --bench` (npm run bench) also installs what only the bench needs: virt-inspector

@@ -75,6 +75,12 @@ describe('machine registry behind ferry serve', () => {
     assert.equal((await stat(join(home, 'enrol-token'))).mode & 0o777, 0o600);
     assert.match(enrolToken, /^[0-9a-f]{64}$/);
     assert.notEqual(enrolToken, apiToken);
+    const other = join(dir, 'home-unsafe');
+    await mkdir(other);
+    await writeFile(join(other, 'enrol-token'), `${'0'.repeat(64)}\n`, { mode: 0o640 });
+    const r = await ferry(['serve', '--listen', '127.0.0.1:0'], { env: { FERRY_HOME: other } });
+    assert.equal(r.exitCode, 8);
+    assert.match(r.stderr, /^ferry: ENROL_TOKEN_UNSAFE: the enrolment token file .*enrol-token can be read or written by its group .*chmod 600/m);
   });
 
   it('registers a machine (201), and the same SMBIOS UUID again updates it (200, same id, MACs merged)', async () => {
