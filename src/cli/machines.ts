@@ -1,11 +1,12 @@
 // `ferry machines list | show ID | forget ID`: the machine registry, read
 // directly from $FERRY_HOME/ferry.db (as `ferry jobs` reads the job store);
 // `ferry serve` fills it as agents register.
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { ferryHome } from '../catalog/db.js';
-import { FerryError } from '../errors.js';
 import { MachineRegistry } from '../machines/registry.js';
 import type { HistoryEntry, MachineRecord } from '../machines/types.js';
+import { commandGroup } from './group.js';
+import { table } from './table.js';
 
 const out = (s: string) => process.stdout.write(s);
 
@@ -18,11 +19,6 @@ const gib = (n: number | null) => (n === null ? '?' : `${(n / 2 ** 30).toFixed(1
 
 /** what `list --json` gives of each machine: who it is and its disks, not the whole inventory */
 const summary = ({ inventory: _, work: __, ...m }: MachineRecord) => m;
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)));
-  return rows.map(r => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ').trimEnd()).join('\n') + '\n';
-}
 
 function showText(m: MachineRecord, history: HistoryEntry[]): string {
   return [
@@ -59,13 +55,7 @@ function builder(y: Argv): Argv {
     a => withRegistry(r => {
       r.forget(a.ID as string);
       out(a.json ? JSON.stringify({ id: a.ID, forgotten: true }) + '\n' : `machine ${a.ID}: forgotten\n`);
-    }))
-    .demandCommand(1, 'name a machines command: list, show or forget');
+    }));
 }
 
-export const machinesCommand: CommandModule = {
-  command: 'machines',
-  describe: 'the machine registry: physical machines that booted the Ferry agent',
-  builder,
-  handler: () => { throw new FerryError('USAGE', 2, 'name a machines command: list, show or forget'); },
-};
+export const machinesCommand = commandGroup('machines', 'the machine registry: physical machines that booted the Ferry agent', 'list, show or forget', builder);

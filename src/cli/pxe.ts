@@ -1,8 +1,9 @@
 // `ferry pxe serve`: network boot for the Ferry agent on one interface
 // (src/pxe/dnsmasq.ts), in the foreground until SIGTERM/SIGINT, which stop
 // dnsmasq and remove its private directory.
-import type { Argv, CommandModule } from 'yargs';
-import { FerryError, notRoot, usageError } from '../errors.js';
+import type { Argv } from 'yargs';
+import { notRoot, usageError } from '../errors.js';
+import { commandGroup } from './group.js';
 import { interfaceV4, parseRange, startPxe, type DhcpMode } from '../pxe/dnsmasq.js';
 
 interface PxeArgs { interface: string; 'proxy-dhcp'?: boolean; 'dhcp-range'?: string; server?: string }
@@ -34,13 +35,7 @@ function builder(y: Argv): Argv {
       .option('proxy-dhcp', { type: 'boolean', describe: 'answer PXE clients only, beside the network\'s own DHCP server (the default)' })
       .option('dhcp-range', { type: 'string', describe: 'FIRST,LAST: hand out these addresses of the interface\'s subnet' })
       .option('server', { type: 'string', describe: "ferry serve's URL as the machines reach it (default http://<the interface's IPv4>:8470)" }),
-    a => pxeServe(a as unknown as PxeArgs))
-    .demandCommand(1, 'name a pxe command: serve');
+    a => pxeServe(a as unknown as PxeArgs));
 }
 
-export const pxeCommand: CommandModule = {
-  command: 'pxe',
-  describe: 'network boot (PXE/iPXE) of physical machines into the Ferry agent',
-  builder,
-  handler: () => { throw new FerryError('USAGE', 2, 'name a pxe command: serve'); },
-};
+export const pxeCommand = commandGroup('pxe', 'network boot (PXE/iPXE) of physical machines into the Ferry agent', 'serve', builder);
