@@ -349,7 +349,7 @@ describe('ferry pxe serve', () => {
     await writeFile(script, `#!/bin/sh\nenv > "$ENV_OUT.$1"\n[ "$1" = bound ] && busybox ip addr add "$ip/$mask" dev "$interface"\nexit 0\n`, { mode: 0o755 });
   });
   after(async () => {
-    if (pxe && pxe.exitCode === null) { pxe.kill('SIGKILL'); await pxe; }
+    await stopPxe();
     await link?.remove();
   });
 
@@ -388,15 +388,47 @@ describe('ferry pxe serve', () => {
     assert.deepEqual((await readdir(tmpdir())).filter(f => f.startsWith('ferry-pxe-')), []);
   });
 
-  it('hands out an address of the range, iPXE over TFTP to firmware and the script URL to iPXE', async () => {
-    pxe = execa('node', [FERRY, 'pxe', 'serve', '--interface', HOST_IF, '--dhcp-range', '10.213.9.100,10.213.9.120', '--server', SERVER],
-      { reject: false, stdin: 'ignore', buffer: false, all: true, forceKillAfterDelay: false });
-    pxe.all!.on('data', (d: Buffer) => { out += d.toString(); });
-    const deadline = Date.now() + 20_000;
-    while (!/ferry pxe serve: ready on fpxe-h/.test(out)) {
-      assert.ok(pxe.exitCode === null && Date.now() < deadline, `ferry pxe serve did not get ready:\n${out}`);
+  /** its exit status; it must stop on SIGTERM alone */
+  async function stopPxe(): Promise<number | undefined> {
+    if (!pxe || pxe.exitCode !== null) return pxe?.exitCode ?? undefined;
+    pxe.kill('SIGTERM');
+    const timer = setTimeout(() => pxe!.kill('SIGKILL'), 10_000);
+    const r = await pxe;
+    clearTimeout(timer);
+    return r.exitCode;
+  }
+
+  /** wait until the service's output matches */
+  async function outputMatches(re: RegExp, ms = 10_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!re.test(out)) {
+      assert.ok(Date.now() < deadline, `no ${re} in the output of ferry pxe serve:\n${out}`);
       await new Promise(r => setTimeout(r, 100));
     }
+  }
+
+  /** `ferry pxe serve ARGS` on the host end, once it says it is ready */
+  async function startPxe(args: string[]): Promise<void> {
+    await stopPxe();
+    out = '';
+    pxe = execa('node', [FERRY, 'pxe', 'serve', '--interface', HOST_IF, ...args], { reject: false, stdin: 'ignore', buffer: false, all: true, forceKillAfterDelay: false });
+    pxe.all!.on('data', (d: Buffer) => { out += d.toString(); });
+    await outputMatches(/ferry pxe serve: ready on fpxe-h/, 20_000);
+  }
+
+  it('proxy DHCP (the default): answers a PXE client with a PXE offer and no address', async () => {
+    await startPxe([]);
+    assert.match(out, /proxy DHCP on 10\.213\.9\.0\/255\.255\.255\.0/);
+    // udhcpc takes no lease from a proxy: it is the server's answer that counts
+    await execa('ip', ['netns', 'exec', NS, 'busybox', 'udhcpc', '-i', NS_IF, '-n', '-q', '-f', '-t', '2', '-T', '1', '-s', '/bin/true',
+      '-V', 'PXEClient:Arch:00000:UNDI:002001', '-x', '93:0000'], { reject: false, stdin: 'ignore' });
+    await outputMatches(/PXE\(fpxe-h\) [0-9a-f:]+ proxy/);
+    await outputMatches(/sent size: +\d+ option: 43 vendor-encap/);
+    assert.equal(await stopPxe(), 0, out);
+  });
+
+  it('hands out an address of the range, iPXE over TFTP to firmware and the script URL to iPXE', async () => {
+    await startPxe(['--dhcp-range', '10.213.9.100,10.213.9.120', '--server', SERVER]);
 
     const bios = await dhcp([], 'bios');
     const n = Number(bios.ip.split('.')[3]);
