@@ -166,13 +166,17 @@ export const driversDbNotWritable = (dir: string, why: string) =>
     `cannot keep the substitute-file cache in ${dir}: ${why}; set FERRY_DRIVERS_DB (or FERRY_HOME) to a writable directory`, { dir });
 
 // The HTTP API (`ferry serve`). Messages name the token file, never the token.
-export const apiTokenUnsafe = (path: string, mode: number) =>
-  new FerryError('API_TOKEN_UNSAFE', 8,
-    `the API token file ${path} can be read or written by ${mode & 0o007 ? 'every user' : 'its group'} (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); run 'chmod 600 ${path}' (or delete it to get a new token) and start again`,
+// `kind` tells the API token (API_TOKEN_…) from the agents' enrolment token (ENROL_TOKEN_…).
+export type TokenKind = 'api' | 'enrol';
+const TOKEN_LABEL: Record<TokenKind, [code: string, label: string]> = { api: ['API_TOKEN', 'API token'], enrol: ['ENROL_TOKEN', 'enrolment token'] };
+
+export const apiTokenUnsafe = (path: string, mode: number, kind: TokenKind = 'api') =>
+  new FerryError(`${TOKEN_LABEL[kind][0]}_UNSAFE`, 8,
+    `the ${TOKEN_LABEL[kind][1]} file ${path} can be read or written by ${mode & 0o007 ? 'every user' : 'its group'} (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); run 'chmod 600 ${path}' (or delete it to get a new token) and start again`,
     { path, mode: (mode & 0o777).toString(8) });
 
-export const apiTokenInvalid = (path: string, why: string) =>
-  new FerryError('API_TOKEN_INVALID', 8, `the API token file ${path} ${why}; delete it and start again to get a new token`, { path });
+export const apiTokenInvalid = (path: string, why: string, kind: TokenKind = 'api') =>
+  new FerryError(`${TOKEN_LABEL[kind][0]}_INVALID`, 8, `the ${TOKEN_LABEL[kind][1]} file ${path} ${why}; delete it and start again to get a new token`, { path });
 
 export const listenFailed = (address: string, why: string) =>
   new FerryError('LISTEN_FAILED', 2, `cannot listen on ${address}: ${why}; choose another --listen HOST:PORT`, { address });
@@ -229,8 +233,34 @@ export const libvirtFailed = (uri: string, action: string, why: string) =>
 export const ovaInvalid = (path: string, why: string) =>
   new FerryError('OVA_INVALID', 3, `${path} is not a usable OVA: ${why}`, { path });
 
-export const machineBusy = (machine: string, holder: string) =>
-  new FerryError('MACHINE_BUSY', 4, `machine ${machine} is busy with ${holder}; wait for it to end or cancel it (nothing was started)`, { machine });
+// The machine registry (`ferry machines`, the agent routes of `ferry serve`).
+export const machineNotFound = (id: string) =>
+  new FerryError('MACHINE_NOT_FOUND', 2, `there is no machine ${id}; see 'ferry machines list'`, { id });
+
+export const machineBusy = (id: string, state: string, jobId: string | null) =>
+  new FerryError('MACHINE_BUSY', 4,
+    `machine ${id} is ${state}${jobId ? ` for job ${jobId}` : ''}; wait until that ends (or cancel it)${state === 'discovered' ? ', or until its agent asks for work' : ''}`,
+    { id, state, jobId });
+
+/** the agent did not report the wanted state in time (it may be down or unreachable) */
+export const agentTimeout = (id: string, what: string, seconds: number) =>
+  new FerryError('AGENT_TIMEOUT', 9, `the agent of machine ${id} did not report ${what} within ${seconds} s; check that the machine runs the Ferry agent and reaches the server`, { id });
+
+export const agentStatusInvalid = (why: string) =>
+  new FerryError('STATUS_INVALID', 2, `the agent's status ${why}; see src/agent/README.md`);
+
+export const workInvalid = (why: string) =>
+  new FerryError('WORK_INVALID', 2, `the agent's work ${why}`);
+
+export const agentFailed = (id: string, ticket: string, message: string) =>
+  new FerryError('AGENT_FAILED', 7, `the agent of machine ${id} failed ${ticket}: ${message || 'no message'}`, { id, ticket });
+
+// `ferry pxe serve`.
+export const interfaceMissing = (name: string, known: string[]) =>
+  new FerryError('INTERFACE_MISSING', 2, `there is no network interface ${name}; this host has ${known.join(', ') || 'none'}`, { interface: name, known });
+
+export const interfaceNoIpv4 = (name: string) =>
+  new FerryError('INTERFACE_NO_IPV4', 2, `interface ${name} has no IPv4 address; give it one (ip addr add A.B.C.D/24 dev ${name}) and start again`, { interface: name });
 
 // The agent image (`ferry agent build`): its parts come from this host's Debian packages.
 export const agentInputMissing = (what: string, pkg: string) =>

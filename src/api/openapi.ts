@@ -5,6 +5,7 @@
 // alike: no $ref inside the route schemas, only in the document.
 // The server refuses to start if a route is missing here (server.ts, onReady).
 import type { JobState } from '../jobs/types.js';
+import { MACHINE_STATES } from '../machines/types.js';
 
 export const JOB_STATES: readonly JobState[] = ['queued', 'running', 'done', 'failed', 'cancelled'];
 export const TERMINAL_STATES: readonly JobState[] = ['done', 'failed', 'cancelled'];
@@ -79,6 +80,21 @@ export const logsQuerySchema = {
   properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$', description: 'only lines numbered above this (for polling)' } },
 } as const;
 
+export const waitQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { wait: { type: 'string', pattern: '^[0-9]{1,4}$', description: 'seconds to wait for work (at most 60; default 20)' } },
+} as const;
+
+export const bootQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    mac: { type: 'string', maxLength: 64, description: "the booting NIC's MAC (iPXE ${net0/mac})" },
+    uuid: { type: 'string', maxLength: 64, description: 'the SMBIOS UUID (iPXE ${uuid})' },
+  },
+} as const;
+
 const fieldError = {
   type: 'object', required: ['field', 'message'],
   properties: { field: { type: 'string', description: "dotted path in the spec, e.g. 'register.name'" }, message: { type: 'string' } },
@@ -146,7 +162,157 @@ const err = (description: string) => ({ description, content: json(ref('Error'))
 const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
 const common = { 401: err('no bearer token, or a wrong one') };
 
-export function openApiDocument(version: string): Record<string, unknown> {
+const machineRecord = {
+  type: 'object',
+  required: ['id', 'state', 'smbiosUuid', 'serial', 'macs', 'disks', 'bootTarget', 'createdAt', 'updatedAt'],
+  properties: {
+    id: { type: 'string', description: 'm-<8 hex>' },
+    state: { type: 'string', enum: MACHINE_STATES },
+    smbiosUuid: { type: ['string', 'null'] },
+    serial: { type: ['string', 'null'], description: 'the SMBIOS system serial number' },
+    macs: { type: 'array', items: { type: 'string' } },
+    disks: {
+      type: 'array',
+      items: { type: 'object', properties: { path: { type: ['string', 'null'] }, sizeBytes: { type: ['integer', 'null'] }, model: { type: ['string', 'null'] }, serial: { type: ['string', 'null'] } } },
+    },
+    bootTarget: { type: 'string', enum: ['agent', 'disk'] },
+    peer: { type: ['string', 'null'], description: 'the address the agent last spoke from' },
+    jobId: { type: ['string', 'null'] },
+    image: { type: ['string', 'null'] },
+    work: { description: "the agent's pending work (an export's key only as the path of its 0600 file)" },
+    bootTokenPending: { type: 'boolean' },
+    createdAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' },
+    lastSeenAt: { type: ['string', 'null'], format: 'date-time' },
+    inventory: { description: 'the last inventory the agent sent (GET /machines/{id} only)' },
+  },
+};
+
+const agentWork = {
+  type: 'object', required: ['action'],
+  properties: {
+    action: { type: 'string', enum: ['wait', 'export', 'unexport', 'boot-disk'] },
+    ticket: { type: 'string' }, disk: { type: 'string' }, writable: { type: 'boolean' }, port: { type: 'integer' },
+    exportName: { type: 'string' }, pskIdentity: { type: 'string' }, pskKey: { type: 'string', description: '64 hex digits' },
+  },
+};
+
+const text = (description: string) => ({ description, content: { 'text/plain': { schema: { type: 'string' } } } });
+const octets = (description: string) => ({ description, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } });
+const agentFile = (name: string) => ({
+  get: {
+    operationId: `agent${name === 'vmlinuz' ? 'Kernel' : 'Initrd'}`, summary: `the agent's ${name} (from the agent dir)`, security: [],
+    responses: { 200: octets(name), 503: err("the agent is not built (AGENT_NOT_BUILT): run 'ferry agent build'") },
+  },
+});
+
+/** the machine registry's routes (src/api/machines.ts; the protocol: src/agent/README.md) */
+function machinePaths(): Record<string, unknown> {
+  const agent = [{ agent: [] }];
+  const unauth = (who: string) => ({ 401: err(`no ${who}, or a wrong one`) });
+  return {
+    '/machines/register': {
+      post: {
+        operationId: 'registerMachine', summary: "an agent registers its machine (known by SMBIOS UUID, else by any MAC)", security: [{ enrol: [] }],
+        requestBody: { required: true, content: json({ type: 'object', description: "the inventory as 'ferry-p2v-agent inventory' writes it (ferryInventory: 1)" }) },
+        responses: {
+          200: { description: 'a known machine, updated; a new agent token', content: json(ref('Registration')) },
+          201: { description: 'a new machine', content: json(ref('Registration')) },
+          400: err('not an inventory (INVENTORY_INVALID); nothing recorded'),
+          ...unauth('enrolment token'),
+        },
+      },
+    },
+    '/machines/{id}/work': {
+      get: {
+        operationId: 'agentWork', summary: 'long poll: the work for the agent, or `wait` after `wait` seconds (also when the server stops)', security: agent,
+        parameters: [idParam, { name: 'wait', in: 'query', required: false, schema: waitQuerySchema.properties.wait }],
+        responses: { 200: { description: 'the work (the same until the agent reports it done)', content: json(ref('AgentWork')) }, 400: err('a bad `wait`'), ...unauth('agent token') },
+      },
+    },
+    '/machines/{id}/status': {
+      post: {
+        operationId: 'agentStatus', summary: "the agent reports on its work", security: agent, parameters: [idParam],
+        requestBody: {
+          required: true,
+          content: json({ type: 'object', required: ['state'], properties: { ticket: { type: 'string' }, state: { type: 'string', enum: ['exporting', 'unexported', 'failed', 'booting-disk'] }, message: { type: 'string' } } }),
+        },
+        responses: { 204: { description: 'recorded' }, 400: err('not a status (STATUS_INVALID)'), ...unauth('agent token') },
+      },
+    },
+    '/machines/{id}/booted': {
+      post: {
+        operationId: 'machineBooted', summary: 'a deployed system reports its first boot (once per deploy)', security: [{ boot: [] }], parameters: [idParam],
+        responses: { 204: { description: 'recorded in the history with the address it came from' }, ...unauth('boot token (or one already used)') },
+      },
+    },
+    '/boot/ipxe': {
+      get: {
+        operationId: 'ipxeScript', summary: "the iPXE script for a machine: the agent, or sanboot from its disk when its boot target is 'disk'", security: [],
+        parameters: [
+          { name: 'mac', in: 'query', required: false, schema: bootQuerySchema.properties.mac },
+          { name: 'uuid', in: 'query', required: false, schema: bootQuerySchema.properties.uuid },
+        ],
+        responses: { 200: text('#!ipxe …'), 400: err('a Host header that is not HOST[:PORT] (give ferry serve --public-url)') },
+      },
+    },
+    '/boot/vmlinuz': agentFile('vmlinuz'),
+    '/boot/initrd.img': agentFile('initrd.img'),
+    '/machines': {
+      get: {
+        operationId: 'listMachines', summary: 'the registered machines, oldest first (without their inventories)',
+        responses: { 200: { description: 'the machines', content: json({ type: 'object', required: ['machines'], properties: { machines: { type: 'array', items: ref('Machine') } } }) }, ...common },
+      },
+    },
+    '/machines/{id}': {
+      get: {
+        operationId: 'getMachine', summary: 'one machine with its inventory and history', parameters: [idParam],
+        responses: {
+          200: { description: 'the machine', content: json({ type: 'object', required: ['machine', 'history'], properties: { machine: ref('Machine'), history: { type: 'array', items: ref('MachineHistory') } } }) },
+          404: err('no such machine (MACHINE_NOT_FOUND)'),
+          ...common,
+        },
+      },
+      delete: {
+        operationId: 'forgetMachine', summary: 'forget a machine (it registers as new when its agent boots again)', parameters: [idParam],
+        responses: { 204: { description: 'forgotten' }, 404: err('no such machine (MACHINE_NOT_FOUND)'), 409: err('a job holds it (MACHINE_BUSY)'), ...common },
+      },
+    },
+  };
+}
+
+const machineSchemas = {
+  Machine: machineRecord,
+  MachineHistory: {
+    type: 'object', required: ['at', 'event', 'state'],
+    properties: { at: { type: 'string', format: 'date-time' }, event: { type: 'string' }, state: { type: 'string', enum: MACHINE_STATES }, image: { type: ['string', 'null'] }, jobId: { type: ['string', 'null'] }, detail: { type: ['string', 'null'] } },
+  },
+  Registration: {
+    type: 'object', required: ['id', 'agentToken', 'state'],
+    properties: { id: { type: 'string' }, agentToken: { type: 'string', description: '64 hex; the previous one stops working' }, state: { type: 'string', enum: MACHINE_STATES } },
+  },
+  AgentWork: agentWork,
+};
+
+const machineSecuritySchemes = {
+  enrol: { type: 'http', scheme: 'bearer', description: 'the token in $FERRY_HOME/enrol-token (POST /machines/register only)' },
+  agent: { type: 'http', scheme: 'bearer', description: "the agent token of the machine's last registration" },
+  boot: { type: 'http', scheme: 'bearer', description: 'the one-time boot token a deploy put into the system' },
+};
+
+/** The document; `withMachines`: the server has the machine registry's routes. */
+export function openApiDocument(version: string, withMachines = false): Record<string, unknown> {
+  const doc = jobsDocument(version);
+  if (!withMachines) return doc;
+  const components = doc.components as { securitySchemes: object; schemas: object };
+  return {
+    ...doc,
+    paths: { ...(doc.paths as object), ...machinePaths() },
+    components: { securitySchemes: { ...components.securitySchemes, ...machineSecuritySchemes }, schemas: { ...components.schemas, ...machineSchemas } },
+  };
+}
+
+function jobsDocument(version: string): Record<string, unknown> {
   return {
     openapi: '3.1.0',
     info: {

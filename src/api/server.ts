@@ -2,15 +2,17 @@
 // events) and cancel jobs. It only translates HTTP to the runner and the store:
 // the runner owns the queue, the steps and every resource a job holds.
 //
-// Every route needs `Authorization: Bearer TOKEN`, compared in constant time.
+// Every route needs `Authorization: Bearer TOKEN`, compared in constant time,
+// except the machine routes (api/machines.ts), which check their own tokens.
 // The token never reaches a log line: requests are logged as method, path
 // (without its query) and status, never with their headers.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { FerryError } from '../errors.js';
+import { carries, digest, hasOwnAuth, unauthorized } from './auth.js';
+import { machineRoutes, type MachineRouteOptions } from './machines.js';
 import type { FieldError, JobRecord, JobSpec, JobState, JobStore, ProgressEvent } from '../jobs/types.js';
 import { validateSpec } from '../jobs/spec.js';
 import { redact } from '../sources/secrets.js';
@@ -35,6 +37,8 @@ export interface ServerOptions {
   logger?: false | { level?: string; stream?: NodeJS.WritableStream };
   /** how often an idle event stream gets a keep-alive comment (and its job's state is re-read) */
   keepAliveMs?: number;
+  /** the machine registry's routes (agents, PXE boot); absent: none */
+  machines?: MachineRouteOptions;
 }
 
 const VERSION = (() => {
@@ -95,7 +99,7 @@ class EventHub {
 export function buildServer(opts: ServerOptions): FastifyInstance {
   const { runner, store } = opts;
   const keepAliveMs = opts.keepAliveMs ?? 15_000;
-  const expected = createHash('sha256').update(opts.token).digest();
+  const expected = digest(opts.token);
   const logger = opts.logger === false ? false : {
     level: opts.logger?.level ?? 'info',
     ...(opts.logger?.stream ? { stream: opts.logger.stream } : {}),
@@ -119,7 +123,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.addHook('onRoute', r => {
     for (const m of [r.method].flat()) if (m !== 'HEAD') routes.push(`${m.toLowerCase()} ${r.url.replace(/:(\w+)/g, '{$1}')}`);
   });
-  const doc = openApiDocument(VERSION);
+  const doc = openApiDocument(VERSION, opts.machines !== undefined);
   app.addHook('onReady', async () => {
     const documented = documentedRoutes(doc);
     const missing = routes.filter(r => !documented.has(r));
@@ -127,14 +131,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     if (missing.length || stale.length) throw new Error(`openapi.ts is out of date: undocumented ${missing.join(', ') || '-'}; no route for ${stale.join(', ') || '-'}`);
   });
 
+  // the API token everywhere but on the machine routes that check their own (agents, firmware)
   app.addHook('onRequest', async (req, reply) => {
-    const m = /^Bearer +([^\s]+) *$/i.exec(req.headers.authorization ?? '');
-    // hashing first makes both sides 32 bytes: timingSafeEqual then leaks neither content nor length
-    const given = createHash('sha256').update(m?.[1] ?? '').digest();
-    if (m && timingSafeEqual(given, expected)) return;
-    await reply.code(401).header('www-authenticate', 'Bearer realm="ferry"')
-      .send({ error: 'UNAUTHORIZED', message: 'send Authorization: Bearer TOKEN with the token from $FERRY_HOME/api-token' });
-    return reply;
+    if (hasOwnAuth(req) || carries(req, expected)) return;
+    return unauthorized(reply, 'send Authorization: Bearer TOKEN with the token from $FERRY_HOME/api-token');
   });
 
   app.setErrorHandler((e: FastifyError, req, reply) => {
@@ -213,6 +213,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
 
   app.get('/openapi.json', async () => doc);
+
+  if (opts.machines) machineRoutes(app, opts.machines);
 
   // ——— server-sent events ———
   const hub = new EventHub(runner.events);

@@ -127,6 +127,58 @@ const MIGRATIONS: string[] = [
      started_at TEXT NOT NULL,
      seen_at TEXT NOT NULL
    );`,
+  // 4: the machine registry (src/machines/registry.ts): physical machines that
+  // booted the Ferry agent, their MACs, their history and the agent's work
+  `CREATE TABLE machines (
+     id TEXT PRIMARY KEY,
+     -- lower case; NULL when the firmware gives none (or a placeholder such as all zeros)
+     smbios_uuid TEXT UNIQUE,
+     serial TEXT,
+     state TEXT NOT NULL,
+     -- JSON: the agent's last inventory
+     inventory TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     last_seen_at TEXT,
+     peer TEXT,
+     -- the URL the agent reached the server at (its register request's Host): where a deployed system reports its first boot
+     server_url TEXT,
+     -- hex SHA-256 of the agent token issued at the last registration (never the token)
+     agent_token_hash TEXT,
+     -- hex SHA-256 of the one-time token the deployed system reports its first boot with
+     boot_token_hash TEXT,
+     boot_target TEXT NOT NULL DEFAULT 'agent',
+     -- the job that holds the machine while it is capturing or deploying, and its image
+     job_id TEXT,
+     image TEXT,
+     -- JSON: the work the agent is handed (an export's PSK only as a 0600 file path, psk_file)
+     work TEXT
+   );
+   CREATE TABLE machine_macs (
+     mac TEXT PRIMARY KEY,
+     machine_id TEXT NOT NULL REFERENCES machines(id) ON DELETE CASCADE
+   );
+   CREATE INDEX machine_macs_machine ON machine_macs(machine_id);
+   CREATE TABLE machine_history (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     machine_id TEXT NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+     at TEXT NOT NULL,
+     event TEXT NOT NULL,
+     state TEXT NOT NULL,
+     image TEXT,
+     job_id TEXT,
+     detail TEXT
+   );
+   CREATE INDEX machine_history_machine ON machine_history(machine_id);
+   -- the agent's last status per ticket ('' for the one without: booting-disk)
+   CREATE TABLE machine_status (
+     machine_id TEXT NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+     ticket TEXT NOT NULL,
+     state TEXT NOT NULL,
+     message TEXT,
+     at TEXT NOT NULL,
+     PRIMARY KEY (machine_id, ticket)
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -5,6 +5,7 @@ import { parseSize } from '../convert/options.js';
 import { importContainer, type ImportResult } from '../drivers/import.js';
 import { DriverStore, type DriverFile, type DriverQuery } from '../drivers/store.js';
 import { usageError } from '../errors.js';
+import { table } from './table.js';
 
 function withStore<T>(fn: (s: DriverStore) => Promise<T> | T): Promise<T> {
   const s = DriverStore.open();
@@ -13,11 +14,6 @@ function withStore<T>(fn: (s: DriverStore) => Promise<T> | T): Promise<T> {
 
 const out = (json: boolean, value: unknown, text: () => string) =>
   process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text());
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)));
-  return rows.map(r => r.map((cell, c) => c === r.length - 1 ? cell : cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n') + '\n';
-}
 
 const human = (n: number) => n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)}M` : n >= 1024 ? `${(n / 1024).toFixed(1)}K` : `${n}`;
 const os = (f: DriverFile) => `${f.osFamily}${f.osRelease ? ` ${f.osRelease}` : ''}`;

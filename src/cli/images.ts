@@ -8,6 +8,7 @@ import {
 } from '../catalog/images.js';
 import { inspect } from '../inspect/inspect.js';
 import { credentialOptions, SOURCE_FORMS } from './source-options.js';
+import { table } from './table.js';
 
 
 
@@ -33,11 +34,6 @@ export function osLine(o: OsSummary): string {
 }
 
 const osText = (i: ImageSummary) => i.os.length ? i.os.map(osLine).join('; ') : 'no operating system found';
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)));
-  return rows.map(r => r.map((cell, c) => c === r.length - 1 ? cell : cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n') + '\n';
-}
 
 const imagesTable = (images: (ImageSummary & { state?: string })[], withState: boolean) => images.length === 0 ? '' : table([
   ['NAME', ...(withState ? ['STATE'] : []), 'OS', 'TAGS', 'SOURCE'],

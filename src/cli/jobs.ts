@@ -2,13 +2,15 @@
 // job store directly; a running `ferry serve` (or `ferry jobs run-worker`)
 // picks queued jobs up and notices cancel requests by polling it.
 import { readFile } from 'node:fs/promises';
-import type { Argv, CommandModule } from 'yargs';
-import { FerryError, noJobRunner, notRoot, usageError } from '../errors.js';
+import type { Argv } from 'yargs';
+import { noJobRunner, notRoot, usageError } from '../errors.js';
 import { describeSpec, isFinal, jobExitCode, liveRunners, mustGet, requestCancel, retryJob, submitJob } from '../jobs/control.js';
 import { JobRunner } from '../jobs/runner.js';
 import { parseSpec, resolveSpecPaths } from '../jobs/spec.js';
 import { openJobStore } from '../jobs/sqlite-store.js';
 import type { JobRecord, JobSpec, JobState, JobStore } from '../jobs/types.js';
+import { commandGroup } from './group.js';
+import { table } from './table.js';
 
 const STATES: JobState[] = ['queued', 'running', 'done', 'failed', 'cancelled'];
 const POLL_MS = 500;
@@ -20,11 +22,6 @@ function withStore<T>(fn: (s: JobStore) => Promise<T> | T): Promise<T> {
 }
 
 const out = (s: string) => process.stdout.write(s);
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map(r => r[c].length)));
-  return rows.map(r => r.map((cell, c) => c === r.length - 1 ? cell : cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n') + '\n';
-}
 
 const fmtBytes = (n: number) => {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -177,13 +174,7 @@ function builder(y: Argv): Argv {
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);
       });
-    })
-    .demandCommand(1, 'name a jobs command: submit, list, show, logs, cancel, retry or run-worker');
+    });
 }
 
-export const jobsCommand: CommandModule = {
-  command: 'jobs',
-  describe: 'the job queue: submit conversions, watch them, cancel and retry them',
-  builder,
-  handler: () => { throw new FerryError('USAGE', 2, 'name a jobs command: submit, list, show, logs, cancel, retry or run-worker'); },
-};
+export const jobsCommand = commandGroup('jobs', 'the job queue: submit conversions, watch them, cancel and retry them', 'submit, list, show, logs, cancel, retry or run-worker', builder);

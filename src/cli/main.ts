@@ -25,6 +25,8 @@ import { serveCommand } from './serve.js';
 import { jobsCommand, submitDetached } from './jobs.js';
 import { captureCommand, deployCommand } from './deploy.js';
 import { agentCommand } from './agent.js';
+import { machinesCommand } from './machines.js';
+import { pxeCommand } from './pxe.js';
 
 
 
@@ -106,10 +108,12 @@ async function main(): Promise<void> {
     .command(exportCommand)
     .command(serveCommand)
     .command(jobsCommand)
+    .command(machinesCommand)
+    .command(pxeCommand)
     .command(deployCommand)
     .command(captureCommand)
     .command(agentCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, register, export, deploy, capture or agent')
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register or export')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

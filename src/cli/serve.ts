@@ -1,13 +1,16 @@
 // `ferry serve`: the job service in one process, the runner (queue, steps,
 // resume after a crash) and the HTTP API in front of it. It listens on
 // loopback unless told otherwise, and every request needs the token that the
-// first start writes to $FERRY_HOME/api-token. SIGTERM/SIGINT stop it
+// first start writes to $FERRY_HOME/api-token (the machine routes take the
+// agents' tokens instead: src/api/machines.ts). SIGTERM/SIGINT stop it
 // gracefully: no new requests, open event streams end, then the runner stops
 // its jobs (they resume at the next start) and releases what they hold.
 import type { Argv, CommandModule } from 'yargs';
 import { buildServer } from '../api/server.js';
 import { loadOrCreateToken } from '../api/token.js';
+import { join } from 'node:path';
 import { ferryHome } from '../catalog/db.js';
+import { MachineRegistry } from '../machines/registry.js';
 import { listenFailed, notRoot, usageError } from '../errors.js';
 import { JobRunner } from '../jobs/runner.js';
 import { openJobStore } from '../jobs/sqlite-store.js';
@@ -31,22 +34,29 @@ const LISTEN_WHY: Record<string, string> = {
   ENOTFOUND: 'the host name does not resolve',
 };
 
-interface ServeArgs { listen: string; concurrency: number; 'per-host': number; 'log-level': string }
+interface ServeArgs { listen: string; concurrency: number; 'per-host': number; 'log-level': string; 'agent-dir'?: string; 'public-url'?: string }
 
 async function serve(a: ServeArgs): Promise<void> {
   const listen = parseListen(a.listen);
   for (const k of ['concurrency', 'per-host'] as const) {
     if (!Number.isInteger(a[k]) || a[k] < 1) throw usageError(`--${k} ${a[k]}: give a whole number of jobs, 1 or more`);
   }
+  const publicUrl = a['public-url']?.replace(/\/+$/, '');
+  if (publicUrl !== undefined && !/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$|^https?:\/\/\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(publicUrl)) {
+    throw usageError(`--public-url ${publicUrl}: write it as http://HOST[:PORT], the address agents reach this server at`);
+  }
   if (process.getuid?.() !== 0) throw notRoot();
   const home = ferryHome();
   const { token, path: tokenPath } = await loadOrCreateToken(home);
+  const { token: enrolToken } = await loadOrCreateToken(home, 'enrol');
   const store = openJobStore(home);
+  const registry = new MachineRegistry(home);
+  const machines = { registry, enrolToken, agentDir: a['agent-dir'] ?? join(home, 'agent'), publicUrl };
   const runner = new JobRunner(store, { concurrency: a.concurrency, perHostConcurrency: a['per-host'] });
   let app: ReturnType<typeof buildServer> | undefined;
   try {
     await runner.start();
-    app = buildServer({ runner, store, token, logger: a['log-level'] === 'silent' ? false : { level: a['log-level'], stream: process.stderr } });
+    app = buildServer({ runner, store, token, machines, logger: a['log-level'] === 'silent' ? false : { level: a['log-level'], stream: process.stderr } });
     try {
       await app.listen({ host: listen.host, port: listen.port });
     } catch (e) {
@@ -57,6 +67,7 @@ async function serve(a: ServeArgs): Promise<void> {
     await app?.close().catch(() => {});
     await runner.stop();
     store.close();
+    registry.close();
     throw e;
   }
   const { port } = app.server.address() as { port: number };
@@ -81,6 +92,7 @@ async function serve(a: ServeArgs): Promise<void> {
           await runner.stop();
         } finally {
           store.close();
+          registry.close();
           resolve();
         }
       })();
@@ -98,6 +110,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     .option('listen', { type: 'string', default: '127.0.0.1:8470', describe: 'HOST:PORT; anything but loopback must be asked for, e.g. 0.0.0.0:8470' })
     .option('concurrency', { type: 'number', default: 2, describe: 'jobs running at once' })
     .option('per-host', { type: 'number', default: 1, describe: 'jobs reading from one source host at once' })
+    .option('agent-dir', { type: 'string', describe: 'where GET /boot/vmlinuz and /boot/initrd.img come from (default: $FERRY_HOME/agent)' })
+    .option('public-url', { type: 'string', describe: 'the URL agents reach this server at, for the iPXE script (default: the URL each request came in on)' })
     .option('log-level', { choices: ['fatal', 'error', 'warn', 'info', 'debug', 'silent'], default: 'info', describe: 'request log on stderr (never holds the token)' }) as unknown as Argv<ServeArgs>,
   handler: serve,
 };

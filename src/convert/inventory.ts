@@ -25,11 +25,18 @@ export async function readInventory(path: string): Promise<string> {
   } catch (e) {
     throw inventoryInvalid(path, `is not JSON (${(e as Error).message})`);
   }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw inventoryInvalid(path, 'is not a JSON object');
-  const schema = (doc as Record<string, unknown>).ferryInventory;
-  if (schema === undefined) throw inventoryInvalid(path, "has no 'ferryInventory' field");
-  if (schema !== INVENTORY_SCHEMA) throw inventoryInvalid(path, `has schema ${JSON.stringify(schema)}; this Ferry reads schema ${INVENTORY_SCHEMA}`);
+  const why = inventoryProblem(doc);
+  if (why) throw inventoryInvalid(path, why);
   return text;
+}
+
+/** What makes a parsed document no inventory (an object with `ferryInventory: 1`), or undefined; the registry checks more. */
+export function inventoryProblem(doc: unknown): string | undefined {
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return 'is not a JSON object';
+  const schema = (doc as Record<string, unknown>).ferryInventory;
+  if (schema === undefined) return "has no 'ferryInventory' field";
+  if (schema !== INVENTORY_SCHEMA) return `has schema ${JSON.stringify(schema)}; this Ferry reads schema ${INVENTORY_SCHEMA}`;
+  return undefined;
 }
 
 export const inventoryPathFor = (targetPath: string) => `${targetPath}.inventory.json`;

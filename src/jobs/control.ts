@@ -21,7 +21,7 @@ export function submitJob(store: JobStore, spec: unknown): JobRecord {
   if (busy) throw new SpecInvalidError([{ field: 'target', message: `job ${busy.id} (${busy.state}) already writes ${checked.target}; wait for it or cancel it` }]);
   // one deploy or capture per machine at a time: its agent exports one disk, and a second deploy would race the first
   const onMachine = checked.machine && [...store.list({ state: 'queued' }), ...store.list({ state: 'running' })].find(j => j.spec.machine === checked.machine);
-  if (onMachine) throw machineBusy(checked.machine!, `job ${onMachine.id} (${onMachine.state}, ${onMachine.spec.kind})`);
+  if (onMachine) throw machineBusy(checked.machine!, `taken by a ${onMachine.spec.kind} job (${onMachine.state})`, onMachine.id);
   const job = store.create(checked, sourceHostOf(checked));
   store.appendLog(job.id, `submitted: ${describeSpec(checked)}`);
   return job;

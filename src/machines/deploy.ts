@@ -28,7 +28,8 @@ import { verifyDisks } from '../verify/disks.js';
 import type { Change } from '../../converters/linux/change.js';
 import type { JobSpec } from '../jobs/types.js';
 import { runConversion, type StepTracker } from '../jobs/steps.js';
-import { bootFromDisk, requestExport, stopExport } from './agent-work.js';
+import { bootFromDisk, requestExport, stopExport, waitForFirstBoot } from './agent-work.js';
+import { currentAbortSignal } from '../util/abort.js';
 import { checkPlatform, chooseDisk, primaryMac, type Inventory, type InventoryDisk } from './fit.js';
 import { MachineRegistry } from './registry.js';
 
@@ -133,7 +134,7 @@ export async function runDeploy(jobId: string, spec: JobSpec, steps: StepTracker
     } catch (e) {
       if ((e as { code?: string }).code !== 'JOB_INTERRUPTED') {
         reg.setWork(plan.machine, null);
-        reg.finish(plan.machine, 'failed', { event: 'deploy failed', jobId, image: spec.source, detail: `${(e as { code?: string }).code ?? 'ERROR'}: ${(e as Error).message}` });
+        reg.finish(plan.machine, 'failed', `deploy-failed: ${(e as { code?: string }).code ?? 'ERROR'}`);
       }
       throw e;
     }
@@ -145,7 +146,7 @@ export async function runDeploy(jobId: string, spec: JobSpec, steps: StepTracker
 async function deployOnto(reg: MachineRegistry, plan: DeployPlan, spec: JobSpec, steps: StepTracker, progress: ProgressSink, log: (line: string) => void) {
   return withScope(async owner => {
     const work = await workDir(owner);
-    const ex = await steps.run('request export', () => requestExport(reg, plan.machine, plan.disk.path, true, work),
+    const ex = await steps.run('request export', () => requestExport(reg, plan.machine, plan.disk.path, true),
       { checkpoint: e => ({ url: e.url, ticket: e.ticket }) });
     log(`machine ${plan.machine}: its agent exports ${plan.disk.path} at ${ex.url}`);
     const ep = parseEndpoint(ex.url) as NbdEndpoint;
@@ -160,9 +161,10 @@ async function deployOnto(reg: MachineRegistry, plan: DeployPlan, spec: JobSpec,
       await bootFromDisk(reg, plan.machine);
     });
     log(`machine ${plan.machine}: booting from its disk; waiting for the deployed system to report`);
-    const booted = await steps.run('first boot', () => reg.waitForFirstBoot(plan.machine, firstBootWaitMs()));
-    if (!booted) throw new FerryError('FIRST_BOOT_TIMEOUT', 9, `machine ${plan.machine} did not report its first boot within ${firstBootWaitMs() / 1000} s; look at its console`, { machine: plan.machine });
-    reg.finish(plan.machine, 'deployed', { event: 'deployed', image: spec.source, detail: `first boot reported from ${booted.peer}` });
+    const peer = await steps.run('first boot', () => waitForFirstBoot(reg, plan.machine, firstBootWaitMs(), currentAbortSignal()));
+    if (!peer) throw new FerryError('FIRST_BOOT_TIMEOUT', 9, `machine ${plan.machine} did not report its first boot within ${firstBootWaitMs() / 1000} s; look at its console`, { machine: plan.machine });
+    reg.finish(plan.machine, 'deployed', 'deployed');
+    log(`machine ${plan.machine}: the deployed system reported its first boot from ${peer}`);
     return { ...plan, ...written };
   });
 }
@@ -200,7 +202,9 @@ async function writeDisk(owner: Scope, work: string, plan: DeployPlan, spec: Job
 
 /** where the deployed system reports its first boot: the server its agent talked to */
 function firstBootReportFor(reg: MachineRegistry, machineId: string) {
-  const server = new URL(reg.mustGet(machineId).serverUrl ?? 'http://127.0.0.1:8470');
+  const url = reg.mustGet(machineId).serverUrl;
+  if (!url) throw new FerryError('SERVER_URL_UNKNOWN', 2, `machine ${machineId}: the URL its agent reached the server at is not known; start ferry serve with --public-url and boot the agent again`, { machine: machineId });
+  const server = new URL(url);
   return { host: server.hostname, port: Number(server.port || 80), path: `/machines/${machineId}/booted`, token: reg.issueBootToken(machineId) };
 }
 
@@ -227,7 +231,7 @@ export async function runCapture(jobId: string, spec: JobSpec, steps: StepTracke
     try {
       return await withScope(async owner => {
         const work = await workDir(owner);
-        const ex = await steps.run('request export', () => requestExport(reg, machine, disk.path, false, work), { checkpoint: e => ({ url: e.url, ticket: e.ticket }) });
+        const ex = await steps.run('request export', () => requestExport(reg, machine, disk.path, false), { checkpoint: e => ({ url: e.url, ticket: e.ticket }) });
         const inventory = `${work}/inventory.json`;
         await writeFile(inventory, JSON.stringify(reg.mustGet(machine).inventory, null, 2), { mode: 0o600 });
         const conversion: JobSpec = {
@@ -239,13 +243,13 @@ export async function runCapture(jobId: string, spec: JobSpec, steps: StepTracke
           await stopExport(reg, machine, ex);
           await bootFromDisk(reg, machine);
         });
-        reg.finish(machine, before === 'deployed' ? 'deployed' : 'ready', { event: 'captured', jobId, detail: `${disk.path} -> ${spec.target}` });
+        reg.finish(machine, before === 'deployed' ? 'deployed' : 'ready', 'captured');
         return { machine, disk: disk.path, ...result as object };
       });
     } catch (e) {
       if ((e as { code?: string }).code !== 'JOB_INTERRUPTED') {
         reg.setWork(machine, null);
-        reg.finish(machine, 'failed', { event: 'capture failed', jobId, detail: `${(e as { code?: string }).code ?? 'ERROR'}: ${(e as Error).message}` });
+        reg.finish(machine, 'failed', `capture-failed: ${(e as { code?: string }).code ?? 'ERROR'}`);
       }
       throw e;
     }

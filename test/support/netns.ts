@@ -1,5 +1,6 @@
 // A test host in a network namespace, joined to this one by a veth pair with
-// an address on each end (/30). `ip netns add` also turns /run/netns into a
+// an address on each end (/30 unless told; the namespace's end may have none,
+// for a DHCP client to fill). `ip netns add` also turns /run/netns into a
 // mount point the first time it runs on a machine; remove() takes the pair,
 // the namespace and that mount away again (when this link made it), so the
 // machine is as it was before.
@@ -8,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
 
 export interface NetnsLink {
-  ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp: string;
+  ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp?: string; prefix?: number;
   /** run a command inside the namespace */
   exec(cmd: string, args: string[]): Promise<{ stdout: string; stderr: string }>;
   remove(): Promise<void>;
@@ -18,10 +19,11 @@ const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' }
 const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
 
 /** Make the namespace and the pair, addresses up, lo up inside; refuses a /30 this host already uses. */
-export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp: string }): Promise<NetnsLink> {
+export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp?: string; prefix?: number }): Promise<NetnsLink> {
+  const prefix = o.prefix ?? 30;
   const taken = String((await sh('ip', ['-4', '-o', 'addr', 'show'])).stdout);
   const subnet = o.hostIp.replace(/\.\d+$/, '.');
-  assert.ok(!taken.includes(` ${subnet}`), `${subnet}0/30 is already in use on this host (a leftover or a clash):\n${taken}`);
+  assert.ok(!taken.includes(` ${subnet}`), `${subnet}0/${prefix} is already in use on this host (a leftover or a clash):\n${taken}`);
   const mountedBefore = await netnsMounted();
   let made = false;
   const link: NetnsLink = {
@@ -45,9 +47,9 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
     made = true;
     await sh('ip', ['link', 'add', o.hostIf, 'type', 'veth', 'peer', 'name', o.nsIf]);
     await sh('ip', ['link', 'set', o.nsIf, 'netns', o.ns]);
-    await sh('ip', ['addr', 'add', `${o.hostIp}/30`, 'dev', o.hostIf]);
+    await sh('ip', ['addr', 'add', `${o.hostIp}/${prefix}`, 'dev', o.hostIf]);
     await sh('ip', ['link', 'set', o.hostIf, 'up']);
-    await sh('ip', ['-n', o.ns, 'addr', 'add', `${o.nsIp}/30`, 'dev', o.nsIf]);
+    if (o.nsIp) await sh('ip', ['-n', o.ns, 'addr', 'add', `${o.nsIp}/${prefix}`, 'dev', o.nsIf]);
     await sh('ip', ['-n', o.ns, 'link', 'set', o.nsIf, 'up']);
     await sh('ip', ['-n', o.ns, 'link', 'set', 'lo', 'up']);
   } catch (e) {
