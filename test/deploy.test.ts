@@ -118,7 +118,7 @@ describe('deploy and capture through the network-booted agent', () => {
     assert.equal(list.length, 1, JSON.stringify(list));
     const rec = list[0];
     assert.equal(rec.id, machineId);
-    assert.equal(rec.uuid.toLowerCase(), UUID);
+    assert.equal(rec.smbiosUuid, UUID);
     assert.equal(rec.serial, SERIAL);
     assert.ok(rec.macs.map((x: string) => x.toLowerCase()).includes(MAC), JSON.stringify(rec.macs));
     assert.equal(rec.disks.length, 1, JSON.stringify(rec.disks));

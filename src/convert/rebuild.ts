@@ -90,12 +90,14 @@ async function readPartitionAhead(diskFile: string, sp: SourcePart, sourceDev: s
  * blocks) from the source. Everything it attaches is released before it
  * returns, so a finished partition is complete on the target file.
  */
-export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source: OpenDisk, target: Pick<OpenDisk, 'file' | 'format'>, work: string, progress: ProgressSink): Promise<PartitionReport> {
+export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source: OpenDisk, target: Pick<OpenDisk, 'file' | 'format' | 'remote'>, work: string, progress: ProgressSink): Promise<PartitionReport> {
   const ss = rl.sectorSize;
   const np = rl.newTable ? rl.newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(rl.targetSize / ss) };
   const offset = np.start * ss, size = np.size * ss;
   return withScope(async partScope => {
-    const dev = await attachLoop(partScope, target.file, { offset, size, readOnly: false, directIo: target.format === 'raw' });
+    // no direct I/O onto a machine's disk over NBD: its small unaligned writes were read-modify-written
+    // under the server's 4 KiB block size and some were lost (mkfs's journal inode came back corrupt)
+    const dev = await attachLoop(partScope, target.file, { offset, size, readOnly: false, directIo: target.format === 'raw' && !target.remote });
     const label = `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`;
     let bytesCopied = 0;
     if (sp.method === 'rebuild') {

@@ -313,7 +313,7 @@ export async function openNetworkSource(scope: Scope, ep: NetworkEndpoint, work:
     if (writable) {
       // what the disk holds now is about to be replaced: no format is sniffed from it
       const file = await start(scope, '', { driver: 'raw', 'node-name': 'disk', file: 'proto', 'read-only': false });
-      return { file, size: (await stat(file)).size, format: 'raw', sourceFormat: 'raw', describe };
+      return { file, size: (await stat(file)).size, format: 'raw', sourceFormat: 'raw', describe, remote: true };
     }
     let file = await start(raw, '', { driver: 'raw', 'node-name': 'disk', file: 'proto', 'read-only': true });
     let sourceFormat = 'raw';
