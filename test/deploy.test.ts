@@ -10,7 +10,7 @@
 // boots as a VM. Judged by the serial console (this file's own regexes),
 // blkid, sfdisk and debugfs on the machine's disk; the template never changes.
 import assert from 'node:assert/strict';
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa, type ResultPromise } from 'execa';
@@ -31,7 +31,8 @@ const PORT = 8470;
 guardMachine();
 const dir = await tempDir('ferrydeploy-');
 const home = join(dir, 'home');
-const env = { FERRY_HOME: home };
+// a machine that stops answering is given up after 10 s (30 by default)
+const env = { FERRY_HOME: home, FERRY_RECONNECT_SECONDS: '10' };
 
 let lab: Lab | undefined;
 let template = '', templateSum = '';
@@ -68,25 +69,6 @@ async function machinesJson(): Promise<any[]> {
   const r = await ferry(['machines', 'list', '--json'], { env });
   assert.equal(r.exitCode, 0, r.stderr);
   return JSON.parse(r.stdout);
-}
-
-/** a file of the machine disk's root file system, read with debugfs (not Ferry's code) */
-async function readFromDisk(disk: string, path: string): Promise<string> {
-  const raw = join(dir, 'peek.raw');
-  await execa('qemu-img', ['convert', '-O', 'raw', disk, raw]);
-  try {
-    const parts = JSON.parse(String((await execa('sfdisk', ['--json', raw])).stdout)).partitiontable.partitions as { start: number; size: number }[];
-    const r = await execa('debugfs', ['-R', `cat ${path}`, `${raw}?offset=${parts[0].start * 512}`], { reject: false });
-    if (r.exitCode !== 0 || /File not found/.test(String(r.stderr))) {
-      // debugfs takes no offset on older e2fsprogs: a read-only loop device instead
-      const loop = String((await execa('losetup', ['-r', '--show', '-f', '-o', String(parts[0].start * 512), '--sizelimit', String(parts[0].size * 512), raw])).stdout).trim();
-      try {
-        const r2 = await execa('debugfs', ['-R', `cat ${path}`, loop]);
-        return String(r2.stdout);
-      } finally { await execa('losetup', ['-d', loop]); }
-    }
-    return String(r.stdout);
-  } finally { await execa('rm', ['-f', raw]); }
 }
 
 describe('deploy and capture through the network-booted agent', () => {
@@ -126,36 +108,185 @@ describe('deploy and capture through the network-booted agent', () => {
     assert.ok(['discovered', 'ready'].includes(rec.state), rec.state);
   });
 
+  it('refuses bad input before anything is written: tokens, garbage, firmware, size, drivers', async () => {
+    assert.ok(machineId, 'registered first');
+    const base = `http://${LAB_ADDR}:${PORT}`;
+    const enrol = (await readFile(join(home, 'enrol-token'), 'utf8')).trim();
+    const real = (JSON.parse((await ferry(['machines', 'show', machineId, '--json'], { env })).stdout)).machine.inventory;
+    const post = (token: string | undefined, body: string) => fetch(`${base}/machines/register`, {
+      method: 'POST', body, headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    });
+    const before = (await machinesJson()).length;
+    assert.equal((await post('0'.repeat(64), JSON.stringify(real))).status, 401);
+    assert.equal((await post(undefined, JSON.stringify(real))).status, 401);
+    assert.equal((await post(enrol, '{"ferryInventory":1,"nics":"no"}')).status, 400);
+    assert.equal((await post(enrol, 'not json')).status, 400);
+    assert.equal((await machinesJson()).length, before, 'nothing recorded');
+
+    // other "machines" registered by an API client, each unfit in one way
+    let n = 0;
+    const variant = async (change: (inv: any) => void): Promise<string> => {
+      const inv = JSON.parse(JSON.stringify(real));
+      n++;
+      inv.system.uuid = `00000000-0000-4000-8000-00000000000${n}`;
+      for (const nic of inv.nics) nic.mac = `02:00:00:00:00:0${n}`;
+      change(inv);
+      const r = await post(enrol, JSON.stringify(inv));
+      const text = await r.text();
+      assert.equal(r.status, 201, text);
+      return (JSON.parse(text) as { id: string }).id;
+    };
+    const deploy = (id: string, extra: string[] = []) => ferry(['deploy', 'debian-template', '--machine', id, ...extra], { env });
+    const uefi = await variant(inv => { inv.firmware.type = 'UEFI'; });
+    const r1 = await deploy(uefi);
+    assert.equal(r1.exitCode, 5, r1.stderr);
+    assert.match(r1.stderr, /FIRMWARE_MISMATCH: .*BIOS.*UEFI/);
+    const small = await variant(inv => { inv.disks[0].sizeBytes = 256 * 2 ** 20; });
+    const r2 = await deploy(small, ['--dry-run']);
+    assert.equal(r2.exitCode, 5, r2.stderr);
+    assert.match(r2.stderr, /DOES_NOT_FIT: the data of .* needs at least \d+ bytes but disk \/dev\/sda of machine m-\w+ has 268435456/);
+    const odd = await variant(inv => { inv.nics[0].pci.modalias = 'pci:v00001234d0000ABCDsv00001234sd00000001bc02sc00i00'; });
+    const r3 = await deploy(odd, ['--dry-run']);
+    assert.equal(r3.exitCode, 5, r3.stderr);
+    assert.match(r3.stderr, /DRIVER_MISSING: .*PCI device 1234:abcd/);
+    // the failed job took nothing from the real machine, and none of these has an agent that was asked to export
+    for (const id of [uefi, small, odd]) {
+      const show = JSON.parse((await ferry(['machines', 'show', id, '--json'], { env })).stdout);
+      assert.equal(show.machine.work, null, `no work was handed to ${id}`);
+    }
+  });
+
   it('deploys the catalog image onto the SATA disk with a new identity; the machine boots it', async () => {
     assert.ok(machineId, 'registered first');
-    const dry = await ferry(['deploy', 'debian-template', '--machine', machineId, '--hostname', HOSTNAME, '--ip', `enp0s2=${STATIC}/24,gw=${LAN_ADDR}`, '--dry-run', '--json'], { env });
+    const ident = ['--hostname', HOSTNAME, '--ip', `enp0s2=${STATIC}/24,gw=${LAN_ADDR}`];
+    const dry = await ferry(['deploy', 'debian-template', '--machine', machineId, ...ident, '--dry-run', '--json'], { env });
     assert.equal(dry.exitCode, 0, dry.stderr);
     const plan = JSON.parse(dry.stdout);
     assert.equal(plan.disk.sizeBytes, 8 * 2 ** 30);
     const from = (await machine!.console()).length;
-    const r = await ferry(['deploy', 'debian-template', '--machine', machineId, '--hostname', HOSTNAME, '--ip', `enp0s2=${STATIC}/24,gw=${LAN_ADDR}`], { env });
-    assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}\n${serveOut.slice(-3000)}`);
+    const sub = await ferry(['deploy', 'debian-template', '--machine', machineId, ...ident, '--detach'], { env });
+    assert.equal(sub.exitCode, 0, sub.stderr);
+    const jobId = sub.stdout.trim();
+    // a second deploy to the same machine while the first runs: refused, nothing queued
+    const second = await ferry(['deploy', 'debian-template', '--machine', machineId, '--hostname', 'other'], { env });
+    assert.equal(second.exitCode, 4, second.stderr);
+    assert.match(second.stderr, /MACHINE_BUSY/);
+    const job = await waitForJob(jobId, 900_000);
+    assert.equal(job.state, 'done', JSON.stringify(job.error) + serveOut.slice(-2000));
     // this file's own reading of the deployed system's console
     const mark = await machine!.waitFor(/FERRY-BOOT-OK root=(\S+) host=(\S+) net=(\S+)/, 300_000, from);
     assert.equal(mark[1], ROOT_UUID);
     assert.equal(mark[2], HOSTNAME);
-    assert.match(mark[3], new RegExp(`:${STATIC.replace(/\./g, '\\.')}/24$`));
-    const rec = (await machinesJson()).find(x => x.id === machineId);
-    assert.equal(rec.state, 'deployed');
+    assert.equal(mark[3], `enp0s2:${STATIC}/24`);
+    const show = JSON.parse((await ferry(['machines', 'show', machineId, '--json'], { env })).stdout);
+    assert.equal(show.machine.state, 'deployed');
+    assert.ok(show.history.some((h: { event: string; detail: string }) => h.event === 'first-boot' && h.detail.includes(STATIC)), JSON.stringify(show.history));
+    await waitForExit(machine!);
     // the machine's disk, read without Ferry: the root fs keeps its UUID and fills the 8 GiB disk
-    await execa('sync');
     const raw = join(dir, 'check.raw');
     await execa('qemu-img', ['convert', '-O', 'raw', machineDisk, raw]);
     const table = JSON.parse(String((await execa('sfdisk', ['--json', raw])).stdout)).partitiontable;
     const lastEnd = Math.max(...table.partitions.map((p: { start: number; size: number }) => p.start + p.size));
     assert.ok(lastEnd * 512 > 7.9 * 2 ** 30, `the partitions end at ${lastEnd * 512}: the 2 GiB template was fitted to the 8 GiB disk`);
-    await execa('rm', ['-f', raw]);
-    assert.equal((await readFromDisk(machineDisk, '/etc/hostname')).trim(), HOSTNAME);
-    const templateId = (await execa('bash', ['-c', 'true'])) && '0f3e2d1c4b5a69788796a5b4c3d2e1f0';
-    const newId = (await readFromDisk(machineDisk, '/etc/machine-id')).trim();
-    assert.match(newId, /^[0-9a-f]{32}$/);
-    assert.notEqual(newId, templateId, 'a fresh machine-id');
+    const loop = String((await execa('losetup', ['-r', '--show', '-f', '-o', String(table.partitions[0].start * 512), '--sizelimit', String(table.partitions[0].size * 512), raw])).stdout).trim();
+    try {
+      assert.equal(String((await execa('blkid', ['-s', 'UUID', '-o', 'value', loop])).stdout).trim(), ROOT_UUID);
+      const cat = async (path: string) => String((await execa('debugfs', ['-R', `cat ${path}`, loop])).stdout);
+      assert.equal((await cat('/etc/hostname')).trim(), HOSTNAME);
+      const machineIdFile = (await cat('/etc/machine-id')).trim();
+      assert.match(machineIdFile, /^[0-9a-f]{32}$/);
+      assert.notEqual(machineIdFile, TEMPLATE_MACHINE_ID, 'a fresh machine-id');
+      assert.match(await cat('/etc/network/interfaces'), new RegExp(`iface enp0s2 inet static\\n\\s+address ${STATIC.replace(/\./g, '\\.')}/24`));
+    } finally {
+      await execa('losetup', ['-d', loop]);
+      await execa('rm', ['-f', raw]);
+    }
+  });
+
+  it('captures the machine back: equivalent to what was on its disk, and it boots as a VM', async () => {
+    assert.ok(machineId, 'registered first');
+    // what the disk holds now (after the deployed system's own boot), kept for the comparison
+    const snapshot = join(dir, 'deployed.qcow2');
+    await copyFile(machineDisk, snapshot);
+    const out = join(dir, 'captured.qcow2');
+    const sub = await ferry(['capture', '--machine', machineId, out, '--detach'], { env });
+    assert.equal(sub.exitCode, 0, sub.stderr);
+    await waitForStep(sub.stdout.trim(), 'request export');
+    machine = await lab!.start(spec); // the operator powers it on: it network-boots the agent
+    const job = await waitForJob(sub.stdout.trim(), 900_000);
+    assert.equal(job.state, 'done', JSON.stringify(job.error) + serveOut.slice(-2000));
+    assert.match(await machine.console(), /FERRY-AGENT: exporting \/dev\/sda ro/);
+    await waitForExit(machine); // it booted its own system again, which powers off after its marker
+    assert.ok(JSON.parse(await readFile(`${out}.inventory.json`, 'utf8')).system.serial === SERIAL, 'the machine\'s inventory is kept beside the capture');
+    const v = await ferry(['verify', snapshot, out], { env });
+    assert.equal(v.exitCode, 0, v.stdout + v.stderr);
+    assert.deepEqual(await independentCompare(snapshot, 'qcow2', out, 'qcow2'), []);
+    const boot = await bootImage({ image: out, format: 'qcow2', timeoutMs: 300_000 });
+    const mark = /FERRY-BOOT-OK root=(\S+) host=(\S+)/.exec(boot.serialLog);
+    assert.ok(mark, boot.serialLog.slice(-2000));
+    assert.equal(mark[1], ROOT_UUID);
+    assert.equal(mark[2], HOSTNAME);
+  });
+
+  it('a machine powered off mid-deploy: the job fails naming it, the machine is failed; a retry after it boots again completes', async () => {
+    assert.ok(machineId, 'registered first');
+    const sub = await ferry(['deploy', 'debian-template', '--machine', machineId, '--hostname', 'deployed-02', '--dhcp', 'enp0s2', '--detach'], { env });
+    assert.equal(sub.exitCode, 0, sub.stderr);
+    const jobId = sub.stdout.trim();
+    await waitForStep(jobId, 'request export');
+    machine = await lab!.start(spec);
+    await machine.waitFor(/FERRY-AGENT: exporting \/dev\/sda rw/, 300_000);
+    await new Promise(r => setTimeout(r, 5000)); // the copy is under way
+    await machine.powerOff();
+    const failed = await waitForJob(jobId, 300_000);
+    assert.equal(failed.state, 'failed');
+    assert.equal(failed.error.code, 'MACHINE_LOST', JSON.stringify(failed.error));
+    assert.match(failed.error.message, new RegExp(machineId));
+    assert.equal((await machinesJson()).find(x => x.id === machineId).state, 'failed');
+
+    machine = await lab!.start(spec);
+    const from = (await machine.console()).length;
+    const retry = await ferry(['jobs', 'retry', jobId], { env });
+    assert.equal(retry.exitCode, 0, retry.stderr);
+    const done = await waitForJob(jobId, 900_000);
+    assert.equal(done.state, 'done', JSON.stringify(done.error) + serveOut.slice(-2000));
+    const mark = await machine.waitFor(/FERRY-BOOT-OK root=(\S+) host=(\S+) net=(\S+)/, 300_000, from);
+    assert.equal(mark[2], 'deployed-02');
+    assert.match(mark[3], /^enp0s2:10\.234\.0\.1\d\d\/24$/, 'an address from the DHCP range');
+    await waitForExit(machine);
   });
 });
 
-void writeFile; void readFile; void copyFile; void bootImage; void independentCompare; void LAB_ADDR;
+const TEMPLATE_MACHINE_ID = '0f3e2d1c4b5a69788796a5b4c3d2e1f0';
+
+/** poll `ferry jobs show ID --json` until the job ends */
+async function waitForJob(id: string, timeoutMs: number): Promise<any> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await ferry(['jobs', 'show', id, '--json'], { env });
+    assert.equal(r.exitCode, 0, r.stderr);
+    const job = JSON.parse(r.stdout);
+    if (['done', 'failed', 'cancelled'].includes(job.state)) return job;
+    if (Date.now() > deadline) throw new Error(`job ${id} still ${job.state} after ${timeoutMs / 1000} s`);
+    await new Promise(r2 => setTimeout(r2, 2000));
+  }
+}
+
+/** poll until the job runs `step` (the machine's next network boot gets the agent from then on) */
+async function waitForStep(id: string, step: string): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const job = JSON.parse((await ferry(['jobs', 'show', id, '--json'], { env })).stdout);
+    if (job.steps.some((s: { name: string; state: string }) => s.name === step && s.state !== 'pending')) return;
+    if (job.state !== 'queued' && job.state !== 'running') throw new Error(`job ${id} ended (${job.state}) before ${step}: ${JSON.stringify(job.error)}`);
+    if (Date.now() > deadline) throw new Error(`job ${id} did not reach ${step}`);
+    await new Promise(r => setTimeout(r, 1000));
+  }
+}
+
+/** the deployed system powers the machine off after its marker: wait for qemu to end */
+async function waitForExit(m: Machine): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  while (!m.exited() && Date.now() < deadline) await new Promise(r => setTimeout(r, 500));
+  if (!m.exited()) await m.powerOff();
+}

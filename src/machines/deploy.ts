@@ -20,7 +20,8 @@ import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { openNetworkSource, type NbdEndpoint } from '../sources/network.js';
 import { withNetworkCredentials } from '../sources/secrets.js';
-import { reportingLostSources } from '../sources/watchdog.js';
+import { reportingLostSources, watchConnection } from '../sources/watchdog.js';
+import { cutExport, exportReadBytes } from '../blockdev/qsd.js';
 import { throwIfAborted } from '../util/abort.js';
 import type { ProgressSink } from '../util/progress.js';
 import { withScope, type Scope } from '../util/scope.js';
@@ -86,7 +87,12 @@ export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?:
   return withScope(async scope => {
     const work = await workDir(scope);
     const source = await openSource(scope, parseEndpoint(spec.source), work, 'image', progress);
-    const rl = await planRebuild(deployConvertPlan(spec, disk), source, work, progress ?? silent(), { checkSpace: false });
+    const rl = await planRebuild(deployConvertPlan(spec, disk), source, work, progress ?? silent(), { checkSpace: false }).catch(e => {
+      if ((e as FerryError).code !== 'DOES_NOT_FIT') throw e;
+      const { needed } = (e as FerryError).details as { needed: number };
+      throw new FerryError('DOES_NOT_FIT', 5, `the data of ${spec.source} needs at least ${needed} bytes but disk ${disk.path} of machine ${machine.id} has ${disk.sizeBytes}; choose a larger disk with --disk (nothing was written)`,
+        { needed, size: disk.sizeBytes, machine: machine.id, disk: disk.path });
+    });
     await preflightRefit(scope, source, work, profile, { mac: primaryMac(inv), modaliases });
     const parts = partsToCopy(rl);
     const ss = rl.sectorSize;
@@ -175,6 +181,8 @@ const firstBootWaitMs = () => Number(process.env.FERRY_FIRST_BOOT_SECONDS ?? 900
 async function writeDisk(owner: Scope, work: string, plan: DeployPlan, spec: JobSpec, ep: NbdEndpoint, steps: StepTracker, progress: ProgressSink) {
   const source = await openSource(owner, parseEndpoint(spec.source), work, 'image', progress);
   const target: OpenDisk = await openNetworkSource(owner, ep, work, 'machine-disk', { writable: true });
+  // a machine that stops answering (powered off, unplugged) is given up after the reconnect window, not waited on forever
+  watchConnection(owner, ep, progress, { readBytes: () => exportReadBytes(target.file), cutOff: () => cutExport(target.file) });
   const rl = await planRebuild(deployConvertPlan(spec, plan.disk), source, work, progress, { checkSpace: false });
   if (rl.targetSize > target.size) throw new FerryError('DOES_NOT_FIT', 5, `the agent exports ${target.size} bytes, less than the inventory's ${rl.targetSize}`, {});
   const copied = await steps.run('copy', async () => {
