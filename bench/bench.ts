@@ -4,7 +4,8 @@
 // file. Page caches are dropped before every timed run; every output is
 // removed after it is measured. Prints a table and ratios, and writes the same
 // as bench/results.json. `npm run bench -- --only network` (or
-// FERRY_BENCH_ONLY=data,debian,network,inspect,jobs) runs some of the parts only.
+// FERRY_BENCH_ONLY=data,debian,network,inspect,jobs,deploy) runs some of the parts only.
+// Part `deploy` (bench/deploy.ts): PXE boot, deploy onto a TCG "physical machine" against qemu-img.
 // Part `jobs` (bench/jobs.ts): 50 jobs at once through `ferry serve`'s HTTP API.
 // Part `inspect`: `ferry inspect --json` against libguestfs' virt-inspector on
 // the Debian guest and the legacy guest, where libguestfs can run here.
@@ -17,6 +18,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { measureJobs, reportJobs, type JobsResult } from './jobs.js';
+import { measureDeploy, reportDeploy, type DeployBench } from './deploy.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..'); // dist/bench -> repo
 const CLI = join(REPO, 'dist/src/cli/main.js');
@@ -449,7 +451,7 @@ function reportNetwork(r: NetworkResult): string {
   return lines.join('\n');
 }
 
-const PARTS = ['data', 'debian', 'network', 'inspect', 'jobs'] as const;
+const PARTS = ['data', 'debian', 'network', 'inspect', 'jobs', 'deploy'] as const;
 type Part = typeof PARTS[number];
 
 /** `--only a,b` / `--only=a,b` or FERRY_BENCH_ONLY=a,b: which parts run (default all). */
@@ -468,7 +470,7 @@ async function main(): Promise<void> {
   const parts = selectedParts();
   const inputs: [string, string][] = [];
   if (parts.has('data')) inputs.push(['data disk (ext4 + xfs, stale blocks)', await fixture('build-bench-disk.sh')]);
-  const debian = ['debian', 'network', 'inspect'].some(p => parts.has(p as Part)) ? await fixture('build-debian-guest.sh') : '';
+  const debian = ['debian', 'network', 'inspect', 'deploy'].some(p => parts.has(p as Part)) ? await fixture('build-debian-guest.sh') : '';
   if (parts.has('debian')) inputs.push(['Debian 12 guest', debian]);
   // build-legacy-guest.sh prints the image, then its manifest (last line)
   const legacy = parts.has('inspect') ? await fixture('build-legacy-guest.sh', 2) : '';
@@ -477,6 +479,7 @@ async function main(): Promise<void> {
   let network: NetworkResult | undefined;
   const inspected: InspectResult[] = [];
   let jobs: JobsResult | undefined;
+  let deploy: DeployBench | undefined;
   try {
     for (const [name, image] of inputs) results.push(await measure(name, image, work));
     if (parts.has('network')) network = await measureNetwork('Debian 12 guest', debian, work);
@@ -487,6 +490,7 @@ async function main(): Promise<void> {
       inspected.push(await measureInspect('Debian 12 legacy guest', legacy, 'debian', lg));
     }
     if (parts.has('jobs')) jobs = await measureJobs(work);
+    if (parts.has('deploy')) deploy = await measureDeploy(CLI, debian, (await sourceUsed(debian)).used, work);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -494,15 +498,16 @@ async function main(): Promise<void> {
   if (network) console.log(reportNetwork(network));
   for (const r of inspected) console.log(reportInspect(r));
   if (jobs) console.log(reportJobs(jobs));
+  if (deploy) console.log(reportDeploy(deploy));
   // a partial run keeps the figures of the parts it did not run
   const file = join(REPO, 'bench', 'results.json');
   const old = parts.size < PARTS.length
-    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[]; jobs?: JobsResult }
+    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[]; jobs?: JobsResult; deploy?: DeployBench }
     : {};
   const merged = [...(old.results ?? []).filter(o => !results.some(r => r.name === o.name)), ...results];
   await writeFile(file, JSON.stringify({
     date: new Date().toISOString(), cpus: cpus().length, repeat: REPEAT, parts: [...parts],
-    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect, jobs: jobs ?? old.jobs,
+    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect, jobs: jobs ?? old.jobs, deploy: deploy ?? old.deploy,
   }, null, 2) + '\n');
   console.log(`\nwritten ${file}`);
   if (jobs && !jobs.ok) process.exitCode = 1;

@@ -319,6 +319,35 @@ describe('machine registry behind ferry serve', () => {
     assert.equal((await new Api(api.base, tokenA).get(`/machines/${idA}/work?wait=0`)).status, 401);
   });
 
+  it('deploy and capture job specs through POST /jobs: checked field by field, one job per machine', async () => {
+    const bad = await api.post('/jobs', { kind: 'deploy', source: '/var/tmp/none.raw', target: '/var/tmp/x.qcow2', customize: { hostname: 'h', colour: 'red' } });
+    assert.equal(bad.status, 400, JSON.stringify(bad.body));
+    assert.deepEqual(bad.body.fieldErrors.map((f: { field: string }) => f.field).sort(), ['customize.colour', 'machine', 'target']);
+    const cap = await api.post('/jobs', { kind: 'capture', source: '/var/tmp/none.raw', machine: 'box' });
+    assert.equal(cap.status, 400, JSON.stringify(cap.body));
+    assert.deepEqual(cap.body.fieldErrors.map((f: { field: string }) => f.field).sort(), ['machine', 'source', 'target']);
+    const spec = { kind: 'deploy', source: '/var/tmp/none.raw', machine: idB, customize: { hostname: 'web-01', ip: ['eth0=192.0.2.10/24,gw=192.0.2.1'] } };
+    const ok = await api.post('/jobs', spec);
+    assert.equal(ok.status, 201, JSON.stringify(ok.body));
+    assert.deepEqual(ok.body.spec, spec);
+    assert.equal(ok.body.sourceHost, `machine:${idB}`);
+    // the first may still be queued or already failing (there is no such image): a second waits for nothing, it is refused
+    const first = (await api.get(`/jobs/${ok.body.id}`)).body;
+    if (first.state === 'queued' || first.state === 'running') {
+      const twice = await api.post('/jobs', { ...spec, customize: { hostname: 'web-02' } });
+      assert.equal(twice.status, 422, JSON.stringify(twice.body));
+      assert.equal(twice.body.error, 'MACHINE_BUSY');
+    }
+    // the job fails on the missing image before the machine is taken
+    let job = first;
+    for (let i = 0; i < 100 && !['done', 'failed', 'cancelled'].includes(job.state); i++) {
+      await new Promise(r => setTimeout(r, 200));
+      job = (await api.get(`/jobs/${ok.body.id}`)).body;
+    }
+    assert.equal(job.state, 'failed', JSON.stringify(job));
+    assert.notEqual(registry!.mustGet(idB).state, 'deploying');
+  });
+
   it('a long poll ends when the server stops; no token reached its output', async () => {
     assert.ok(registry!.authenticateAgent(idB, tokenB));
     const t = Date.now();

@@ -16,10 +16,23 @@ const str = (description: string, extra: Record<string, unknown> = {}) => ({ typ
 export const jobSpecSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['source', 'target'],
+  // which of source, target and machine are required depends on kind: validateSpec says so field by field
   properties: {
-    source: str('a disk image path or a network URL (nbd://, nbds://, nbd+unix://, iscsi://)'),
-    target: str('the image to write'),
+    kind: { type: 'string', enum: ['convert', 'deploy', 'capture'], description: 'default convert; deploy: source onto machine; capture: machine into target' },
+    source: str('a disk image path or a network URL (nbd://, nbds://, nbd+unix://, iscsi://); not in a capture'),
+    target: str('the image to write; not in a deploy'),
+    machine: str('deploy, capture: the machine id (GET /machines)'),
+    disk: str("deploy, capture: which of the machine's disks (name, path, serial, WWN or model)"),
+    customize: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'deploy: the identity the machine gets (a fresh machine-id always)',
+      properties: {
+        hostname: str('the new hostname'),
+        ip: { type: 'array', items: { type: 'string' }, description: 'IF=ADDRESS/PREFIX[,gw=G][,dns=D]' },
+        dhcp: { type: 'array', items: { type: 'string' }, description: 'interfaces that take DHCP' },
+      },
+    },
     format: { type: 'string', enum: ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'], description: 'default: from the extension, else qcow2' },
     size: { type: ['string', 'integer'], minLength: 1, minimum: 1, description: 'target disk size, e.g. 8G, or bytes (default: the source size)' },
     profile: str('re-fit the guest to this hardware profile'),
