@@ -26,6 +26,7 @@ const UUID = '7f1d2c3b-4a59-4e68-9d7c-0b1a2c3d4e5f';
 const SERIAL = 'FERRY-SN-0001';
 const HOSTNAME = 'deployed-01';
 const STATIC = '10.234.0.50';
+const STATIC2 = '10.234.0.51';
 const PORT = 8470;
 
 guardMachine();
@@ -230,7 +231,11 @@ describe('deploy and capture through the network-booted agent', () => {
 
   it('a machine powered off mid-deploy: the job fails naming it, the machine is failed; a retry after it boots again completes', async () => {
     assert.ok(machineId, 'registered first');
-    const sub = await ferry(['deploy', 'debian-template', '--machine', machineId, '--hostname', 'deployed-02', '--dhcp', 'enp0s2', '--detach'], { env });
+    // the template has no DHCP client: --dhcp is refused before anything is written
+    const dhcp = await ferry(['deploy', 'debian-template', '--machine', machineId, '--dhcp', 'enp0s2', '--dry-run'], { env });
+    assert.equal(dhcp.exitCode, 5, dhcp.stderr);
+    assert.match(dhcp.stderr, /CUSTOMIZE_UNSUPPORTED: --dhcp enp0s2: the guest has no DHCP client/);
+    const sub = await ferry(['deploy', 'debian-template', '--machine', machineId, '--hostname', 'deployed-02', '--ip', `enp0s2=${STATIC2}/24`, '--detach'], { env });
     assert.equal(sub.exitCode, 0, sub.stderr);
     const jobId = sub.stdout.trim();
     await waitForStep(jobId, 'request export');
@@ -252,7 +257,7 @@ describe('deploy and capture through the network-booted agent', () => {
     assert.equal(done.state, 'done', JSON.stringify(done.error) + serveOut.slice(-2000));
     const mark = await machine.waitFor(/FERRY-BOOT-OK root=(\S+) host=(\S+) net=(\S+)/, 300_000, from);
     assert.equal(mark[2], 'deployed-02');
-    assert.match(mark[3], /^enp0s2:10\.234\.0\.1\d\d\/24$/, 'an address from the DHCP range');
+    assert.equal(mark[3], `enp0s2:${STATIC2}/24`);
     await waitForExit(machine);
   });
 });

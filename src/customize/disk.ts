@@ -6,7 +6,7 @@ import { findLinuxRoots, readLinux } from '../inspect/linux/index.js';
 import { nothingToRefit } from '../refit/refit.js';
 import type { Scope } from '../util/scope.js';
 import type { Change } from '../../converters/linux/change.js';
-import { customizeLinux, type Customization, type FirstBootReport } from './identity.js';
+import { customizeLinux, customizeProblem, customizeUnsupported, type Customization, type FirstBootReport } from './identity.js';
 
 export async function customizeDisk(scope: Scope, disk: OpenDisk, work: string, c: Customization, firstBoot?: FirstBootReport): Promise<Change[]> {
   const { table, readable } = await openFileSystems(scope, disk.file, disk.size, work, { writable: true });
@@ -18,4 +18,16 @@ export async function customizeDisk(scope: Scope, disk: OpenDisk, work: string, 
     changes.push(...await customizeLinux(fs, c, firstBoot));
   }
   return changes;
+}
+
+/** Refuse, on the read-only image, what customizeDisk would fail on half-way (CUSTOMIZE_UNSUPPORTED). */
+export async function checkCustomizable(scope: Scope, disk: OpenDisk, work: string, c: Customization, firstBoot: boolean): Promise<void> {
+  const { table, readable } = await openFileSystems(scope, disk.file, disk.size, work);
+  const roots = await findLinuxRoots(readable);
+  if (!roots.length) throw nothingToRefit(disk.describe);
+  for (const root of roots) {
+    const { fs } = await readLinux(root, readable, table?.label, work);
+    const problem = await customizeProblem(fs, c, firstBoot);
+    if (problem) throw customizeUnsupported(problem);
+  }
 }

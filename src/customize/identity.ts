@@ -98,6 +98,27 @@ export async function customizeLinux(fs: GuestFs, c: Customization, firstBoot?: 
   return changes;
 }
 
+/** ifupdown runs one of these for `inet dhcp` */
+const DHCP_CLIENTS = ['/sbin/dhclient', '/usr/sbin/dhclient', '/sbin/dhcpcd', '/usr/sbin/dhcpcd', '/sbin/udhcpc', '/usr/sbin/udhcpc', '/sbin/pump'];
+
+/**
+ * What in `c` the guest cannot take (checked on the read-only image before a
+ * deploy writes anything); undefined when all of it can be done.
+ */
+export async function customizeProblem(fs: GuestFs, c: Customization, firstBoot: boolean): Promise<string | undefined> {
+  if (c.ip?.length || c.dhcp?.length) {
+    const ifupdown = await fs.exists('/etc/network/interfaces');
+    if (!ifupdown && !(await fs.isDir('/etc/systemd/network'))) return 'the guest configures its network with neither ifupdown (/etc/network/interfaces) nor systemd-networkd; Ferry cannot set --ip/--dhcp on it yet';
+    if (ifupdown && c.dhcp?.length) {
+      let found = false;
+      for (const p of DHCP_CLIENTS) if (await fs.exists(p)) { found = true; break; }
+      if (!found) return `--dhcp ${c.dhcp.join(', ')}: the guest has no DHCP client for ifupdown (isc-dhcp-client, dhcpcd or udhcpc); give --ip instead or install one in the image`;
+    }
+  }
+  if (firstBoot && (!(await fs.exists('/bin/bash')) || !(await fs.isDir('/etc/systemd/system')))) return 'the first-boot report needs bash and systemd in the guest';
+  return undefined;
+}
+
 const summary = (text: string) => text.length <= 200 ? text : `${text.slice(0, 200)}… (${text.length} bytes)`;
 
 type Writer = (path: string, text: string, reason: string, mode?: number) => Promise<void>;

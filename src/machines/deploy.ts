@@ -11,7 +11,7 @@ import { openSource, type OpenDisk } from '../blockdev/disk.js';
 import { workDir } from '../blockdev/mount.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport } from '../convert/rebuild.js';
 import type { ConvertPlan } from '../convert/options.js';
-import { customizeDisk } from '../customize/disk.js';
+import { checkCustomizable, customizeDisk } from '../customize/disk.js';
 import { checkCustomization, parseIpOption, type Customization } from '../customize/identity.js';
 import { FerryError, verifyFailed } from '../errors.js';
 import { inspect } from '../inspect/inspect.js';
@@ -94,6 +94,7 @@ export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?:
         { needed, size: disk.sizeBytes, machine: machine.id, disk: disk.path });
     });
     await preflightRefit(scope, source, work, profile, { mac: primaryMac(inv), modaliases });
+    await withScope(s => checkCustomizable(s, source, work, customization, true));
     const parts = partsToCopy(rl);
     const ss = rl.sectorSize;
     return {
