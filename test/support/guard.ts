@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 export interface MachineState { loops: string[]; mounts: string[]; daemons: string[]; workDirs: string[] }
 
 // process names as the kernel keeps them (15 characters: qemu-storage-daemon is 'qemu-storage-da')
-const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86'];
+const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86', 'dnsmasq'];
 
 export async function machineState(): Promise<MachineState> {
   const loops = (await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout.split('\n').filter(Boolean);
