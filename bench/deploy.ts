@@ -56,7 +56,7 @@ export async function measureDeploy(cli: string, image: string, usedBytes: numbe
 
     // 2. ferry deploy (the job's steps from its record)
     t0 = performance.now();
-    await ferry(['deploy', image, '--machine', id, '--hostname', 'bench-01', '--dhcp', 'enp0s2']);
+    await ferry(['deploy', image, '--machine', id, '--hostname', 'bench-01', '--ip', 'enp0s2=10.234.0.60/24']);
     const seconds = (performance.now() - t0) / 1000;
     const jobs = JSON.parse(String((await ferry(['jobs', 'list', '--json'])).stdout)) as { steps: { name: string; startedAt?: string; endedAt?: string }[] }[];
     const steps = jobs.at(-1)!.steps.filter(s => s.startedAt && s.endedAt)
@@ -76,10 +76,10 @@ export async function measureDeploy(cli: string, image: string, usedBytes: numbe
       const pskDir = join(dir, 'psk');
       await mkdir(pskDir, { recursive: true, mode: 0o700 });
       await execa('cp', [ex.pskFile, join(pskDir, 'keys.psk')]);
-      const target = JSON.stringify({ driver: 'raw', file: { driver: 'nbd', server: { type: 'inet', host, port: '10809' }, export: 'sda', 'tls-creds': 'tls0' } });
+      const target = `driver=raw,file.driver=nbd,file.server.type=inet,file.server.host=${host},file.server.port=10809,file.export=sda,file.tls-creds=tls0`;
       t0 = performance.now();
       await execa('ip', lab.inNs('qemu-img', ['convert', '-n', '-f', 'raw', '--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${pskDir},username=ferry`,
-        '--target-image-opts', image, `json:${target}`]), { stdin: 'ignore' });
+        '--target-image-opts', image, target]), { stdin: 'ignore' });
       const qSeconds = (performance.now() - t0) / 1000;
       await stopExport(reg, id, ex);
       await machine.powerOff();
