@@ -58,7 +58,13 @@ export async function stageInventory(owner: Scope, targetPath: string, text: str
 
 /** the PCI modalias of every storage controller and NIC in a (checked) inventory: what a physical profile's drivers are looked up by */
 export function inventoryModaliases(text: string): string[] {
-  const doc = JSON.parse(text) as { storageControllers?: { modalias?: string }[]; nics?: { pci?: { modalias?: string } | null }[] };
+  return modaliasesOf(JSON.parse(text) as InventoryDevices);
+}
+
+interface InventoryDevices { storageControllers?: { modalias?: string | null }[]; nics?: { pci?: { modalias?: string | null } | null }[] }
+
+/** the same, of an inventory already parsed (the machine registry keeps it as an object) */
+export function modaliasesOf(doc: InventoryDevices): string[] {
   const all = [...(doc.storageControllers ?? []).map(c => c.modalias), ...(doc.nics ?? []).map(n => n.pci?.modalias)];
   return [...new Set(all.filter((m): m is string => typeof m === 'string' && m.length > 0))];
 }

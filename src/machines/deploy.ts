@@ -7,6 +7,7 @@
 // Capture (P2V) is the same path read-only the other way: a conversion of
 // the agent's read-only export with the machine's inventory attached.
 import { writeFile } from 'node:fs/promises';
+import { modaliasesOf } from '../convert/inventory.js';
 import { openSource, type OpenDisk } from '../blockdev/disk.js';
 import { workDir } from '../blockdev/mount.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport } from '../convert/rebuild.js';
@@ -23,7 +24,7 @@ import { withNetworkCredentials } from '../sources/secrets.js';
 import { reportingLostSources, watchConnection } from '../sources/watchdog.js';
 import { cutExport, exportReadBytes } from '../blockdev/qsd.js';
 import { throwIfAborted } from '../util/abort.js';
-import type { ProgressSink } from '../util/progress.js';
+import { silentProgress, type ProgressSink } from '../util/progress.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { verifyDisks } from '../verify/disks.js';
 import type { Change } from '../../converters/linux/change.js';
@@ -66,10 +67,6 @@ export function customizationOf(spec: Pick<JobSpec, 'customize'>): Customization
   return customization;
 }
 
-const modaliasesOf = (inv: Inventory) => [...new Set([
-  ...(inv.storageControllers ?? []).map(c => c.modalias), ...(inv.nics ?? []).map(n => n.pci?.modalias),
-].filter((m): m is string => !!m))];
-
 /**
  * Everything checked before a byte is written: the machine and its disk, the
  * image's architecture and firmware, room on the disk, a driver for every
@@ -87,7 +84,7 @@ export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?:
   return withScope(async scope => {
     const work = await workDir(scope);
     const source = await openSource(scope, parseEndpoint(spec.source), work, 'image', progress);
-    const rl = await planRebuild(deployConvertPlan(spec, disk), source, work, progress ?? silent(), { checkSpace: false }).catch(e => {
+    const rl = await planRebuild(deployConvertPlan(spec, disk), source, work, progress ?? silentProgress, { checkSpace: false }).catch(e => {
       if ((e as FerryError).code !== 'DOES_NOT_FIT') throw e;
       const { needed } = (e as FerryError).details as { needed: number };
       throw new FerryError('DOES_NOT_FIT', 5, `the data of ${spec.source} needs at least ${needed} bytes but disk ${disk.path} of machine ${machine.id} has ${disk.sizeBytes}; choose a larger disk with --disk (nothing was written)`,
@@ -107,8 +104,6 @@ export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?:
     };
   });
 }
-
-const silent = (): ProgressSink => ({ phase() {}, update() {}, note() {}, end() {} });
 
 /** the pieces of a conversion plan the rebuild reads: fitted to the machine's disk */
 function deployConvertPlan(spec: JobSpec, disk: InventoryDisk): ConvertPlan {
@@ -159,7 +154,7 @@ async function deployOnto(reg: MachineRegistry, plan: DeployPlan, spec: JobSpec,
     const ep = parseEndpoint(ex.url) as NbdEndpoint;
     const jobHint = 'retry the job (ferry jobs retry)';
     const written = await withNetworkCredentials({ tlsPskFile: ex.pskFile }, () => reportingLostSources([ep], () =>
-      writeDisk(owner, work, plan, spec, ep, steps, progress))).catch(e => {
+      writeDisk(reg, owner, work, plan, spec, ep, steps, progress))).catch(e => {
       if ((e as { code?: string }).code === 'SOURCE_CONNECTION_LOST') throw machineLost(plan.machine, ex.url.replace(/^nbds:\/\//, ''), jobHint);
       throw e;
     });
@@ -179,7 +174,7 @@ async function deployOnto(reg: MachineRegistry, plan: DeployPlan, spec: JobSpec,
 const firstBootWaitMs = () => Number(process.env.FERRY_FIRST_BOOT_SECONDS ?? 900) * 1000;
 
 /** copy → verify → re-fit → customize, all on the agent's export, which stays open throughout */
-async function writeDisk(owner: Scope, work: string, plan: DeployPlan, spec: JobSpec, ep: NbdEndpoint, steps: StepTracker, progress: ProgressSink) {
+async function writeDisk(reg: MachineRegistry, owner: Scope, work: string, plan: DeployPlan, spec: JobSpec, ep: NbdEndpoint, steps: StepTracker, progress: ProgressSink) {
   const source = await openSource(owner, parseEndpoint(spec.source), work, 'image', progress);
   const target: OpenDisk = await openNetworkSource(owner, ep, work, 'machine-disk', { writable: true });
   // a machine that stops answering (powered off, unplugged) is given up after the reconnect window, not waited on forever
@@ -202,11 +197,8 @@ async function writeDisk(owner: Scope, work: string, plan: DeployPlan, spec: Job
   });
   const profile = await loadProfile('physical');
   const refit = await steps.run('re-fit', () => withScope(s => refitDisk(s, target, work, profile, { mac: plan.mac, modaliases: plan.modaliases })));
-  const reg = MachineRegistry.open();
-  try {
-    const customized = await steps.run('customize', () => withScope(s => customizeDisk(s, target, work, plan.customization, firstBootReportFor(reg, plan.machine))));
-    return { copied, refit, customized, verified: true, bytesWritten: copied.reduce((n, c) => n + c.bytesCopied, 0) };
-  } finally { reg.close(); }
+  const customized = await steps.run('customize', () => withScope(s => customizeDisk(s, target, work, plan.customization, firstBootReportFor(reg, plan.machine))));
+  return { copied, refit, customized, verified: true, bytesWritten: copied.reduce((n, c) => n + c.bytesCopied, 0) };
 }
 
 /** where the deployed system reports its first boot: the server its agent talked to */
