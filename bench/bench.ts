@@ -33,7 +33,7 @@ interface InputResult {
 
 /** Run a fixture builder; the image path is its last stdout line (fromEnd 1) or the one before (2). */
 async function fixture(script: string, fromEnd = 1): Promise<string> {
-  const r = await execa('bash', [join(REPO, 'scripts', script)], { stdin: 'ignore', stderr: 'inherit' });
+  const r = await execa('bash', [join(REPO, 'test', 'fixtures', script)], { stdin: 'ignore', stderr: 'inherit' });
   const lines = r.stdout.trim().split('\n');
   const path = lines[lines.length - fromEnd];
   if (!path) throw new Error(`${script} printed no image path`);

@@ -13,7 +13,7 @@ const say = (s: string) => process.stdout.write(`\n== ${s}\n`);
 
 async function main(): Promise<void> {
   say('building the Debian 12 test guest (cached after the first run)');
-  const built = await execa('bash', [join(root, 'scripts', 'build-debian-guest.sh')], { stdin: 'ignore', stderr: 'inherit' });
+  const built = await execa('bash', [join(root, 'test', 'fixtures', 'build-debian-guest.sh')], { stdin: 'ignore', stderr: 'inherit' });
   const guest = String(built.stdout).trim().split('\n').pop()!;
   await execa('node', [ferry, 'info', guest], { stdio: 'inherit' });
 

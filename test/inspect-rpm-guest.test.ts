@@ -1,5 +1,5 @@
 // Static inspection of a second Linux family: the rpm-based (Rocky 9.4-like)
-// UEFI guest that scripts/build-rpm-guest.sh builds from real packages —
+// UEFI guest that test/fixtures/build-rpm-guest.sh builds from real packages —
 // GPT with an ESP (shim + GRUB EFI), ext4 /boot with BLS entries and a
 // grubenv that picks the default, an xfs root with an sqlite rpm database
 // written by rpm, real kernel module files, network configuration in five

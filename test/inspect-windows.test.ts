@@ -1,5 +1,5 @@
 // Static inspection of Windows guests, on phony disks built by
-// scripts/build-phony-windows.sh (NTFS by mkntfs, hives by hivex, HAL and
+// test/fixtures/build-phony-windows.sh (NTFS by mkntfs, hives by hivex, HAL and
 // kernel as resource-only PE files): Windows Server 2003 SP2 x86 (HAL
 // halmacpi.dll, PAE multiprocessor kernel), Windows Server 2019 x64 (UBR,
 // Select\Current = 2 over a stale ControlSet001) and a 2019 copy whose

@@ -1,4 +1,4 @@
-// The slow fixtures: built once per machine by scripts/, cached under a path
+// The slow fixtures: built once per machine by test/fixtures/, cached under a path
 // keyed by the building script's hash.
 import { execa } from 'execa';
 import { readFile } from 'node:fs/promises';
@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ROOT } from './harness.js';
 
 async function lastLines(script: string): Promise<string[]> {
-  const r = await execa('bash', [join(ROOT, 'scripts', script)], { stdin: 'ignore', stderr: 'inherit' });
+  const r = await execa('bash', [join(ROOT, 'test', 'fixtures', script)], { stdin: 'ignore', stderr: 'inherit' });
   return String(r.stdout).trim().split('\n');
 }
 
@@ -50,7 +50,7 @@ export function buildLegacyGuest(): Promise<LegacyGuest> {
   return legacy;
 }
 
-/** What scripts/build-rpm-guest.sh wrote into manifest.json: the values `ferry inspect` must find. */
+/** What test/fixtures/build-rpm-guest.sh wrote into manifest.json: the values `ferry inspect` must find. */
 export interface RpmGuestManifest {
   fixture: 'rpm-guest';
   scriptHash: string;
