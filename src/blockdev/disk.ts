@@ -14,7 +14,7 @@ import { watchConnection } from '../sources/watchdog.js';
 import type { ProgressSink } from '../util/progress.js';
 import { readTable } from '../layout/table.js';
 import { probeDevice } from '../fs/detect.js';
-import { looksLikeTar, openOva } from '../register/ova.js';
+import { looksLikeTar, openOva } from '../sources/ova.js';
 import type { OpenDisk } from './open-disk.js';
 
 export type { OpenDisk } from './open-disk.js';
