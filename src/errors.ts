@@ -1,6 +1,8 @@
 // Typed errors: every failure a user can meet has a code, an exit status and
 // a sentence saying what to do next. The CLI prints `code: message` and exits.
 
+import { constants as osConstants } from 'node:os';
+
 export class FerryError extends Error {
   readonly code: string;
   readonly exitCode: number;
@@ -49,8 +51,9 @@ export const doesNotFit = (needed: number, size: number) =>
 export const notRoot = () =>
   new FerryError('NOT_ROOT', 8, 'ferry needs root for loop devices and mounts; run it with sudo or as root');
 
-export const interrupted = (signal: string) =>
-  new FerryError('INTERRUPTED', signal === 'SIGTERM' ? 143 : 130, `stopped by ${signal}; the partial target was removed and the source is unchanged`, { signal });
+// the shell's convention, 128 + the signal's number: SIGINT 130, SIGTERM 143, SIGHUP 129, SIGQUIT 131
+export const interrupted = (signal: NodeJS.Signals) =>
+  new FerryError('INTERRUPTED', 128 + (osConstants.signals[signal] ?? 2), `stopped by ${signal}; the partial target was removed and the source is unchanged`, { signal });
 
 export const verifyFailed = (differences: string[]) =>
   new FerryError('VERIFY_FAILED', 6, `target differs from source in ${differences.length} place(s):\n  ${differences.slice(0, 50).join('\n  ')}`, { differences });

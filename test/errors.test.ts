@@ -185,24 +185,26 @@ describe('convert refuses bad input cleanly', () => {
     await assertNoTargetLeft(out, ['t.qcow2']);
   });
 
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    it(`${signal} during the copy: INTERRUPTED, partial target removed, source unchanged`, async () => {
-      const src = join(dir, `busy-${signal}.raw`);
+  // SIGHUP is a closed terminal or a dropped SSH session; it and SIGQUIT clean up like the others
+  const stops = [['SIGINT', 'copy', 130], ['SIGTERM', 'copy', 143], ['SIGHUP', 'copy', 129], ['SIGHUP', 'verify', 129], ['SIGQUIT', 'copy', 131]] as const;
+  for (const [signal, phase, exit] of stops) {
+    it(`${signal} during the ${phase}: INTERRUPTED, exit ${exit}, partial target removed, nothing attached, source unchanged`, async () => {
+      const src = join(dir, `busy-${signal}-${phase}.raw`);
       await makeSmallDisk(src, { sizeMiB: 400, randomMiB: 300 });
       const before = await sha256(src);
-      const out = join(dir, `out-${signal}`);
+      const out = join(dir, `out-${signal}-${phase}`);
       await mkdir(out);
       const p = ferryProcess(['convert', src, join(out, 't.qcow2'), '--json']);
       let sent = false;
       p.stdout!.on('data', (chunk: Buffer) => {
-        if (!sent && /"event":"phase","phase":"copy/.test(chunk.toString())) {
+        if (!sent && new RegExp(`"event":"phase","phase":"${phase}`).test(chunk.toString())) {
           sent = true;
           setTimeout(() => p.kill(signal), 300);
         }
       });
       const r = await p;
-      assert.ok(sent, 'the copy phase started');
-      assert.equal(r.exitCode, signal === 'SIGINT' ? 130 : 143, String(r.stderr));
+      assert.ok(sent, `the ${phase} phase started`);
+      assert.equal(r.exitCode, exit, String(r.stderr));
       assert.match(String(r.stderr), /INTERRUPTED/);
       await assertNoTargetLeft(out);
       assert.equal(await sha256(src), before);
