@@ -27,10 +27,26 @@ import { captureCommand, deployCommand } from './deploy.js';
 import { agentCommand } from './agent.js';
 import { machinesCommand } from './machines.js';
 import { pxeCommand } from './pxe.js';
+import { cleanupCommand } from './cleanup.js';
+import { openRunJournal, reclaimDeadRuns } from '../jobs/run-journal.js';
+import { withResourceJournal } from '../util/scope.js';
 
 
 
 async function main(): Promise<void> {
+  // what killed runs left is undone before this one starts; `ferry cleanup` shows and does it on demand
+  if (process.getuid?.() === 0 && process.argv[2] !== 'cleanup') {
+    await reclaimDeadRuns(line => process.stderr.write(`${line}\n`)).catch(e => process.stderr.write(`ferry: cleaning up after a killed run failed: ${(e as Error).message}\n`));
+  }
+  const journal = await openRunJournal();
+  try {
+    await withResourceJournal(journal, parseCommandLine);
+  } finally {
+    journal.close();
+  }
+}
+
+async function parseCommandLine(): Promise<void> {
   await yargs(hideBin(process.argv))
     .middleware(a => {
       const opt = (k: string) => a[k] as string | undefined;
@@ -113,7 +129,8 @@ async function main(): Promise<void> {
     .command(deployCommand)
     .command(captureCommand)
     .command(agentCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register or export')
+    .command(cleanupCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();
