@@ -129,7 +129,9 @@ describe('convert refuses bad input cleanly', () => {
   it('not root: NOT_ROOT, exit 8', async () => {
     const out = join(dir, 'out5');
     await mkdir(out);
-    const r = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'node', FERRY, 'convert', disk, join(out, 't.qcow2')], { reject: false });
+    // user nobody, allowed only to read anything (CAP_DAC_READ_SEARCH): a checkout under a 0700 directory such as /root stays readable
+    const asNobody = ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search'];
+    const r = await execa('setpriv', [...asNobody, 'node', FERRY, 'convert', disk, join(out, 't.qcow2')], { reject: false });
     assert.equal(r.exitCode, 8);
     assert.match(String(r.stderr), /NOT_ROOT/);
     await assertNoTargetLeft(out);
