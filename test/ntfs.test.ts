@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { describe, it, before, after } from 'node:test';
 import { execa } from 'execa';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { validateSpec } from '../src/jobs/spec.js';
 import { buildNtfsDisk, buildPhonyWindows, type NtfsDiskManifest, type PhonyWindows } from './support/fixtures.js';
 
 guardMachine();
@@ -283,6 +284,12 @@ describe('NTFS bad input', () => {
     const [tp] = await ntfsParts(raw);
     assert.match((await withNtfs(raw, tp, dev => volumeFacts(dev), { bare: true })).flags, /DIRTY/, 'still dirty: Windows checks it at boot');
     assert.equal(await sha256(src), sum, 'source unchanged');
+  });
+
+  it('the job spec takes options.forceNtfsDirty (a boolean)', () => {
+    const spec = (v: unknown) => ({ source: '/a.raw', target: '/b.qcow2', options: { forceNtfsDirty: v } });
+    assert.deepEqual(validateSpec(spec(true)), []);
+    assert.deepEqual(validateSpec(spec('yes')).map(e => e.field), ['options.forceNtfsDirty']);
   });
 
   it('a hibernated volume (hiberfil.sys says HIBR): NTFS_NOT_CLEAN, nothing written', async () => {

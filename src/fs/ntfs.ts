@@ -8,6 +8,8 @@ import { open, readFile, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ntfsDamaged } from '../errors.js';
 import { readBytes, writeBytes } from '../blockdev/disk.js';
+import { exportAsFile, fileBlockdevs } from '../blockdev/qsd.js';
+import { withScope, type Scope } from '../util/scope.js';
 import { run } from '../util/exec.js';
 import { treeXattrs } from '../verify/tree.js';
 import { probeDevice } from './detect.js';
@@ -123,6 +125,15 @@ const resize = (dev: string, size?: number) =>
 /** ntfsresize's own check passed; a source Windows closed cleanly stays clean (no chkdsk at first boot). */
 const clearDirty = (dev: string) => run('ntfsfix', ['-d', dev]);
 
+/** A writable view of the read-only source device: a qcow2 overlay exported as a file; released with scope. */
+async function sourceOverlay(scope: Scope, work: string, sourceDev: string): Promise<string> {
+  const name = `ntfs-shrink-${sourceDev.replace(/\W/g, '')}`;
+  const overlay = join(work, `${name}.qcow2`);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', sourceDev, '-F', 'raw', overlay]);
+  scope.defer(`overlay ${overlay}`, () => rm(overlay, { force: true }));
+  return exportAsFile(scope, work, name, fileBlockdevs(overlay, 'qcow2', true), { writable: true, describe: overlay });
+}
+
 async function copy(ctx: CopyContext): Promise<void> {
   const d = detail(ctx.facts);
   const keepAsIs = d.dirty || d.hibernated;
@@ -137,18 +148,15 @@ async function copy(ctx: CopyContext): Promise<void> {
     }
   } else {
     // ntfsclone writes every cluster where it lies, so the volume is shrunk
-    // first in a sparse file of the work dir (only the used clusters take space)
-    const shrunk = join(ctx.work, `ntfs-shrink-${ctx.sourceDev.replace(/\W/g, '')}.img`);
-    try {
-      const fh = await open(shrunk, 'w');
-      await fh.truncate(volumeEnd).finally(() => fh.close());
-      await clone(ctx.sourceDev, shrunk, keepAsIs);
+    // first, on a qcow2 overlay of the source in the work dir: it takes only
+    // the clusters ntfsresize moves (the source is never written), then the
+    // shrunk volume is cloned once
+    await withScope(async scope => {
+      const shrunk = await sourceOverlay(scope, ctx.work, ctx.sourceDev);
       await resize(shrunk, targetBytes);
       if (!keepAsIs) await clearDirty(shrunk);
       await clone(shrunk, ctx.targetDev, keepAsIs);
-    } finally {
-      await rm(shrunk, { force: true });
-    }
+    });
   }
   await fixHiddenSectors(ctx.sourceDev, ctx.targetDev, d);
   ctx.progress.update(ctx.facts.usedBytes);
