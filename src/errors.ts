@@ -53,9 +53,9 @@ export const ntfsNotClean = (partition: number, state: string[]) =>
     `partition ${partition}: the NTFS volume is ${state.join(' and ')}; shut Windows down fully (turn off fast start-up, or run 'shutdown /s /t 0') and convert again, or pass --force-ntfs-dirty to copy it as it is`,
     { partition, state });
 
-export const ntfsDamaged = (dev: string, why: string) =>
+export const ntfsDamaged = (where: string, why: string) =>
   new FerryError('NTFS_DAMAGED', 3,
-    `the NTFS volume on ${dev} cannot be read: ${why}; repair a copy of the source (chkdsk /f on Windows, or ntfsfix) and convert that copy`,
+    `the NTFS volume on ${where} cannot be read: ${why}; repair a copy of the source (chkdsk /f on Windows, or ntfsfix) and convert that copy`,
     { why });
 
 export const notRoot = () =>

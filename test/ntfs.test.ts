@@ -297,15 +297,20 @@ describe('NTFS bad input', () => {
     assert.match(err.message, /hibernated/);
   });
 
-  it('a boot sector cut short: NTFS_DAMAGED (exit 3), no target, source unchanged', async () => {
-    const src = join(dir, 'cut.raw');
-    await execa('cp', ['--sparse=always', data, src]);
-    const [p] = await ntfsParts(src);
-    const fh = await open(src, 'r+');
-    await fh.write(Buffer.alloc(512 - 0x40), 0, 512 - 0x40, p.start + 0x40).finally(() => fh.close());
-    const sum = await sha256(src);
-    const err = await convertFails([src, join(dir, 'cut-out.qcow2')], 3, 'NTFS_DAMAGED');
-    assert.match(err.message, /boot sector/);
-    assert.equal(await sha256(src), sum, 'source unchanged');
-  });
+  // cut: the sector's second part lost (blkid no longer calls it NTFS); oversized: it claims more sectors than its partition holds
+  for (const [name, why] of [['cut', /no 55AA end marker/], ['oversized', /larger than its \d+-byte partition/]] as const) {
+    it(`a boot sector ${name === 'cut' ? 'cut short' : 'claiming a volume larger than its partition'}: NTFS_DAMAGED (exit 3), no target, source unchanged`, async () => {
+      const src = join(dir, `${name}.raw`);
+      await execa('cp', ['--sparse=always', data, src]);
+      const [p] = await ntfsParts(src);
+      const fh = await open(src, 'r+');
+      const patch = name === 'cut' ? Buffer.alloc(512 - 0x40) : Buffer.alloc(8);
+      if (name === 'oversized') patch.writeBigUInt64LE(BigInt(p.size / 512 * 2));
+      await fh.write(patch, 0, patch.length, p.start + (name === 'cut' ? 0x40 : 0x28)).finally(() => fh.close());
+      const sum = await sha256(src);
+      const err = await convertFails([src, join(dir, `${name}-out.qcow2`)], 3, 'NTFS_DAMAGED');
+      assert.match(err.message, new RegExp(`partition at byte ${p.start}.*boot sector: .*${why.source}`));
+      assert.equal(await sha256(src), sum, 'source unchanged');
+    });
+  }
 });

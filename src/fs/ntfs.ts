@@ -43,22 +43,28 @@ export async function looksLikeNtfs(dev: string): Promise<boolean> {
 /** Read and check the boot sector: a damaged one must stop the copy with a typed error, not be guessed at. */
 async function readBootSector(dev: string, devBytes: number): Promise<BootSector> {
   const b = await readBytes(dev, 0, 512);
-  const bad = (why: string) => ntfsDamaged(dev, `boot sector: ${why}`);
-  if (b.length < 512) throw bad('shorter than one sector');
-  if (b.toString('latin1', 3, 11) !== 'NTFS    ') throw bad('no NTFS signature');
-  if (b.readUInt16LE(0x1fe) !== 0xaa55) throw bad('no 55AA end marker (the sector is cut short)');
+  const bad = async (why: string) => ntfsDamaged(await where(dev), `boot sector: ${why}`);
+  if (b.length < 512) throw await bad('shorter than one sector');
+  if (b.toString('latin1', 3, 11) !== 'NTFS    ') throw await bad('no NTFS signature');
+  if (b.readUInt16LE(0x1fe) !== 0xaa55) throw await bad('no 55AA end marker (the sector is cut short)');
   const sectorSize = b.readUInt16LE(0x0b);
-  if (![512, 1024, 2048, 4096].includes(sectorSize)) throw bad(`sector size ${sectorSize}`);
+  if (![512, 1024, 2048, 4096].includes(sectorSize)) throw await bad(`sector size ${sectorSize}`);
   const spc = b[0x0d];
   const clusterSize = (spc > 0x80 ? 2 ** (256 - spc) : spc) * sectorSize;
-  if (!spc || clusterSize > 2 * MiB) throw bad(`sectors per cluster ${spc}`);
+  if (!spc || clusterSize > 2 * MiB) throw await bad(`sectors per cluster ${spc}`);
   const totalSectors = Number(b.readBigUInt64LE(0x28));
-  if (!totalSectors) throw bad('volume size 0');
-  if (totalSectors * sectorSize > devBytes) throw bad(`volume of ${totalSectors * sectorSize} bytes is larger than its ${devBytes}-byte partition`);
+  if (!totalSectors) throw await bad('volume size 0');
+  if (totalSectors * sectorSize > devBytes) throw await bad(`volume of ${totalSectors * sectorSize} bytes is larger than its ${devBytes}-byte partition`);
   const mftLcn = b.readBigUInt64LE(0x30);
-  if (mftLcn * BigInt(clusterSize) >= BigInt(totalSectors * sectorSize)) throw bad('$MFT lies outside the volume');
-  if (!b.readInt8(0x40)) throw bad('MFT record size 0');
+  if (mftLcn * BigInt(clusterSize) >= BigInt(totalSectors * sectorSize)) throw await bad('$MFT lies outside the volume');
+  if (!b.readInt8(0x40)) throw await bad('MFT record size 0');
   return { sectorSize, clusterSize, totalSectors, hiddenSectors: b.readUInt32LE(0x1c), mftLcn };
+}
+
+/** How a user finds the volume: its partition's byte offset in the disk (the device is a loop over it). */
+async function where(dev: string): Promise<string> {
+  const at = await loopOffset(dev).catch(() => undefined);
+  return at === undefined ? dev : `the partition at byte ${at} of the disk`;
 }
 
 async function deviceBytes(dev: string): Promise<number> {
@@ -88,13 +94,13 @@ async function probe(_scope: unknown, dev: string, work: string): Promise<FsFact
   const boot = await readBootSector(dev, await deviceBytes(dev));
   const p = await probeDevice(dev);
   // -f: ntfsinfo refuses a dirty volume without it, and the flags are what we want to see
-  const info = (await run('ntfsinfo', ['-f', '-m', dev]).catch(e => { throw ntfsDamaged(dev, lastLine(e)); })).stdout;
+  const info = (await run('ntfsinfo', ['-f', '-m', dev]).catch(async e => { throw ntfsDamaged(await where(dev), lastLine(e)); })).stdout;
   const flags = parseInt(/Volume Flags: 0x([0-9a-f]+)/i.exec(info)?.[1] ?? '0', 16);
   const { used, hibernated } = await withMountedRo(dev, work, 'ntfs-3g', [], async dir => {
     const s = await statfs(dir);
     return { used: (s.blocks - s.bfree) * s.bsize, hibernated: await isHibernated(dir) };
   });
-  const resize = await run('ntfsresize', ['--info', '--no-action', '-f', '-f', '-P', dev]).catch(e => { throw ntfsDamaged(dev, lastLine(e)); });
+  const resize = await run('ntfsresize', ['--info', '--no-action', '-f', '-f', '-P', dev]).catch(async e => { throw ntfsDamaged(await where(dev), lastLine(e)); });
   const min = Number(/You might resize at (\d+) bytes/.exec(resize.stdout)?.[1] ?? boot.totalSectors * boot.sectorSize);
   const d: NtfsDetail = {
     sectorSize: boot.sectorSize, clusterSize: boot.clusterSize, totalSectors: boot.totalSectors, hiddenSectors: boot.hiddenSectors,
