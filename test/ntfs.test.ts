@@ -116,6 +116,11 @@ async function volumeFacts(dev: string): Promise<VolumeFacts> {
   return { uuid: kv.UUID, label: kv.LABEL, flags: /Volume Flags: (.*)/.exec(info)![1].trim(), volumeBytes: num(/Volume Size in Clusters: (\d+)/) * clusterSize, clusterSize };
 }
 
+async function hiddenSectors(dev: string): Promise<number> {
+  const fh = await open(dev, 'r');
+  try { const b = Buffer.alloc(4); await fh.read(b, 0, 4, 0x1c); return b.readUInt32LE(); } finally { await fh.close(); }
+}
+
 async function allocated(image: string): Promise<number> {
   if (image.endsWith('.raw')) return (await stat(image)).blocks * 512;
   return JSON.parse((await execa('qemu-img', ['info', '--output=json', image])).stdout)['actual-size'];
@@ -134,6 +139,9 @@ async function judge(source: string, target: string): Promise<Judged[]> {
       assert.deepEqual([...dst.files], [...src.files], `p${i + 1}: names, types, sizes, sha256`);
       assert.deepEqual([...dst.attrs].sort(), [...src.attrs].sort(), `p${i + 1}: streams, system.ntfs_acl, system.ntfs_attrib`);
       const s = await execa('df', ['-B1', '--output=used', smnt]);
+      // the boot sector's hidden sectors name the partition's start (Windows' boot code reads it)
+      const [hs, ht] = [await hiddenSectors(sdev), await hiddenSectors(tdev)];
+      if (hs === p.start / 512) assert.equal(ht, tp[i].start / 512, `p${i + 1}: hidden sectors follow the partition`);
       return { source: await volumeFacts(sdev), target: await volumeFacts(tdev), sourcePart: p, targetPart: tp[i], used: Number(s.stdout.split('\n')[1]), src, dst };
     })));
   }
@@ -219,6 +227,31 @@ describe('NTFS data disk', () => {
     assert.match(text, new RegExp(`${m.files.acl}: system.ntfs_acl differs`));
     assert.match(text, new RegExp(`${m.files.hidden}: system.ntfs_attrib differs`));
     assert.match(text, /streams\.txt: xattrs/);
+  });
+});
+
+describe('NTFS partition that moves', () => {
+  it('two NTFS partitions, the disk shrunk: p1 shrinks, p2 moves down and its boot sector says where it is now', async () => {
+    const src = join(dir, 'two.raw');
+    const p1 = m.partition, p2Start = p1.start + p1.size, p2Size = 64 * 2048;
+    await execa('truncate', ['-s', String((p2Start + p2Size + 2048) * 512), src]);
+    await execa('sfdisk', ['--quiet', src], { input: `label: gpt\nstart=${p1.start}, size=${p1.size}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\nstart=${p2Start}, size=${p2Size}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n` });
+    await execa('dd', [`if=${data}`, `of=${src}`, 'bs=1M', `skip=${p1.start / 2048}`, `seek=${p1.start / 2048}`, `count=${p1.size / 2048}`, 'conv=notrunc,sparse', 'status=none']);
+    const part2 = join(dir, 'two-p2.ntfs');
+    await execa('truncate', ['-s', String(p2Size * 512), part2]);
+    await execa('mkntfs', ['-F', '-Q', '-q', '-s', '512', '-L', 'SECOND', '-p', String(p2Start), '-H', '255', '-S', '63', part2]);
+    const mnt2 = join(dir, 'two-p2');
+    await execa('mkdir', [mnt2]);
+    await execa('ntfs-3g', [part2, mnt2]);
+    try { await execa('cp', ['-r', '/etc/os-release', '/etc/hostname', mnt2]); } finally { await execa('umount', [mnt2]); await execa('rmdir', [mnt2]); }
+    await execa('dd', [`if=${part2}`, `of=${src}`, 'bs=1M', `seek=${p2Start / 2048}`, 'conv=notrunc,sparse', 'status=none']);
+    await execa('rm', [part2]);
+    const target = join(dir, 'two-shrunk.raw');
+    const r = await convertOk([src, target, '--size', '200M']);
+    const [a, b] = r.layout.partitions;
+    assert.ok(a.targetSize < a.sourceSize && b.targetStart < b.sourceStart, `p1 shrank and p2 moved: ${JSON.stringify(r.layout.partitions)}`);
+    const judged = await judge(src, target);
+    assert.deepEqual(judged.map(j => j.target.label), ['FERRYDATA', 'SECOND']);
   });
 });
 

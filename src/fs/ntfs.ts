@@ -1,9 +1,10 @@
 // NTFS: copied by its used clusters with ntfsclone (so the volume serial, the
 // label, every security descriptor, attribute, stream, compressed and sparse
 // run come across as they are) and then fitted to the new partition with
-// ntfsresize. Files are not copied one by one: ntfs-3g cannot re-create
-// Windows' reparse points, object ids or $Secure sharing exactly, and a
-// cluster copy of only the clusters in use is as small as a file copy.
+// ntfsresize. Files are not copied one by one: through ntfs-3g each of
+// object ids, reparse data, short names and shared security descriptors would
+// have to be carried by hand, while a copy of the clusters in use carries them
+// all and is as small as a file copy.
 import { open, readFile, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ntfsDamaged } from '../errors.js';
