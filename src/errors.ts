@@ -48,6 +48,18 @@ export const doesNotFit = (needed: number, size: number) =>
     `the data needs at least ${needed} bytes but --size gives ${size}; choose --size ${Math.ceil(needed / 2 ** 20)}M or more`,
     { needed, size });
 
+// NTFS: a volume Windows did not close cleanly (dirty, or hibernated by fast start-up) may hold
+// changes only in its journal or in hiberfil.sys; a copy of it is not what Windows would see.
+export const ntfsNotClean = (partition: number, state: string[]) =>
+  new FerryError('NTFS_NOT_CLEAN', 3,
+    `partition ${partition}: the NTFS volume is ${state.join(' and ')}; shut Windows down fully (turn off fast start-up, or run 'shutdown /s /t 0') and convert again, or pass --force-ntfs-dirty to copy it as it is`,
+    { partition, state });
+
+export const ntfsDamaged = (where: string, why: string) =>
+  new FerryError('NTFS_DAMAGED', 3,
+    `the NTFS volume on ${where} cannot be read: ${why}; repair a copy of the source (chkdsk /f on Windows, or ntfsfix) and convert that copy`,
+    { why });
+
 export const notRoot = () =>
   new FerryError('NOT_ROOT', 8, 'ferry needs root for loop devices and mounts; run it with sudo or as root');
 

@@ -70,6 +70,7 @@ async function parseCommandLine(): Promise<void> {
       .option('mode', { choices: ['rebuild', 'block'] as const, default: 'rebuild' as const })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing target' })
       .option('verify', { type: 'boolean', default: true, describe: 'compare with the source at the end (--no-verify skips)' })
+      .option('force-ntfs-dirty', { type: 'boolean', default: false, describe: 'copy an NTFS volume Windows left dirty or hibernated as it is (refused otherwise)' })
       .option('json', { type: 'boolean', default: false, describe: 'NDJSON progress events, then a JSON result' })
       .option('progress', { type: 'boolean', default: true, describe: '--no-progress hides the bar' })
       .option('inventory', { type: 'string', describe: "a P2V agent's inventory.json, kept beside the target as TARGET.inventory.json" })
@@ -81,12 +82,12 @@ async function parseCommandLine(): Promise<void> {
         const cred = (k: string) => a[k] as string | undefined;
         return submitDetached({
           source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac,
-          options: { mode: a.mode, verify: a.verify, force: a.force, inventory: a.inventory },
+          options: { mode: a.mode, verify: a.verify, force: a.force, inventory: a.inventory, forceNtfsDirty: a['force-ntfs-dirty'] },
           credentials: { chapSecretFile: cred('chap-secret-file'), mutualChapSecretFile: cred('mutual-chap-secret-file'), tlsPskFile: cred('tls-psk-file'), tlsCerts: cred('tls-certs') },
         }, a.json);
       }
       const progress = createProgress(a.json ? 'json' : a.progress ? 'bar' : 'none');
-      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac }, progress);
+      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac, forceNtfsDirty: a['force-ntfs-dirty'] }, progress);
       if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
       else process.stdout.write(formatConvert(r));
     })

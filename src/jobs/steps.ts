@@ -115,7 +115,7 @@ export function requestOf(spec: JobSpec): ConvertRequest {
   return {
     source: spec.source, target: spec.target, format: spec.format, size: spec.size,
     mode: spec.options?.mode, force: spec.options?.force, verify: spec.options?.verify,
-    inventory: spec.options?.inventory, profile: spec.profile, mac: spec.mac,
+    inventory: spec.options?.inventory, profile: spec.profile, mac: spec.mac, forceNtfsDirty: spec.options?.forceNtfsDirty,
   };
 }
 

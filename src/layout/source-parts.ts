@@ -3,6 +3,7 @@
 import { attachLoop } from '../blockdev/loop.js';
 import { probeDevice } from '../fs/detect.js';
 import { fsModuleFor } from '../fs/index.js';
+import { looksLikeNtfs } from '../fs/ntfs.js';
 import type { FsFacts, FsModule } from '../fs/types.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { isExtended, readTable, type Partition, type PartitionTable } from './table.js';
@@ -45,6 +46,8 @@ export async function readSourceLayout(diskFile: string, diskSize: number, work:
     parts.push(await withScope(async probeScope => {
       const dev = await attachPart(probeScope, diskFile, part, ss);
       const probe = await probeDevice(dev);
+      // an NTFS boot sector blkid no longer accepts is damaged NTFS, not unknown data: its module says why
+      if (!probe.type && await looksLikeNtfs(dev)) probe.type = 'ntfs';
       const module = fsModuleFor(probe.type);
       if (!module) return { part, method: 'blocks' as const, fsType: probe.type };
       const facts = await module.probe(probeScope, dev, work, probe.type!);
