@@ -13,6 +13,12 @@ async function partitions(raw: string): Promise<Part[]> {
   return (JSON.parse(r.stdout).partitiontable.partitions as Part[]);
 }
 
+/** TYPE, UUID and LABEL as blkid reads them from the superblock itself (-p: no cache) */
+async function identity(dev: string): Promise<string> {
+  const out = String((await execa('blkid', ['-p', '-s', 'TYPE', '-s', 'UUID', '-s', 'LABEL', '-o', 'export', dev])).stdout);
+  return out.split('\n').filter(l => l && !l.startsWith('DEVNAME=')).join(' ');
+}
+
 async function blkType(dev: string): Promise<string> {
   const r = await execa('blkid', ['-p', '-s', 'TYPE', '-o', 'value', dev], { reject: false });
   return String(r.stdout).trim();
@@ -29,12 +35,17 @@ async function describeTree(dir: string): Promise<string> {
     lines.push(`${fields[i]} ${fields[i + 1].replace(/^d (\S+ \S+ \S+) \d+/, 'd $1 -')}`);
   }
   const sums = await execa('find', ['.', '-type', 'f', '-exec', 'sha256sum', '-z', '{}', '+'], { cwd: dir, encoding: 'buffer' });
-  const xattrs = await execa('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: dir, reject: false });
+  // strict: a getfattr that fails fails the comparison (two failed reads must never compare equal)
+  const xattrs = await execa('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: dir });
   return [lines.sort().join('\n'), Buffer.from(sums.stdout as Uint8Array).toString('latin1').split('\0').sort().join('\n'), String(xattrs.stdout)].join('\n---\n');
 }
 
 async function flags(dir: string): Promise<string> {
+  // lsattr cannot read flags of symlinks and device nodes and says so per file (exit 1): those lines are
+  // skipped; any other failure, or no output at all, fails the comparison
   const r = await execa('lsattr', ['-R', '-a', '.'], { cwd: dir, reject: false });
+  const bad = String(r.stderr).split('\n').filter(l => l.trim() && !/Operation not supported|Inappropriate ioctl|No such device or address|While reading flags on .*: (Operation not supported|Inappropriate ioctl)/.test(l));
+  if (bad.length || !String(r.stdout).trim()) throw new Error(`lsattr in ${dir} failed: ${bad.join('; ') || 'no output'}`);
   const out: string[] = [];
   for (const line of String(r.stdout).split('\n')) {
     const m = /^(\S+) (\.\/.*)$/.exec(line);
@@ -74,7 +85,10 @@ export async function independentCompare(a: string, aFormat: string, b: string, 
         if (type === 'vfat') {
           const dir = join(work, `${side}${i}-fat`);
           await execa('mkdir', [dir]);
-          await execa('mcopy', ['-s', '-n', '-i', dev, '::*', `${dir}/`], { env: { MTOOLS_SKIP_CHECK: '1' }, reject: false });
+          // strict: a failed read must fail the comparison, never compare equal (an empty FAT has nothing to copy)
+          const listing = await execa('mdir', ['-b', '-i', dev, '::'], { env: { MTOOLS_SKIP_CHECK: '1' }, reject: false });
+          if (listing.exitCode !== 0 && !/No files/i.test(String(listing.stderr) + String(listing.stdout))) throw new Error(`mdir ${dev}: ${listing.stderr}`);
+          if (String(listing.stdout).trim()) await execa('mcopy', ['-s', '-n', '-i', dev, '::*', `${dir}/`], { env: { MTOOLS_SKIP_CHECK: '1' } });
           const sums = await execa('find', ['.', '-type', 'f', '-exec', 'sha256sum', '{}', '+'], { cwd: dir });
           trees.push(`vfat ${String((await execa('blkid', ['-p', '-s', 'UUID', '-s', 'LABEL', '-o', 'value', dev])).stdout)}\n${String(sums.stdout).split('\n').sort().join('\n')}`);
           continue;
@@ -86,11 +100,13 @@ export async function independentCompare(a: string, aFormat: string, b: string, 
           continue;
         }
         attrs.pop();
+        if (!MOUNT_OPTS[type]) throw new Error(`the independent comparison cannot read ${type} (partition ${i + 1})`);
         const mnt = join(work, `${side}${i}`);
         await execa('mkdir', [mnt]);
         await execa('mount', ['-t', type, '-o', MOUNT_OPTS[type], dev, mnt]);
         mounts.push(mnt);
-        trees.push(await describeTree(mnt));
+        // the file system's identity (blkid's low-level probe), then its tree
+        trees.push(`${await identity(dev)}\n${await describeTree(mnt)}`);
         attrs.push(type.startsWith('ext') ? await flags(mnt) : '');
       }
       if (trees[0] !== trees[1]) diffs.push(`partition ${i + 1}: trees differ\n${firstDifference(trees[0], trees[1])}`);
