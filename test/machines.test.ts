@@ -371,6 +371,8 @@ describe('ferry pxe serve', () => {
   let pxe: ResultPromise | undefined;
   let out = '';
   const script = join(dir, 'udhcpc.sh');
+  // its own run journals: what other ferry processes on this machine left is not this test's business
+  const runEnv = { FERRY_RUN_DIR: join(dir, 'runs') };
 
   before(async () => {
     link = await makeNetnsLink({ ns: NS, hostIf: HOST_IF, nsIf: NS_IF, hostIp: HOST_IP, prefix: 24 });
@@ -440,7 +442,7 @@ describe('ferry pxe serve', () => {
   async function startPxe(args: string[]): Promise<void> {
     await stopPxe();
     out = '';
-    pxe = execa('node', [FERRY, 'pxe', 'serve', '--interface', HOST_IF, ...args], { reject: false, stdin: 'ignore', buffer: false, all: true, forceKillAfterDelay: false });
+    pxe = execa('node', [FERRY, 'pxe', 'serve', '--interface', HOST_IF, ...args], { reject: false, stdin: 'ignore', buffer: false, all: true, forceKillAfterDelay: false, env: runEnv });
     pxe.all!.on('data', (d: Buffer) => { out += d.toString(); });
     await outputMatches(/ferry pxe serve: ready on fpxe-h/, 20_000);
   }
@@ -476,6 +478,23 @@ describe('ferry pxe serve', () => {
     const got = join(dir, 'undionly.kpxe');
     await execa('ip', ['netns', 'exec', NS, 'busybox', 'tftp', '-g', '-r', 'undionly.kpxe', '-l', got, HOST_IP], { stdin: 'ignore' });
     assert.equal(await sha256(got), await sha256('/usr/lib/ipxe/undionly.kpxe'));
+  });
+
+  it('SIGKILL leaves dnsmasq running; cleanup --dry-run names it, the next ferry command stops it and removes its dir', async () => {
+    const dnsmasqPid = String((await execa('pgrep', ['-P', String(pxe!.pid), '-x', 'dnsmasq'], { reject: false })).stdout).trim();
+    assert.match(dnsmasqPid, /^\d+$/, 'dnsmasq runs as its child');
+    pxe!.kill('SIGKILL');
+    await pxe;
+    assert.equal((await execa('kill', ['-0', dnsmasqPid], { reject: false })).exitCode, 0, 'dnsmasq outlived the killed command');
+    const dry = await ferry(['cleanup', '--dry-run'], { env: runEnv });
+    assert.match(dry.stdout, new RegExp(`would remove process .*dnsmasq\\.conf \\(pid ${dnsmasqPid}\\)`), dry.stdout);
+    assert.match(dry.stdout, /would remove file .*ferry-pxe-/);
+    const next = await ferry(['machines', 'list', '--json'], { env: { ...env, ...runEnv } });
+    assert.equal(next.exitCode, 0, next.stderr);
+    assert.match(next.stderr, /cleaned up after a killed run/);
+    assert.equal((await execa('kill', ['-0', dnsmasqPid], { reject: false })).exitCode, 1, 'dnsmasq is gone');
+    assert.deepEqual((await readdir(tmpdir())).filter(f => f.startsWith('ferry-pxe-')), [], 'its private dir is gone');
+    await startPxe(['--dhcp-range', '10.213.9.100,10.213.9.120', '--server', SERVER]);
   });
 
   it('SIGTERM stops dnsmasq and leaves nothing behind', async () => {

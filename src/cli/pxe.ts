@@ -1,9 +1,11 @@
 // `ferry pxe serve`: network boot for the Ferry agent on one interface
 // (src/pxe/dnsmasq.ts), in the foreground until SIGTERM/SIGINT, which stop
-// dnsmasq and remove its private directory.
+// dnsmasq and remove its private directory. Killed with SIGKILL, it leaves
+// both in its run journal, and the next ferry command removes them.
 import type { Argv } from 'yargs';
 import { notRoot, usageError } from '../errors.js';
 import { commandGroup } from './group.js';
+import { Scope } from '../util/scope.js';
 import { interfaceV4, parseRange, startPxe, type DhcpMode } from '../pxe/dnsmasq.js';
 
 interface PxeArgs { interface: string; 'proxy-dhcp'?: boolean; 'dhcp-range'?: string; server?: string }
@@ -13,6 +15,10 @@ async function pxeServe(a: PxeArgs): Promise<void> {
   if (process.getuid?.() !== 0) throw notRoot();
   const mode: DhcpMode = a['dhcp-range'] ? parseRange(a['dhcp-range'], interfaceV4(a.interface)) : { kind: 'proxy' };
   const pxe = await startPxe({ iface: a.interface, mode, server: a.server }, line => process.stderr.write(`${line}\n`));
+  // journalled (jobs/run-journal.ts): after a SIGKILL of this command the next ferry command stops dnsmasq and removes its dir
+  const held = new Scope();
+  held.hold(`private dir ${pxe.dir}`, { kind: 'file', id: pxe.dir }, () => undefined);
+  held.hold(`dnsmasq (pid ${pxe.pid})`, { kind: 'process', id: pxe.confFile, pid: pxe.pid, detail: 'dnsmasq' }, () => undefined);
   const what = mode.kind === 'range' ? `DHCP ${mode.start}-${mode.end}` : `proxy DHCP on ${pxe.v4.network}/${pxe.v4.netmask}`;
   process.stdout.write(`ferry pxe serve: ready on ${pxe.v4.name} (${pxe.v4.address}), ${what}, TFTP, iPXE boot file ${pxe.bootUrl}\n`);
   await new Promise<void>((resolve, reject) => {
@@ -25,6 +31,7 @@ async function pxeServe(a: PxeArgs): Promise<void> {
     // dnsmasq ending by itself is a failure (its message in the error); the private dir goes with it
     pxe.exited.catch(e => { void pxe.stop().finally(() => reject(e)); });
   });
+  await held.release(); // pxe.stop() did the work; this only closes the journal's records
   process.stderr.write('ferry pxe serve: stopped\n');
 }
 

@@ -90,6 +90,18 @@ async function reclaimDaemon(mountpoint: string, pid?: number): Promise<boolean>
   return true;
 }
 
+/** a helper process (dnsmasq) that outlived its owner: killed only if it is still that very process */
+async function reclaimProcess(pid: number | undefined, comm: string | undefined, marker: string): Promise<boolean> {
+  if (!pid) return false;
+  const name = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
+  const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+  if (name !== comm || !cmdline.some(w => w.includes(marker))) return false;
+  try { process.kill(pid, 'SIGTERM'); } catch { return false; }
+  for (let i = 0; i < 100 && (await readFile(`/proc/${pid}/comm`, 'utf8').then(() => true, () => false)); i++) await pause(50);
+  try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  return true;
+}
+
 async function reclaimFile(path: string): Promise<boolean> {
   // never walk into something still mounted (a mount that would not go): rm would delete its files
   const inside = (await mountPoints()).filter(m => m === path || m.startsWith(`${path}/`));
@@ -104,6 +116,7 @@ export async function reclaimOne(r: HeldResource, log: (line: string) => void = 
     case 'loop': return reclaimLoop(r.id, r.detail);
     case 'daemon': return reclaimDaemon(r.id, r.pid);
     case 'file': return reclaimFile(r.id);
+    case 'process': return reclaimProcess(r.pid, r.detail, r.id);
   }
 }
 

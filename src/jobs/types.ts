@@ -47,11 +47,12 @@ export interface StepRecord {
 
 /** A resource a running job holds, recorded so a restarted service can reclaim it after a crash. */
 export interface HeldResource {
-  kind: 'loop' | 'mount' | 'daemon' | 'file';
-  /** loop: /dev/loopN; mount: the mount point; daemon: its FUSE export's mount point; file: the path */
+  kind: 'loop' | 'mount' | 'daemon' | 'file' | 'process';
+  /** loop: /dev/loopN; mount: the mount point; daemon: its FUSE export's mount point; file: the path;
+   * process: a word of its command line that only this one has (e.g. its config file) */
   id: string;
   pid?: number;
-  /** loop: its backing file, so a reused device number is never detached by mistake */
+  /** loop: its backing file, so a reused device number is never detached by mistake; process: its name (comm) */
   detail?: string;
 }
 

@@ -99,6 +99,8 @@ export function dnsmasqConfig(o: { v4: InterfaceV4; mode: DhcpMode; server: stri
 
 export interface PxeServer {
   v4: InterfaceV4; server: string; bootUrl: string; mode: DhcpMode;
+  /** dnsmasq's pid, its config file and private directory: what a killed `pxe serve` leaves for the next command to remove */
+  pid: number; confFile: string; dir: string;
   /** resolves when dnsmasq exits by itself (rejects with its stderr) */
   exited: Promise<void>;
   /** stop dnsmasq and remove the private directory */
@@ -145,7 +147,7 @@ export async function startPxe(o: PxeOptions, log: (line: string) => void): Prom
     const timer = new Promise<never>((_, rej) => setTimeout(() => rej(new ToolError('dnsmasq', args, `did not get ready within ${READY_TIMEOUT_MS / 1000} s; ${stderr}`, undefined)), READY_TIMEOUT_MS).unref());
     await Promise.race([readyP, exited.then(() => { throw new ToolError('dnsmasq', args, stderr, undefined); }), timer]);
     return {
-      v4, server, bootUrl: ipxeBootUrl(server), mode: o.mode, exited,
+      v4, server, bootUrl: ipxeBootUrl(server), mode: o.mode, exited, pid: proc.pid!, confFile: join(dir, 'dnsmasq.conf'), dir,
       async stop() {
         stopping = true;
         proc.kill('SIGTERM');
