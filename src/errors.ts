@@ -267,3 +267,12 @@ export const agentInputMissing = (what: string, pkg: string) =>
   new FerryError('AGENT_INPUT_MISSING', 3,
     `the agent image needs ${what}, which this host lacks; install it with 'apt-get install ${pkg}' and build again (nothing was written)`,
     { what, package: pkg });
+
+// UEFI: converting a guest's firmware, and the EFI system partition it boots from
+export const espNotFat = (partition: number, type: string | undefined) =>
+  new FerryError('ESP_NOT_FAT', 3,
+    `partition ${partition} is an EFI system partition but holds ${type ?? 'no file system'}, not FAT: UEFI firmware cannot boot from it; repair the source's ESP (mkfs.vfat and its loader) and convert again (nothing was written)`,
+    { partition, type });
+
+export const firmwareUnsupported = (what: string, why: string, details: Record<string, unknown> = {}) =>
+  new FerryError('FIRMWARE_UNSUPPORTED', 5, `cannot convert ${what} to UEFI: ${why} (nothing was written)`, details);

@@ -1,0 +1,97 @@
+// `ferry convert --firmware uefi`, the disk half: an MBR/BIOS Linux guest gets
+// a GPT table with a new EFI system partition. The rebuild is file-level, so
+// partitions may move: the ESP goes in front (at 1 MiB), the rest shifts
+// behind it, and when the disk size stays, the data partitions give back the
+// ESP's size (the size planner shrinks them as for a smaller disk). Partition
+// numbers stay, so /dev/sda1-style names and the verify's pairing still hold.
+// What happens inside the guest (ESP contents, fstab, grub.cfg) is
+// converters/linux/grub-efi.ts, after the copy is verified.
+import { randomUUID } from 'node:crypto';
+import type { OpenDisk } from '../blockdev/disk.js';
+import { driverMissing, firmwareUnsupported } from '../errors.js';
+import { openFileSystems } from '../inspect/filesystems.js';
+import { findLinuxRoots, readLinux } from '../inspect/linux/index.js';
+import { findWindowsRoot } from '../inspect/windows/index.js';
+import { planLayout, type PlannedPartition } from '../layout/plan.js';
+import { isExtended, type Partition, type PartitionTable } from '../layout/table.js';
+import type { Scope } from '../util/scope.js';
+import { ESP_GPT_TYPE, isEspPartition } from '../../converters/linux/efi-loader.js';
+import { installGrubEfi } from '../../converters/linux/grub-efi.js';
+import type { Change } from '../../converters/linux/change.js';
+
+export type FirmwareChoice = 'bios' | 'uefi';
+const MiB = 2 ** 20;
+export const ESP_BYTES = 64 * MiB;
+const ALIGN = 2048;
+
+const LINUX_FS = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
+const BASIC_DATA = 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7';
+/** MBR partition id → GPT partition type */
+const GPT_TYPES: Readonly<Record<string, string>> = {
+  '83': LINUX_FS, '82': '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F', '8e': 'E6D6D379-F507-44C2-A23C-238F2A3DF928',
+  'fd': 'A19D880F-05FC-4D3B-A006-743F0F84911E', 'ef': ESP_GPT_TYPE.toUpperCase(),
+  '6': BASIC_DATA, 'b': BASIC_DATA, 'c': BASIC_DATA, 'e': BASIC_DATA,
+};
+
+export const gptTypeFor = (mbrId: string) => GPT_TYPES[mbrId.toLowerCase()] ?? LINUX_FS;
+
+/** --firmware uefi on a disk without an ESP: the rebuild lays out a GPT with one */
+export const gainsEsp = (plan: { firmware?: FirmwareChoice }, table: PartitionTable) =>
+  plan.firmware === 'uefi' && !table.partitions.some(p => isEspPartition(table, p));
+
+/** The GPT table that replaces an MBR one: the ESP first, the source's partitions (numbers kept, extended dropped) after it. */
+export function uefiTable(source: PartitionTable, planned: PlannedPartition[], sourceBytes: number, targetBytes: number): { table: PartitionTable; esp: Partition } {
+  const ss = source.sectorSize;
+  const espSize = ESP_BYTES / ss;
+  const parts = planned.filter(p => !isExtended(source, p));
+  const used = new Set(parts.map(p => p.number));
+  let number = 1;
+  while (used.has(number)) number++;
+  const esp: PlannedPartition = { number, start: ALIGN, size: espSize, type: ESP_GPT_TYPE.toUpperCase(), name: 'EFI system partition', role: 'fixed' };
+  const firstStart = Math.min(...parts.map(p => p.start));
+  const shift = Math.max(0, esp.start + esp.size - firstStart);
+  const moved = parts.map(({ bootable: _b, ...p }) => ({ ...p, start: p.start + shift, type: gptTypeFor(p.type) }));
+  // planned against the shifted disk: a same-size target makes the planner shrink data partitions by the shift (+ GPT's backup)
+  const table: PartitionTable = { label: 'gpt', id: randomUUID().toUpperCase(), sectorSize: ss, partitions: [] };
+  const out = planLayout(table, [esp, ...moved], sourceBytes + (shift + 33) * ss, targetBytes);
+  return { table: out, esp: out.partitions.find(p => p.number === number)! };
+}
+
+/** What the source allows, checked read-only before the target exists: 'already' when it boots UEFI now. */
+export async function checkUefiSource(scope: Scope, source: OpenDisk, work: string): Promise<'convert' | 'already'> {
+  const { table, readable } = await openFileSystems(scope, source.file, source.size, work);
+  if (!table) throw firmwareUnsupported(source.describe, 'it has no partition table (a bare file system has no room for an EFI system partition)');
+  for (const r of readable.filter(x => x.entry.type === 'ntfs')) {
+    if (await findWindowsRoot(r.dir)) {
+      throw firmwareUnsupported('a Windows guest', `partition ${r.entry.partition} holds Windows; Ferry changes the firmware of Linux guests only (Windows needs its own boot manager on the ESP: run 'mbr2gpt' inside the guest)`, { partition: r.entry.partition });
+    }
+  }
+  const roots = await findLinuxRoots(readable);
+  if (!roots.length) throw firmwareUnsupported(source.describe, 'no Linux root file system was found');
+  if (table.partitions.some(p => isEspPartition(table, p))) return 'already';
+  for (const root of roots) {
+    const { os, fs } = await readLinux(root, readable, table.label, work);
+    if (os.arch !== 'x86_64') {
+      throw firmwareUnsupported(`a ${os.arch ?? 'unknown'}-architecture guest (${os.name})`, `its user space is ${os.arch === 'i386' ? '32-bit' : os.arch ?? 'of an unknown architecture'}; 64-bit UEFI (OVMF, x86_64) boots x86_64 guests only`, { arch: os.arch });
+    }
+    if (!await fs.exists('/usr/lib/grub/x86_64-efi/kernel.img')) {
+      const grub = os.packages.list.find(p => ['grub-common', 'grub-pc', 'grub2-common'].includes(p.name));
+      throw driverMissing(`GRUB for x86_64-efi for ${os.name} (the guest has no /usr/lib/grub/x86_64-efi)`,
+        `grub-efi-amd64-bin${grub ? ` ${grub.version}` : ''} (the guest's GRUB version), so its x86_64-efi modules come from the guest's own GRUB`,
+        { package: 'grub-efi-amd64-bin', version: grub?.version });
+    }
+  }
+  return 'convert';
+}
+
+/** After the verified copy: the guest side of the change on the writable target (ESP contents, loader, fstab, grub.cfg). */
+export async function fitUefiTarget(scope: Scope, target: OpenDisk, esp: { number: number; start: number; size: number }, work: string): Promise<Change[]> {
+  const { table, entries, readable } = await openFileSystems(scope, target.file, target.size, work, { writable: true });
+  const ss = table!.sectorSize;
+  const changes: Change[] = [];
+  for (const root of await findLinuxRoots(readable)) {
+    const { os, fs } = await readLinux(root, readable, table!.label, work);
+    changes.push(...await installGrubEfi({ scope, diskFile: target.file, esp: { partition: esp.number, offset: esp.start * ss, size: esp.size * ss }, fs, os, fileSystems: entries, work }));
+  }
+  return changes;
+}
