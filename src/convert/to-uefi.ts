@@ -8,7 +8,7 @@
 // converters/linux/grub-efi.ts, after the copy is verified.
 import { randomUUID } from 'node:crypto';
 import type { OpenDisk } from '../blockdev/disk.js';
-import { driverMissing, firmwareUnsupported } from '../errors.js';
+import { driverMissing, espNotFat, firmwareUnsupported } from '../errors.js';
 import { openFileSystems } from '../inspect/filesystems.js';
 import { findLinuxRoots, readLinux } from '../inspect/linux/index.js';
 import { findWindowsRoot } from '../inspect/windows/index.js';
@@ -50,7 +50,8 @@ export function uefiTable(source: PartitionTable, planned: PlannedPartition[], s
   const esp: PlannedPartition = { number, start: ALIGN, size: espSize, type: ESP_GPT_TYPE.toUpperCase(), name: 'EFI system partition', role: 'fixed' };
   const firstStart = Math.min(...parts.map(p => p.start));
   const shift = Math.max(0, esp.start + esp.size - firstStart);
-  const moved = parts.map(({ bootable: _b, ...p }) => ({ ...p, start: p.start + shift, type: gptTypeFor(p.type) }));
+  // swap keeps its size: the data partition is what gives the ESP's room back
+  const moved = parts.map(({ bootable: _b, ...p }) => ({ ...p, start: p.start + shift, type: gptTypeFor(p.type), role: p.role === 'swap' ? 'fixed' as const : p.role }));
   // planned against the shifted disk: a same-size target makes the planner shrink data partitions by the shift (+ GPT's backup)
   const table: PartitionTable = { label: 'gpt', id: randomUUID().toUpperCase(), sectorSize: ss, partitions: [] };
   const out = planLayout(table, [esp, ...moved], sourceBytes + (shift + 33) * ss, targetBytes);
@@ -59,7 +60,7 @@ export function uefiTable(source: PartitionTable, planned: PlannedPartition[], s
 
 /** What the source allows, checked read-only before the target exists: 'already' when it boots UEFI now. */
 export async function checkUefiSource(scope: Scope, source: OpenDisk, work: string): Promise<'convert' | 'already'> {
-  const { table, readable } = await openFileSystems(scope, source.file, source.size, work);
+  const { table, entries, readable } = await openFileSystems(scope, source.file, source.size, work);
   if (!table) throw firmwareUnsupported(source.describe, 'it has no partition table (a bare file system has no room for an EFI system partition)');
   for (const r of readable.filter(x => x.entry.type === 'ntfs')) {
     if (await findWindowsRoot(r.dir)) {
@@ -68,7 +69,12 @@ export async function checkUefiSource(scope: Scope, source: OpenDisk, work: stri
   }
   const roots = await findLinuxRoots(readable);
   if (!roots.length) throw firmwareUnsupported(source.describe, 'no Linux root file system was found');
-  if (table.partitions.some(p => isEspPartition(table, p))) return 'already';
+  const esp = table.partitions.find(p => isEspPartition(table, p));
+  if (esp) {
+    const type = entries.find(e => e.partition === esp.number)?.type;
+    if (type !== 'vfat') throw espNotFat(esp.number, type);
+    return 'already';
+  }
   for (const root of roots) {
     const { os, fs } = await readLinux(root, readable, table.label, work);
     if (os.arch !== 'x86_64') {
