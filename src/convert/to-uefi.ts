@@ -6,7 +6,7 @@
 // numbers stay, so /dev/sda1-style names and the verify's pairing still hold.
 // What happens inside the guest (ESP contents, fstab, grub.cfg) is
 // converters/linux/grub-efi.ts, after the copy is verified.
-import { randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { OpenDisk } from '../blockdev/disk.js';
 import { driverMissing, espNotFat, firmwareUnsupported } from '../errors.js';
 import { openFileSystems } from '../inspect/filesystems.js';
@@ -53,7 +53,10 @@ export function uefiTable(source: PartitionTable, planned: PlannedPartition[], s
   // swap keeps its size: the data partition is what gives the ESP's room back
   const moved = parts.map(({ bootable: _b, ...p }) => ({ ...p, start: p.start + shift, type: gptTypeFor(p.type), role: p.role === 'swap' ? 'fixed' as const : p.role }));
   // planned against the shifted disk: a same-size target makes the planner shrink data partitions by the shift (+ GPT's backup)
-  const table: PartitionTable = { label: 'gpt', id: randomUUID().toUpperCase(), sectorSize: ss, partitions: [] };
+  // the disk GUID follows from the source, so a resumed job plans the same table
+  const h = createHash('sha256').update(`ferry uefi ${source.id} ${targetBytes}`).digest('hex').toUpperCase();
+  const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  const table: PartitionTable = { label: 'gpt', id, sectorSize: ss, partitions: [] };
   const out = planLayout(table, [esp, ...moved], sourceBytes + (shift + 33) * ss, targetBytes);
   return { table: out, esp: out.partitions.find(p => p.number === number)! };
 }
