@@ -11,7 +11,13 @@ import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
-import { bootImage } from '../src/verify/boot.js';
+import type { InspectReport } from '../src/inspect/report.js';
+import { loadProfile } from '../src/profiles/profiles.js';
+import { describeHardware, guestFacts } from '../src/register/hardware.js';
+import { domainXml } from '../src/register/libvirt-xml.js';
+import { uefiTable } from '../src/convert/to-uefi.js';
+import type { PartitionTable } from '../src/layout/table.js';
+import { bootImage, OVMF_CODE, qemuArgs } from '../src/verify/boot.js';
 import { buildDebianGuest, buildPhonyWindows, buildUefiGuests, type UefiGuests } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 
@@ -147,6 +153,35 @@ describe('BIOS guest → UEFI (convert --firmware uefi)', () => {
     assert.equal(m.efi, 'yes');
     assert.equal(m.root, g.info.bios_root_uuid);
   });
+
+  it('register describes it as a UEFI machine: libvirt <os firmware=efi> without secure boot', async () => {
+    const r = await ferry(['inspect', target, '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as InspectReport;
+    const hw = describeHardware(await loadProfile('kvm-virtio'), { name: 'uefi-vm' }, { path: target, format: 'raw', virtualSize: 2 ** 31 }, guestFacts(report));
+    const xml = domainXml(hw, { serialLog: join(dir, 'serial.log') });
+    assert.match(xml, /<os firmware='efi'>/);
+    assert.match(xml, /<feature enabled='no' name='secure-boot'\/>/);
+  });
+});
+
+describe('reconfigure --firmware uefi into an overlay (nothing moves; the overlay grows by the ESP)', () => {
+  it('the overlay is GPT with the same partition starts, an ESP after them and /boot/efi in fstab; the template is unchanged', async () => {
+    const overlay = join(dir, 'reconf.qcow2');
+    const r = await ferry(['reconfigure', g.bios, '--overlay', overlay, '--profile', 'kvm-legacy', '--firmware', 'uefi', '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.ok((JSON.parse(r.stdout).firmware.changes as { file: string }[]).some(c => c.file === '/etc/fstab'));
+    const raw = join(dir, 'reconf.raw');
+    await execa('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', overlay, raw]);
+    const [before, after] = [await sfdiskJson(g.bios), await sfdiskJson(raw)];
+    assert.equal(after.label, 'gpt');
+    for (const p of before.partitions) assert.equal(after.partitions.find(q => q.node.endsWith(p.node.slice(-1)))?.start, p.start);
+    const esp = after.partitions.find(p => p.type === ESP_TYPE)!;
+    assert.ok(esp.start >= Math.max(...before.partitions.map(p => p.start + p.size)));
+    const espUuid = await withPartition(raw, esp, d => blkid(d, 'UUID'));
+    const fstab = await withPartition(raw, after.partitions.find(p => p.node.endsWith('1'))!, d => debugfsCat(d, '/etc/fstab'));
+    assert.match(fstab, new RegExp(`^UUID=${espUuid}\\s+/boot/efi\\s`, 'm'));
+  });
 });
 
 describe('refused before a byte is written (typed errors, source unchanged, no target)', () => {
@@ -183,5 +218,36 @@ describe('refused before a byte is written (typed errors, source unchanged, no t
     const w = await buildPhonyWindows();
     assert.equal((await sfdiskJson(w.win2019.image)).label, 'dos', 'the phony Windows disk is a BIOS one');
     await refused(w.win2019.image, ['--firmware', 'uefi'], 'FIRMWARE_UNSUPPORTED', /Windows/);
+  });
+});
+
+describe('pieces (no disk)', () => {
+  it('an MBR table with an extended partition becomes GPT: ESP first at 1 MiB, numbers kept, 83/82 mapped, the root gives the room back', () => {
+    const GiB = 2 ** 30, s = GiB / 512;
+    const mbr: PartitionTable = { label: 'dos', id: '0x12345678', sectorSize: 512, partitions: [
+      { number: 1, start: 2048, size: 3 * s / 2, type: '83', bootable: true },
+      { number: 2, start: 2048 + 3 * s / 2, size: s / 2 - 2048, type: '5' },
+      { number: 5, start: 4096 + 3 * s / 2, size: s / 2 - 4096, type: '82' },
+    ] };
+    const planned = mbr.partitions.map(p => ({ ...p, role: p.type === '83' ? 'data' as const : p.type === '82' ? 'swap' as const : 'fixed' as const, minSize: p.type === '83' ? s / 4 : p.type === '82' ? 2048 : undefined }));
+    const { table, esp } = uefiTable(mbr, planned, 2 * GiB, 2 * GiB);
+    assert.equal(table.label, 'gpt');
+    assert.deepEqual([esp.number, esp.start, esp.type], [2, 2048, ESP_TYPE]);
+    assert.deepEqual(table.partitions.map(p => p.number), [1, 2, 5]);
+    const [root, , swap] = table.partitions;
+    assert.equal(root.type, '0FC63DAF-8483-4772-8E79-3D69D8477DE4');
+    assert.equal(swap.type, '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F');
+    assert.equal(swap.size, mbr.partitions[2].size, 'swap keeps its size');
+    assert.equal(root.start, esp.start + esp.size);
+    assert.ok(swap.start + swap.size <= 2 * s - 33, 'fits before the backup GPT');
+    assert.ok(table.partitions.every(p => !p.bootable));
+    assert.equal(uefiTable(mbr, planned, 2 * GiB, 2 * GiB).table.id, table.id, 'the same source plans the same disk GUID');
+  });
+
+  it('qemu gets OVMF as read-only pflash and the per-boot variable store', () => {
+    const args = qemuArgs({ image: '/x.raw', format: 'raw', ovmfVars: '/w/VARS.fd' }).join(' ');
+    assert.ok(args.includes(`if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`));
+    assert.ok(args.includes('if=pflash,format=raw,unit=1,file=/w/VARS.fd'));
+    assert.ok(!qemuArgs({ image: '/x.raw', format: 'raw' }).join(' ').includes('pflash'));
   });
 });

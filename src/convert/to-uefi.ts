@@ -7,13 +7,16 @@
 // What happens inside the guest (ESP contents, fstab, grub.cfg) is
 // converters/linux/grub-efi.ts, after the copy is verified.
 import { createHash } from 'node:crypto';
-import type { OpenDisk } from '../blockdev/disk.js';
+import { openWritable, writeBytes, type OpenDisk } from '../blockdev/disk.js';
+import { imageInfoChain } from '../blockdev/qemu-img.js';
+import { run } from '../util/exec.js';
+import { withScope } from '../util/scope.js';
 import { driverMissing, espNotFat, firmwareUnsupported } from '../errors.js';
 import { openFileSystems } from '../inspect/filesystems.js';
 import { findLinuxRoots, readLinux } from '../inspect/linux/index.js';
 import { findWindowsRoot } from '../inspect/windows/index.js';
 import { planLayout, type PlannedPartition } from '../layout/plan.js';
-import { isExtended, type Partition, type PartitionTable } from '../layout/table.js';
+import { isExtended, readTable, writeTable, type Partition, type PartitionTable } from '../layout/table.js';
 import type { Scope } from '../util/scope.js';
 import { ESP_GPT_TYPE, isEspPartition } from '../../converters/linux/efi-loader.js';
 import { installGrubEfi } from '../../converters/linux/grub-efi.js';
@@ -35,6 +38,12 @@ const GPT_TYPES: Readonly<Record<string, string>> = {
 
 export const gptTypeFor = (mbrId: string) => GPT_TYPES[mbrId.toLowerCase()] ?? LINUX_FS;
 
+/** the new GPT's disk GUID follows from the source's MBR id and the size, so a resumed job plans the same table */
+function diskGuid(mbrId: string, bytes: number): string {
+  const h = createHash('sha256').update(`ferry uefi ${mbrId} ${bytes}`).digest('hex').toUpperCase();
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
 /** --firmware uefi on a disk without an ESP: the rebuild lays out a GPT with one */
 export const gainsEsp = (plan: { firmware?: FirmwareChoice }, table: PartitionTable) =>
   plan.firmware === 'uefi' && !table.partitions.some(p => isEspPartition(table, p));
@@ -53,10 +62,7 @@ export function uefiTable(source: PartitionTable, planned: PlannedPartition[], s
   // swap keeps its size: the data partition is what gives the ESP's room back
   const moved = parts.map(({ bootable: _b, ...p }) => ({ ...p, start: p.start + shift, type: gptTypeFor(p.type), role: p.role === 'swap' ? 'fixed' as const : p.role }));
   // planned against the shifted disk: a same-size target makes the planner shrink data partitions by the shift (+ GPT's backup)
-  // the disk GUID follows from the source, so a resumed job plans the same table
-  const h = createHash('sha256').update(`ferry uefi ${source.id} ${targetBytes}`).digest('hex').toUpperCase();
-  const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
-  const table: PartitionTable = { label: 'gpt', id, sectorSize: ss, partitions: [] };
+  const table: PartitionTable = { label: 'gpt', id: diskGuid(source.id, targetBytes), sectorSize: ss, partitions: [] };
   const out = planLayout(table, [esp, ...moved], sourceBytes + (shift + 33) * ss, targetBytes);
   return { table: out, esp: out.partitions.find(p => p.number === number)! };
 }
@@ -103,4 +109,40 @@ export async function fitUefiTarget(scope: Scope, target: OpenDisk, esp: { numbe
     changes.push(...await installGrubEfi({ scope, diskFile: target.file, esp: { partition: esp.number, offset: esp.start * ss, size: esp.size * ss }, fs, os, fileSystems: entries, work }));
   }
   return changes;
+}
+
+/**
+ * `ferry reconfigure --firmware uefi`: the same change in place (into an
+ * overlay), where nothing may move. The partitions keep their sectors and the
+ * ESP goes after the last one: the image's virtual size grows by the ESP (an
+ * overlay grows alone; its backing file stays as it was). GPT's entries take
+ * the sectors after the MBR, where BIOS GRUB's core.img was.
+ */
+export async function reconfigureToUefi(image: string, work: string): Promise<Change[]> {
+  if (await withScope(async s => checkUefiSource(s, await openWritable(s, image, work), work)) === 'already') return [];
+  const info = (await imageInfoChain(image))[0];
+  const table = (await withScope(async s => readTable((await openWritable(s, image, work)).file)))!;
+  const ss = table.sectorSize;
+  const parts = table.partitions.filter(p => !isExtended(table, p));
+  const first = Math.min(...parts.map(p => p.start));
+  if (first < 34) throw firmwareUnsupported(image, `its first partition starts at sector ${first}, where GPT's partition entries must go; use 'ferry convert --firmware uefi', which may move partitions`);
+  const used = new Set(parts.map(p => p.number));
+  let number = 1;
+  while (used.has(number)) number++;
+  const lastEnd = Math.max(...parts.map(p => p.start + p.size));
+  const esp: Partition = { number, start: Math.ceil(lastEnd / ALIGN) * ALIGN, size: ESP_BYTES / ss, type: ESP_GPT_TYPE.toUpperCase(), name: 'EFI system partition' };
+  const newSize = Math.max(info.virtualSize, (esp.start + esp.size + ALIGN) * ss);
+  if (newSize > info.virtualSize) await run('qemu-img', ['resize', '-q', '-f', info.format, image, String(newSize)]);
+  const gpt: PartitionTable = {
+    label: 'gpt', id: diskGuid(table.id, newSize), sectorSize: ss,
+    partitions: [...parts.map(({ bootable: _b, ...p }) => ({ ...p, type: gptTypeFor(p.type) })), esp],
+  };
+  return withScope(async s => {
+    const disk = await openWritable(s, image, work);
+    // BIOS boot code goes: the MBR's code area and what is left of core.img after GPT's entries
+    await writeBytes(disk.file, 0, Buffer.alloc(440));
+    await writeTable(disk.file, gpt);
+    if (first > 34) await writeBytes(disk.file, 34 * ss, Buffer.alloc((first - 34) * ss));
+    return fitUefiTarget(s, disk, esp, work);
+  });
 }
