@@ -16,6 +16,8 @@ import { loadProfile } from '../src/profiles/profiles.js';
 import { describeHardware, guestFacts } from '../src/register/hardware.js';
 import { domainXml } from '../src/register/libvirt-xml.js';
 import { uefiTable } from '../src/convert/to-uefi.js';
+import { initialSteps } from '../src/jobs/steps.js';
+import { validateSpec } from '../src/jobs/spec.js';
 import type { PartitionTable } from '../src/layout/table.js';
 import { bootImage, OVMF_CODE, qemuArgs } from '../src/verify/boot.js';
 import { buildDebianGuest, buildPhonyWindows, buildUefiGuests, type UefiGuests } from './support/fixtures.js';
@@ -242,6 +244,14 @@ describe('pieces (no disk)', () => {
     assert.ok(swap.start + swap.size <= 2 * s - 33, 'fits before the backup GPT');
     assert.ok(table.partitions.every(p => !p.bootable));
     assert.equal(uefiTable(mbr, planned, 2 * GiB, 2 * GiB).table.id, table.id, 'the same source plans the same disk GUID');
+  });
+
+  it('a job spec takes firmware uefi (and refuses another value, or block mode); its steps gain "firmware"', () => {
+    const spec = { source: '/a.raw', target: '/b.qcow2' };
+    assert.deepEqual(validateSpec({ ...spec, firmware: 'uefi' }), []);
+    assert.deepEqual(validateSpec({ ...spec, firmware: 'efi' }).map(e => e.field), ['firmware']);
+    assert.deepEqual(validateSpec({ ...spec, firmware: 'uefi', options: { mode: 'block' } }).map(e => e.field), ['firmware']);
+    assert.ok(initialSteps({ ...spec, firmware: 'uefi' }).includes('firmware'));
   });
 
   it('qemu gets OVMF as read-only pflash and the per-boot variable store', () => {
