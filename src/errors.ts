@@ -276,3 +276,9 @@ export const espNotFat = (partition: number, type: string | undefined) =>
 
 export const firmwareUnsupported = (what: string, why: string, details: Record<string, unknown> = {}) =>
   new FerryError('FIRMWARE_UNSUPPORTED', 5, `cannot convert ${what} to UEFI: ${why} (nothing was written)`, details);
+
+/** DRIVER_MISSING as for a kernel driver, but drivers-db holds no GRUB modules: the package goes into the guest itself */
+export const grubEfiMissing = (os: string, version: string | undefined) =>
+  new FerryError('DRIVER_MISSING', 5,
+    `${os} has no GRUB for x86_64-efi (/usr/lib/grub/x86_64-efi); install grub-efi-amd64-bin${version ? ` ${version} (its GRUB version)` : ''} in the guest and convert again (the substitute-file cache does not hold GRUB modules; nothing was written)`,
+    { package: 'grub-efi-amd64-bin', version, import: `grub-efi-amd64-bin${version ? ` ${version}` : ''}` });

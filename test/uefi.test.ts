@@ -216,6 +216,18 @@ describe('refused before a byte is written (typed errors, source unchanged, no t
     await refused(bad, ['--profile', 'kvm-virtio'], 'ESP_NOT_FAT', /not FAT/);
   });
 
+  it('a 32-bit guest: FIRMWARE_UNSUPPORTED (a copy of the BIOS guest whose user space looks i386)', async () => {
+    const x86 = join(dir, 'i386.raw');
+    await execa('cp', ['--sparse=always', g.bios, x86]);
+    const root = (await sfdiskJson(x86)).partitions[0];
+    const dev = (await execa('losetup', ['--find', '--show', '--offset', String(root.start * 512), '--sizelimit', String(root.size * 512), x86])).stdout.trim();
+    try {
+      // the 64-bit loader goes, a 32-bit one's name comes: what an i386 Debian has
+      for (const cmd of ['rm /usr/lib64/ld-linux-x86-64.so.2', 'write /etc/hostname /usr/lib/ld-linux.so.2']) await execa('debugfs', ['-w', '-R', cmd, dev]);
+    } finally { await execa('losetup', ['-d', dev]); }
+    await refused(x86, ['--firmware', 'uefi'], 'FIRMWARE_UNSUPPORTED', /32-bit/);
+  });
+
   it('a Windows guest: FIRMWARE_UNSUPPORTED says so', async () => {
     const w = await buildPhonyWindows();
     assert.equal((await sfdiskJson(w.win2019.image)).label, 'dos', 'the phony Windows disk is a BIOS one');

@@ -65,7 +65,7 @@ async function main(): Promise<void> {
       if (a.detach) {
         const cred = (k: string) => a[k] as string | undefined;
         return submitDetached({
-          source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac,
+          source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac, firmware: a.firmware,
           options: { mode: a.mode, verify: a.verify, force: a.force, inventory: a.inventory },
           credentials: { chapSecretFile: cred('chap-secret-file'), mutualChapSecretFile: cred('mutual-chap-secret-file'), tlsPskFile: cred('tls-psk-file'), tlsCerts: cred('tls-certs') },
         }, a.json);

@@ -11,7 +11,7 @@ import { openWritable, writeBytes, type OpenDisk } from '../blockdev/disk.js';
 import { imageInfoChain } from '../blockdev/qemu-img.js';
 import { run } from '../util/exec.js';
 import { withScope } from '../util/scope.js';
-import { driverMissing, espNotFat, firmwareUnsupported } from '../errors.js';
+import { espNotFat, firmwareUnsupported, grubEfiMissing } from '../errors.js';
 import { openFileSystems } from '../inspect/filesystems.js';
 import { findLinuxRoots, readLinux } from '../inspect/linux/index.js';
 import { findWindowsRoot } from '../inspect/windows/index.js';
@@ -91,9 +91,7 @@ export async function checkUefiSource(scope: Scope, source: OpenDisk, work: stri
     }
     if (!await fs.exists('/usr/lib/grub/x86_64-efi/kernel.img')) {
       const grub = os.packages.list.find(p => ['grub-common', 'grub-pc', 'grub2-common'].includes(p.name));
-      throw driverMissing(`GRUB for x86_64-efi for ${os.name} (the guest has no /usr/lib/grub/x86_64-efi)`,
-        `grub-efi-amd64-bin${grub ? ` ${grub.version}` : ''} (the guest's GRUB version), so its x86_64-efi modules come from the guest's own GRUB`,
-        { package: 'grub-efi-amd64-bin', version: grub?.version });
+      throw grubEfiMissing(os.name, grub?.version);
     }
   }
   return 'convert';
