@@ -282,3 +282,18 @@ export const agentInputMissing = (what: string, pkg: string) =>
   new FerryError('AGENT_INPUT_MISSING', 3,
     `the agent image needs ${what}, which this host lacks; install it with 'apt-get install ${pkg}' and build again (nothing was written)`,
     { what, package: pkg });
+
+// UEFI: converting a guest's firmware, and the EFI system partition it boots from
+export const espNotFat = (partition: number, type: string | undefined) =>
+  new FerryError('ESP_NOT_FAT', 3,
+    `partition ${partition} is an EFI system partition but holds ${type ?? 'no file system'}, not FAT: UEFI firmware cannot boot from it; repair the source's ESP (mkfs.vfat and its loader) and convert again (nothing was written)`,
+    { partition, type });
+
+export const firmwareUnsupported = (what: string, why: string, details: Record<string, unknown> = {}) =>
+  new FerryError('FIRMWARE_UNSUPPORTED', 5, `cannot convert ${what} to UEFI: ${why} (nothing was written)`, details);
+
+/** DRIVER_MISSING as for a kernel driver, but drivers-db holds no GRUB modules: the package goes into the guest itself */
+export const grubEfiMissing = (os: string, version: string | undefined) =>
+  new FerryError('DRIVER_MISSING', 5,
+    `${os} has no GRUB for x86_64-efi (/usr/lib/grub/x86_64-efi); install grub-efi-amd64-bin${version ? ` ${version} (its GRUB version)` : ''} in the guest and convert again (the substitute-file cache does not hold GRUB modules; nothing was written)`,
+    { package: 'grub-efi-amd64-bin', version, import: `grub-efi-amd64-bin${version ? ` ${version}` : ''}` });

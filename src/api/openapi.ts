@@ -37,6 +37,7 @@ export const jobSpecSchema = {
     size: { type: ['string', 'integer'], minLength: 1, minimum: 1, description: 'target disk size, e.g. 8G, or bytes (default: the source size)' },
     profile: str('re-fit the guest to this hardware profile'),
     mac: str("with profile: the new NIC's MAC"),
+    firmware: { type: 'string', enum: ['bios', 'uefi'], description: "uefi: a BIOS/MBR Linux guest becomes GPT with an EFI system partition and GRUB for UEFI (bios: keep the source's)" },
     options: {
       type: 'object',
       additionalProperties: false,

@@ -76,18 +76,19 @@ async function parseCommandLine(): Promise<void> {
       .option('inventory', { type: 'string', describe: "a P2V agent's inventory.json, kept beside the target as TARGET.inventory.json" })
       .option('profile', { type: 'string', describe: "re-fit the guest to this hardware profile (see 'ferry profiles list')" })
       .option('mac', { type: 'string', describe: "with --profile: the new NIC's MAC; bindings to the old MAC move to it" })
+      .option('firmware', { choices: ['bios', 'uefi'] as const, describe: 'uefi: a BIOS/MBR Linux guest becomes GPT with an EFI system partition and GRUB for UEFI (bios: keep the source\'s)' })
       .option('detach', { type: 'boolean', default: false, describe: "queue it as a job instead (see 'ferry jobs'); prints the job's id" }),
     async a => {
       if (a.detach) {
         const cred = (k: string) => a[k] as string | undefined;
         return submitDetached({
-          source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac,
+          source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac, firmware: a.firmware,
           options: { mode: a.mode, verify: a.verify, force: a.force, inventory: a.inventory, forceNtfsDirty: a['force-ntfs-dirty'] },
           credentials: { chapSecretFile: cred('chap-secret-file'), mutualChapSecretFile: cred('mutual-chap-secret-file'), tlsPskFile: cred('tls-psk-file'), tlsCerts: cred('tls-certs') },
         }, a.json);
       }
       const progress = createProgress(a.json ? 'json' : a.progress ? 'bar' : 'none');
-      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac, forceNtfsDirty: a['force-ntfs-dirty'] }, progress);
+      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac, firmware: a.firmware, forceNtfsDirty: a['force-ntfs-dirty'] }, progress);
       if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
       else process.stdout.write(formatConvert(r));
     })

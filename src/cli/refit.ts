@@ -23,10 +23,11 @@ export const reconfigureCommand: CommandModule = {
     .option('overlay', { type: 'string', describe: 'write every change into this new qcow2 whose backing file is IMAGE' })
     .option('mac', { type: 'string', describe: "the new NIC's MAC address; bindings to the old one move to it" })
     .option('inventory', { type: 'string', describe: "a P2V agent's inventory.json (profile physical)" })
+    .option('firmware', { choices: ['bios', 'uefi'] as const, describe: 'uefi: a BIOS/MBR Linux guest becomes GPT with an EFI system partition after its last partition (the image grows by it)' })
     .option('json', { type: 'boolean', default: false }),
   handler: async a => {
-    const r = await reconfigure({ image: a.IMAGE as string, profile: a.profile as string, overlay: a.overlay as string | undefined, mac: a.mac as string | undefined, inventory: a.inventory as string | undefined });
-    process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : [`${r.written}${r.overlay ? ` (overlay on ${r.image})` : ''}`, ...formatChanges(r)].join('\n') + '\n');
+    const r = await reconfigure({ image: a.IMAGE as string, profile: a.profile as string, overlay: a.overlay as string | undefined, mac: a.mac as string | undefined, inventory: a.inventory as string | undefined, firmware: a.firmware as string | undefined });
+    process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : [`${r.written}${r.overlay ? ` (overlay on ${r.image})` : ''}`, ...(r.firmware?.changes ?? []).map(c => `  ${c.file}: ${c.before} -> ${c.after}  (${c.reason})`), ...formatChanges(r)].join('\n') + '\n');
   },
 };
 

@@ -17,6 +17,8 @@ import { stageInventory } from './inventory.js';
 import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
 import { checkRequest, type ConvertPlan, type ConvertRequest } from './options.js';
 import { rebuild, type RebuildReport } from './rebuild.js';
+import { checkUefiSource, fitUefiTarget } from './to-uefi.js';
+import type { Change } from '../../converters/linux/change.js';
 
 export interface ConvertResult {
   source: string;
@@ -34,6 +36,8 @@ export interface ConvertResult {
   inventory?: string;
   /** what the re-fit to --profile changed (after verify: the copy itself is proven equal first) */
   refit?: RefitResult;
+  /** --firmware uefi: what the guest's boot got (ESP, loader, fstab, grub.cfg); empty when it booted UEFI already */
+  firmware?: { to: 'uefi'; changes: Change[] };
 }
 
 export async function convert(req: ConvertRequest, progress: ProgressSink): Promise<ConvertResult> {
@@ -48,6 +52,8 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
     const source = await openSource(owner, plan.source, work, 'source', progress);
     // a driver the re-fit will need and cannot find stops the conversion here, before the target exists
     if (plan.profile) await withScope(s => preflightRefit(s, source, work, plan.profile!, { mac: plan.mac, modaliases: plan.modaliases }));
+    // a guest that cannot boot UEFI (Windows, 32-bit, no x86_64-efi GRUB) stops here too
+    if (plan.firmware === 'uefi') await withScope(s => checkUefiSource(s, source, work));
     let layout: RebuildReport | undefined;
     let partialPath: string;
     let targetSize: number;
@@ -67,9 +73,16 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
       verify = await withScope(async vs => {
         const target = await openSource(vs, parseEndpoint(partialPath), work, 'verify-target');
         if (plan.mode === 'block') return blockVerify(source, plan.source.kind === 'file' && !source.sourceFormat ? plan.source.path : source.file, target, partialPath);
-        return verifyDisks(source, target, work, progress);
+        return verifyDisks(source, target, work, progress, { layoutChanged: !!layout?.esp });
       });
       if (!verify.equivalent) throw verifyFailed(verify.differences);
+    }
+    throwIfAborted();
+    let firmware: ConvertResult['firmware'];
+    if (plan.firmware === 'uefi') {
+      progress.phase('firmware', 0);
+      const esp = layout?.esp;
+      firmware = { to: 'uefi', changes: esp ? await withScope(async fs => fitUefiTarget(fs, await openWritable(fs, partialPath, work), esp, work)) : [] };
     }
     throwIfAborted();
     let refit: RefitResult | undefined;
@@ -86,7 +99,7 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
       source: req.source, target: plan.targetPath, format: plan.format, mode: plan.mode,
       virtualSize: (await imageInfo(plan.targetPath, plan.format)).virtualSize ?? targetSize,
       allocatedBytes: st.blocks * 512, seconds: (Date.now() - started) / 1000,
-      layout, verified: !!verify, verify, inventory, refit,
+      layout, verified: !!verify, verify, inventory, refit, firmware,
     };
   }));
 }

@@ -8,6 +8,7 @@ import { unsupportedEndpoint } from '../errors.js';
 import { inventoryModaliases, readInventory } from './inventory.js';
 import { loadProfile, type Profile } from '../profiles/profiles.js';
 import { checkRefitRequest } from '../refit/refit.js';
+import type { FirmwareChoice } from './to-uefi.js';
 
 export const TARGET_FORMATS = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'] as const;
 export type TargetFormat = typeof TARGET_FORMATS[number];
@@ -29,6 +30,8 @@ export interface ConvertRequest {
   mac?: string;
   /** copy NTFS volumes Windows left dirty or hibernated as they are */
   forceNtfsDirty?: boolean;
+  /** 'uefi': a BIOS guest becomes a GPT/UEFI guest (convert/to-uefi.ts) */
+  firmware?: string;
 }
 
 export interface ConvertPlan {
@@ -46,8 +49,16 @@ export interface ConvertPlan {
   mac?: string;
   /** PCI modalias strings of the inventory's storage controllers and NICs (profile `physical`) */
   modaliases: string[];
+  firmware?: FirmwareChoice;
   /** copy NTFS volumes Windows left dirty or hibernated as they are */
   forceNtfsDirty?: boolean;
+}
+
+/** --firmware: only 'uefi' changes anything ('bios' keeps what the source has) */
+export function parseFirmware(f: string | undefined): FirmwareChoice | undefined {
+  if (f === undefined || f === 'bios') return undefined;
+  if (f !== 'uefi') throw usageError(`--firmware must be uefi (or bios: keep the source's), not ${f}`);
+  return f;
 }
 
 
@@ -81,8 +92,9 @@ export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
     size: r.size === undefined ? undefined : parseSize(r.size), mode, force: !!r.force, verify: r.verify !== false,
     inventory: r.inventory === undefined ? undefined : await readInventory(r.inventory),
     profile: r.profile === undefined ? undefined : await loadProfile(r.profile),
-    mac: r.mac?.toLowerCase(), modaliases: [], forceNtfsDirty: !!r.forceNtfsDirty,
+    mac: r.mac?.toLowerCase(), modaliases: [], firmware: parseFirmware(r.firmware), forceNtfsDirty: !!r.forceNtfsDirty,
   };
+  if (plan.firmware && mode === 'block') throw usageError('--firmware uefi changes the partition table: it needs --mode rebuild');
   if (plan.mac && !plan.profile) throw usageError('--mac is part of a re-fit; give --profile too');
   if (plan.profile) checkRefitRequest(plan.profile, r.mac, !!plan.inventory);
   if (plan.inventory) plan.modaliases = inventoryModaliases(plan.inventory);

@@ -14,6 +14,7 @@ import { copyBootCode } from './boot-code.js';
 import { checkSpace, type ConvertPlan } from './options.js';
 import { doesNotFit, ntfsNotClean } from '../errors.js';
 import { ntfsUncleanState } from '../fs/ntfs.js';
+import { gainsEsp, uefiTable } from './to-uefi.js';
 
 export interface PartitionReport {
   number: number;
@@ -33,6 +34,8 @@ export interface RebuildReport {
   targetSize: number;
   bootCode: { mbr: boolean; gapBytes: number };
   partitions: PartitionReport[];
+  /** --firmware uefi: the new EFI system partition (sectors), filled after the verify */
+  esp?: { number: number; start: number; size: number };
 }
 
 const estimateOutput = (layout: SourceLayout, ss: number) =>
@@ -45,6 +48,8 @@ export interface RebuildLayout {
   targetSize: number;
   /** undefined: a bare file system that fills the disk */
   newTable?: PartitionTable;
+  /** --firmware uefi on an MBR disk: the new ESP in newTable (not in the source) */
+  esp?: { number: number; start: number; size: number };
 }
 
 /** Read the source's layout and plan the target's; checkSpace: refuse when the directory cannot hold it. */
@@ -54,7 +59,10 @@ export async function planRebuild(plan: ConvertPlan, source: OpenDisk, work: str
   const targetSize = plan.size ?? source.size;
 
   let newTable: PartitionTable | undefined;
-  if (layout.table) {
+  let esp: RebuildLayout['esp'];
+  if (layout.table && gainsEsp(plan, layout.table)) {
+    ({ table: newTable, esp } = uefiTable(layout.table, toPlanned(layout.parts, ss), source.size, targetSize));
+  } else if (layout.table) {
     newTable = planLayout(layout.table, toPlanned(layout.parts, ss), source.size, targetSize);
   } else {
     // a bare file system fills the disk
@@ -74,7 +82,7 @@ export async function planRebuild(plan: ConvertPlan, source: OpenDisk, work: str
   for (const p of layout.parts) {
     if (p.method === 'blocks') progress.note(`partition ${p.part.number}: ${p.fsType ? `file system ${p.fsType} is not rebuilt` : 'no known file system'}; copying its used blocks`);
   }
-  return { layout, sectorSize: ss, targetSize, newTable };
+  return { layout, sectorSize: ss, targetSize, newTable, esp: esp && { number: esp.number, start: esp.start, size: esp.size } };
 }
 
 /** The parts that get a format-and-copy of their own (an extended partition is only a container). */
@@ -84,6 +92,8 @@ export const partsToCopy = (rl: RebuildLayout): SourcePart[] => rl.layout.parts.
 export async function prepareTarget(rl: RebuildLayout, source: OpenDisk, targetFile: string): Promise<RebuildReport['bootCode']> {
   if (!rl.layout.table || !rl.newTable) return { mbr: false, gapBytes: 0 };
   await writeTable(targetFile, rl.newTable);
+  // BIOS boot code has no place on a disk that now boots UEFI (the gap holds GPT's entries)
+  if (rl.esp) return { mbr: false, gapBytes: 0 };
   return copyBootCode(source.file, rl.layout.table, targetFile);
 }
 
@@ -152,5 +162,5 @@ export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk,
       reports.push(await rebuildPartition(rl, sp, source, target, work, progress));
     }
   });
-  return { report: { partitionTable: rl.layout.table?.label ?? 'none', targetSize: rl.targetSize, bootCode, partitions: reports }, target: target! };
+  return { report: { partitionTable: rl.newTable?.label ?? 'none', targetSize: rl.targetSize, bootCode, partitions: reports, ...(rl.esp ? { esp: rl.esp } : {}) }, target: target! };
 }

@@ -15,7 +15,7 @@ const isUrl = (s: string) => /^[a-z+]+:\/\//.test(s);
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const FIELDS: Record<string, 'string' | 'object'> = {
-  kind: 'string', source: 'string', target: 'string', format: 'string', size: 'string', profile: 'string', mac: 'string',
+  kind: 'string', source: 'string', target: 'string', format: 'string', size: 'string', profile: 'string', mac: 'string', firmware: 'string',
   options: 'object', credentials: 'object', register: 'object', machine: 'string', disk: 'string', customize: 'object',
 };
 const KINDS = ['convert', 'deploy', 'capture'];
@@ -79,6 +79,8 @@ export function validateSpec(obj: unknown): FieldError[] {
     }
   }
   if (obj.profile !== undefined) str('profile', obj.profile);
+  if (obj.firmware !== undefined && str('firmware', obj.firmware) && !['bios', 'uefi'].includes(obj.firmware as string)) err('firmware', `must be uefi (or bios: keep the source's), not ${obj.firmware as string}`);
+  if (obj.firmware === 'uefi' && (obj.options as { mode?: string } | undefined)?.mode === 'block') err('firmware', 'uefi changes the partition table: it needs mode rebuild');
   if (obj.mac !== undefined && str('mac', obj.mac)) {
     if (!MAC_RE.test(obj.mac as string)) err('mac', `${obj.mac as string} is not a MAC address; write it like 52:54:00:12:34:56`);
     if (obj.profile === undefined) err('mac', 'is part of a re-fit; give profile too');

@@ -11,6 +11,8 @@ import { blockCopy } from '../convert/block.js';
 import { inventoryPathFor, stageInventory } from '../convert/inventory.js';
 import { checkRequest, type ConvertPlan, type ConvertRequest } from '../convert/options.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport, type RebuildLayout, type RebuildReport } from '../convert/rebuild.js';
+import { checkUefiSource, fitUefiTarget } from '../convert/to-uefi.js';
+import type { ConvertResult } from '../convert/convert.js';
 import { jobResumeFailed, verifyFailed } from '../errors.js';
 import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
 import { preflightRegister } from '../register/register.js';
@@ -115,7 +117,7 @@ export function requestOf(spec: JobSpec): ConvertRequest {
   return {
     source: spec.source, target: spec.target, format: spec.format, size: spec.size,
     mode: spec.options?.mode, force: spec.options?.force, verify: spec.options?.verify,
-    inventory: spec.options?.inventory, profile: spec.profile, mac: spec.mac, forceNtfsDirty: spec.options?.forceNtfsDirty,
+    inventory: spec.options?.inventory, profile: spec.profile, mac: spec.mac, firmware: spec.firmware, forceNtfsDirty: spec.options?.forceNtfsDirty,
   };
 }
 
@@ -126,6 +128,7 @@ export function initialSteps(spec: JobSpec): string[] {
     'open source',
     ...(block ? ['block copy'] : ['plan layout', 'create target']),
     ...(spec.options?.verify === false ? [] : ['verify']),
+    ...(spec.firmware === 'uefi' ? ['firmware'] : []),
     ...(spec.profile ? ['re-fit'] : []),
     'commit',
     ...(spec.register ? ['register'] : []),
@@ -140,6 +143,7 @@ export interface JobResult {
   layout?: RebuildReport; verified: boolean;
   verify?: { equivalent: boolean; filesystems: VerifyResult['filesystems'] };
   refit?: RefitResult; inventory?: string;
+  firmware?: ConvertResult['firmware'];
   registered?: Registered;
 }
 
@@ -179,6 +183,7 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
     const source = await openSource(owner, plan.source, work, 'source', progress);
     // a driver the re-fit will need and cannot find stops the job here, before the target exists
     if (plan.profile) await withScope(s => preflightRefit(s, source, work, plan.profile!, { mac: plan.mac, modaliases: plan.modaliases }));
+    if (plan.firmware === 'uefi') await withScope(s => checkUefiSource(s, source, work));
     return source;
   };
   const source = await steps.run('open source', openIt, {
@@ -194,7 +199,7 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
   };
   if (steps.started && !steps.isDone('commit') && (steps.isDone('create target') || steps.isDone('block copy')) && !(await exists(partialPath))) {
     rebuildAll(`the partial target ${partialPath} is gone; building it again`);
-  } else if (steps.running?.name === 're-fit') {
+  } else if (steps.running?.name === 're-fit' || steps.running?.name === 'firmware') {
     rebuildAll('the re-fit was interrupted on a half-changed image; building the target again from the source');
   }
 
@@ -219,11 +224,21 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
         const differences = await compareImages(plan.source.kind === 'file' ? plan.source.path : source.file, source.format, partialPath, target.format);
         return { equivalent: differences.length === 0, differences, filesystems: [] } as VerifyResult;
       }
-      const v = await verifyDisks(source, target, work, progress);
+      const v = await verifyDisks(source, target, work, progress, { layoutChanged: !!layout?.esp });
       if (!v.equivalent) throw verifyFailed(v.differences);
       return v;
     }), { checkpoint: v => ({ equivalent: v.equivalent, differences: v.differences.length, filesystems: v.filesystems }) });
     if (!verify.equivalent) throw verifyFailed(verify.differences);
+  }
+  throwIfAborted();
+
+  let firmware: ConvertResult['firmware'];
+  if (plan.firmware === 'uefi') {
+    const esp = layout?.esp;
+    firmware = await steps.run('firmware', async () => {
+      progress.phase('firmware', 0);
+      return { to: 'uefi' as const, changes: esp ? await withScope(async fs => fitUefiTarget(fs, await openWritable(fs, partialPath, work), esp, work)) : [] };
+    }, { resumable: false });
   }
   throwIfAborted();
 
@@ -262,7 +277,7 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
     virtualSize: (await imageInfo(plan.targetPath, plan.format)).virtualSize ?? targetSize,
     allocatedBytes: st.blocks * 512, seconds: (Date.now() - started) / 1000,
     layout, verified: !!verify, verify: verify && { equivalent: verify.equivalent, filesystems: verify.filesystems },
-    refit, inventory, registered,
+    refit, firmware, inventory, registered,
   };
 }
 
@@ -307,5 +322,5 @@ async function rebuildSteps(plan: ConvertPlan, source: OpenDisk, work: string, p
       }));
     }
   });
-  return { partitionTable: rl.layout.table?.label ?? 'none', targetSize: rl.targetSize, bootCode, partitions: reports };
+  return { partitionTable: rl.newTable?.label ?? 'none', targetSize: rl.targetSize, bootCode, partitions: reports, ...(rl.esp ? { esp: rl.esp } : {}) };
 }

@@ -25,6 +25,8 @@ export interface JobSpec {
   size?: string;
   profile?: string;
   mac?: string;
+  /** 'uefi': a BIOS/MBR Linux guest becomes GPT/UEFI (convert --firmware uefi) */
+  firmware?: string;
   options?: { mode?: 'rebuild' | 'block'; verify?: boolean; force?: boolean; inventory?: string; forceNtfsDirty?: boolean };
   /** network source credentials: paths of secret files, never the secrets */
   credentials?: { chapSecretFile?: string; mutualChapSecretFile?: string; tlsPskFile?: string; tlsCerts?: string };

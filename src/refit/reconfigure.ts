@@ -13,9 +13,12 @@ import { loadProfile } from '../profiles/profiles.js';
 import { run } from '../util/exec.js';
 import { withScope } from '../util/scope.js';
 import { checkRefitRequest, refitDisk, type RefitResult } from './refit.js';
+import { parseFirmware } from '../convert/options.js';
+import { reconfigureToUefi } from '../convert/to-uefi.js';
+import type { Change } from '../../converters/linux/change.js';
 
-export interface ReconfigureRequest { image: string; profile: string; overlay?: string; mac?: string; inventory?: string }
-export interface ReconfigureResult extends RefitResult { image: string; overlay?: string; written: string }
+export interface ReconfigureRequest { image: string; profile: string; overlay?: string; mac?: string; inventory?: string; firmware?: string }
+export interface ReconfigureResult extends RefitResult { image: string; overlay?: string; written: string; firmware?: { to: 'uefi'; changes: Change[] } }
 
 /** A new qcow2 whose backing file is image: every write lands in it, image stays as it was. */
 export async function createOverlay(image: string, overlay: string): Promise<void> {
@@ -27,6 +30,7 @@ export async function reconfigure(r: ReconfigureRequest): Promise<ReconfigureRes
   if (process.getuid?.() !== 0) throw notRoot();
   const profile = await loadProfile(r.profile);
   checkRefitRequest(profile, r.mac, !!r.inventory);
+  const firmware = parseFirmware(r.firmware);
   const modaliases = r.inventory ? inventoryModaliases(await readInventory(r.inventory)) : [];
   if (!(await stat(r.image).catch(() => undefined))?.isFile()) throw sourceMissing(r.image);
   const image = resolve(r.image);
@@ -41,8 +45,10 @@ export async function reconfigure(r: ReconfigureRequest): Promise<ReconfigureRes
       // a failed re-fit leaves no overlay behind (registered first, so released last)
       scope.defer(`overlay ${written}`, () => (done ? undefined : rm(written, { force: true })));
     }
+    // the firmware first: the re-fit then sees the ESP it may complete
+    const fw = firmware === 'uefi' ? { to: 'uefi' as const, changes: await reconfigureToUefi(written, work) } : undefined;
     const result = await withScope(async s => refitDisk(s, await openWritable(s, written, work), work, profile, { mac: r.mac?.toLowerCase(), modaliases }));
     done = true;
-    return { ...result, image, overlay: r.overlay ? written : undefined, written };
+    return { ...result, image, overlay: r.overlay ? written : undefined, written, ...(fw ? { firmware: fw } : {}) };
   });
 }

@@ -7,7 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import type { OpenDisk } from '../blockdev/disk.js';
 import { run } from '../util/exec.js';
 import type { Scope } from '../util/scope.js';
-import { driverMissing, FerryError, usageError } from '../errors.js';
+import { driverMissing, espNotFat, FerryError, usageError } from '../errors.js';
 import { DriverStore } from '../drivers/store.js';
 import { chooseFile, missingDriverError } from '../drivers/select.js';
 import { openFileSystems } from '../inspect/filesystems.js';
@@ -17,6 +17,7 @@ import type { FileSystemEntry, LinuxOs } from '../inspect/report.js';
 import type { Profile } from '../profiles/profiles.js';
 import type { Change } from '../../converters/linux/change.js';
 import { applyLinuxRefit, planLinuxRefit, type LinuxPlan } from '../../converters/linux/index.js';
+import { installRemovableLoader, isEspPartition, type Esp } from '../../converters/linux/efi-loader.js';
 import { applyWindowsRefit, planWindowsRefit, type WindowsPlan } from '../../converters/windows/index.js';
 import { findWindowsRoot, inspectWindows } from '../inspect/windows/index.js';
 
@@ -46,8 +47,14 @@ export const nothingToRefit = (what: string) =>
 
 interface Planned { os: LinuxOs; fs: GuestFs; plan: LinuxPlan; partition: number; root: string }
 
-async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions, writable: boolean): Promise<{ planned: Planned[]; windows: WindowsPlan[]; fileSystems: FileSystemEntry[] }> {
+async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions, writable: boolean): Promise<{ planned: Planned[]; windows: WindowsPlan[]; fileSystems: FileSystemEntry[]; esp?: Esp }> {
   const { table, entries, readable } = await openFileSystems(scope, disk.file, disk.size, work, { writable });
+  // UEFI firmware reads only FAT: an ESP holding anything else cannot boot, whatever the re-fit does
+  const espPart = table?.partitions.find(p => isEspPartition(table, p));
+  const espEntry = espPart && entries.find(e => e.partition === espPart.number);
+  if (espEntry && espEntry.type !== 'vfat') throw espNotFat(espEntry.partition, espEntry.type);
+  const espDir = espEntry && readable.find(r => r.entry === espEntry)?.dir;
+  const esp = espEntry && espDir ? { diskFile: disk.file, offset: espEntry.start, size: espEntry.size, dir: espDir } : undefined;
   const planned: Planned[] = [];
   for (const root of await findLinuxRoots(readable)) {
     const { os, fs } = await readLinux(root, readable, table?.label, work);
@@ -66,7 +73,7 @@ async function plan(scope: Scope, disk: OpenDisk, work: string, profile: Profile
     try { windows.push(await planWindowsRefit({ dir: r.dir, os, profile, drivers: store })); } finally { store.close(); }
   }
   if (!planned.length && !windows.length) throw nothingToRefit(disk.describe);
-  return { planned, windows, fileSystems: entries };
+  return { planned, windows, fileSystems: entries, esp };
 }
 
 /** `pci:v00008086d000010D3…` → `8086:10d3` */
@@ -113,12 +120,13 @@ export async function preflightRefit(scope: Scope, disk: OpenDisk, work: string,
 
 /** Plan and apply on a writable disk (a finished target or an overlay). */
 export async function refitDisk(scope: Scope, disk: OpenDisk, work: string, profile: Profile, o: RefitOptions): Promise<RefitResult> {
-  const { planned, windows, fileSystems } = await plan(scope, disk, work, profile, o, true);
+  const { planned, windows, fileSystems, esp } = await plan(scope, disk, work, profile, o, true);
   const changes: Change[] = [];
   for (const p of planned) {
     changes.push(...await installDbModules(p));
     changes.push(...await applyLinuxRefit({ fs: p.fs, os: p.os, fileSystems, profile, plan: p.plan, mac: o.mac, work }));
   }
+  if (planned.length && esp) changes.push(...await installRemovableLoader(scope, esp));
   for (const w of windows) {
     changes.push(...await applyWindowsRefit({ plan: w, work }));
     if (w.used.length) {

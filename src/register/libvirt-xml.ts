@@ -40,6 +40,7 @@ export function domainXml(hw: VirtualHardware, opts: DomainXmlOptions): string {
   const machine = hw.machine === 'q35' ? 'q35' : 'pc';
   if (machine === 'q35' && disk.bus === 'ide') throw unsupportedHardware('IDE controller', 'the q35 machine', 'use sata or virtio-blk with q35, or machine pc');
   const log = x(opts.serialLog);
+  // UEFI without secure boot: libvirt's auto-selection could pick OVMF with Microsoft's keys, which refuses a GRUB that only the guest signed (or nobody did)
   return `<domain type='${opts.domainType ?? 'qemu'}'>
   <name>${x(hw.name)}</name>
   <title>${x(`${hw.guest.name} (Ferry, profile ${hw.profile})`)}</title>
@@ -54,7 +55,8 @@ export function domainXml(hw: VirtualHardware, opts: DomainXmlOptions): string {
   <currentMemory unit='MiB'>${hw.memoryMiB}</currentMemory>
   <vcpu placement='static'>${hw.cpus}</vcpu>
   <os${hw.firmware === 'uefi' ? " firmware='efi'" : ''}>
-    <type arch='x86_64' machine='${machine}'>hvm</type>
+    <type arch='x86_64' machine='${machine}'>hvm</type>${hw.firmware === 'uefi' ? `
+    <firmware><feature enabled='no' name='secure-boot'/></firmware>` : ''}
     <boot dev='hd'/>
   </os>
   <features><acpi/><apic/></features>

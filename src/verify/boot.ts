@@ -13,7 +13,9 @@
 // abort under it (see shared/ARCHITECTURE.md). A small Debian guest reaches
 // the marker in about half a minute with TCG.
 
-import { stat } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { spawnLive } from '../util/exec.js';
 
@@ -61,7 +63,15 @@ export interface BootOptions {
   signal?: AbortSignal;
   /** QEMU binary. Default `qemu-system-x86_64` from PATH. */
   qemuBinary?: string;
+  /** 'uefi': boot with OVMF and a fresh copy of its variable store (no NVRAM boot
+   *  entries, exactly a new VM). Default 'bios' (SeaBIOS). */
+  firmware?: Firmware;
 }
+
+export type Firmware = 'bios' | 'uefi';
+/** Debian's `ovmf` package: 4 MiB code (read-only) and the empty variable store it is paired with. */
+export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 
 /** A boot that could not be run or watched (as opposed to a guest that did not
  *  print the marker, which is a normal result with sawMarker=false). */
@@ -104,6 +114,8 @@ export function qemuArgs(opts: {
   diskBus?: DiskBus;
   nic?: { model: string; mac?: string };
   machine?: 'pc' | 'q35';
+  /** UEFI: the per-boot copy of OVMF's variable store (writable pflash) */
+  ovmfVars?: string;
 }): string[] {
   const format = QEMU_FORMATS[opts.format];
   if (!format) {
@@ -135,6 +147,10 @@ export function qemuArgs(opts: {
     '-serial', 'stdio',
     '-nic', opts.nic ? `user,model=${opts.nic.model}${opts.nic.mac ? `,mac=${opts.nic.mac}` : ''}` : 'none',
     '-no-reboot',
+    ...(opts.ovmfVars ? [
+      '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE.replaceAll(',', ',,')}`,
+      '-drive', `if=pflash,format=raw,unit=1,file=${opts.ovmfVars.replaceAll(',', ',,')}`,
+    ] : []),
     // snapshot=on: writes go to a throw-away overlay; the image stays as it was.
     '-drive', `file=${file},format=${format},if=${bus},media=disk,snapshot=on,cache=unsafe`,
   ];
@@ -150,7 +166,7 @@ export async function bootImage(opts: BootOptions): Promise<BootResult> {
   const { image } = opts;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   if (!(timeoutMs > 0)) throw new BootError(`timeoutMs must be > 0, got ${timeoutMs}`, image);
-  const args = qemuArgs(opts);
+  qemuArgs(opts); // checks the options before anything is made
   try {
     const st = await stat(image);
     if (!st.isFile() && !st.isBlockDevice()) throw new Error('not a file or block device');
@@ -161,6 +177,25 @@ export async function bootImage(opts: BootOptions): Promise<BootResult> {
     throw new BootError(`boot of ${image} aborted before start`, image, '', '', { cause: opts.signal.reason });
   }
 
+  if (opts.firmware === 'uefi') {
+    // a fresh variable store per boot, gone with the boot
+    const dir = await mkdtemp(join(process.env.FERRY_TMP ?? tmpdir(), 'ferry-ovmf-'));
+    try {
+      const vars = join(dir, 'OVMF_VARS.fd');
+      await copyFile(OVMF_VARS, vars).catch(err => {
+        throw new BootError(`cannot boot UEFI: ${OVMF_VARS} is missing (install ovmf, scripts/setup.sh)`, image, '', '', { cause: err });
+      });
+      return await runQemu(opts, qemuArgs({ ...opts, ovmfVars: vars }));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  return runQemu(opts, qemuArgs(opts));
+}
+
+async function runQemu(opts: BootOptions, args: string[]): Promise<BootResult> {
+  const { image } = opts;
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
   const started = performance.now();
   const elapsed = () => Math.round((performance.now() - started) / 100) / 10;

@@ -73,7 +73,8 @@ async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a:
   });
 }
 
-export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: string, progress: ProgressSink = silentProgress): Promise<VerifyResult> {
+/** layoutChanged: --firmware uefi rebuilt an MBR disk as GPT with a new ESP; only the file systems (paired by number) must be equal */
+export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: string, progress: ProgressSink = silentProgress, opts: { layoutChanged?: boolean } = {}): Promise<VerifyResult> {
   const [la, lb] = [await readSourceLayout(source.file, source.size, work), await readSourceLayout(target.file, target.size, work)];
   let compared = 0;
   progress.phase('verify', la.parts.reduce((n, p) => n + (p.facts?.usedBytes ?? 0), 0));
@@ -81,7 +82,7 @@ export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: stri
   const diffs: string[] = [];
   const ta = la.table, tb = lb.table;
   if (!!ta !== !!tb) diffs.push(`partition table ${ta?.label ?? 'none'} → ${tb?.label ?? 'none'}`);
-  if (ta && tb) {
+  if (ta && tb && !opts.layoutChanged) {
     if (ta.label !== tb.label) diffs.push(`partition table ${ta.label} → ${tb.label}`);
     if (ta.id.toLowerCase() !== tb.id.toLowerCase()) diffs.push(`disk identifier ${ta.id} → ${tb.id}`);
     const code = [await readBytes(source.file, 0, 440), await readBytes(target.file, 0, 440)];
@@ -96,8 +97,9 @@ export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: stri
   for (const a of la.parts) {
     const b = lb.parts.find(p => p.part.number === a.part.number);
     const where = `partition ${a.part.number}`;
+    if (!b && opts.layoutChanged && a.method === 'container') continue;
     if (!b) { diffs.push(`${where}: missing in target`); continue; }
-    for (const k of ['type', 'uuid', 'name', 'attrs', 'bootable'] as const) {
+    for (const k of opts.layoutChanged ? [] : ['type', 'uuid', 'name', 'attrs', 'bootable'] as const) {
       const x = a.part[k], y = b.part[k];
       if (String(x ?? '').toLowerCase() !== String(y ?? '').toLowerCase()) diffs.push(`${where}: ${k} ${x ?? '-'} → ${y ?? '-'}`);
     }
@@ -106,7 +108,7 @@ export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: stri
     diffs.push(...r.diffs);
     filesystems.push({ number: a.part.number, fs: a.facts?.type ?? a.fsType, uuid: a.facts?.uuid, label: a.facts?.label, entries: r.entries, differences: r.diffs.length });
   }
-  for (const b of lb.parts) if (!la.parts.some(a => a.part.number === b.part.number)) diffs.push(`partition ${b.part.number}: only in target`);
+  for (const b of lb.parts) if (!opts.layoutChanged && !la.parts.some(a => a.part.number === b.part.number)) diffs.push(`partition ${b.part.number}: only in target`);
   progress.end();
   return { equivalent: diffs.length === 0, differences: diffs, filesystems };
 }

@@ -146,3 +146,15 @@ export function buildNtfsDisk(): Promise<NtfsDiskManifest> {
   ntfsDisk ??= lastLines('build-ntfs-disk.sh').then(async l => JSON.parse(await readFile(l.at(-1)!, 'utf8')) as NtfsDiskManifest);
   return ntfsDisk;
 }
+
+export interface UefiGuests { uefi: string; bios: string; info: Record<string, string> }
+let uefiGuests: Promise<UefiGuests> | undefined;
+/** Two Debian 12 guests from one tree: uefi.raw (GPT, ESP with only \EFI\debian\grubx64.efi) and bios.raw (MBR, BIOS GRUB, the guest's own x86_64-efi modules). */
+export function buildUefiGuests(): Promise<UefiGuests> {
+  uefiGuests ??= (async () => {
+    const [uefi, bios, info] = await lastLines('build-uefi-guest.sh');
+    const pairs = (await readFile(info, 'utf8')).trim().split('\n').map(l => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]);
+    return { uefi, bios, info: Object.fromEntries(pairs) };
+  })();
+  return uefiGuests;
+}
