@@ -17,7 +17,7 @@ import { makeSmallDisk } from './support/small-disk.js';
 
 guardMachine();
 const dir = await tempDir('ferryfuzz-');
-const ITERATIONS = Number(process.env.FERRY_FUZZ_ITERATIONS ?? 4);
+const ITERATIONS = Number(process.env.FERRY_FUZZ_ITERATIONS ?? 3);
 const SEED = Number(process.env.FERRY_FUZZ_SEED ?? 20261203);
 const BOUND_MS = 90_000;
 
