@@ -68,12 +68,23 @@ async function bootUefi(image: string, format: string, virtio: boolean) {
   return { root: m[1], host: m[2], efi: m[3] };
 }
 
+/**
+ * Each boot starts as soon as its target exists and runs beside the other
+ * tests (TCG takes one core; the machine has two); its test awaits it.
+ */
+const boots: Record<string, Promise<Awaited<ReturnType<typeof bootUefi>>>> = {};
+function startBoot(name: string, image: string, format: string, virtio: boolean): void {
+  boots[name] = bootUefi(image, format, virtio);
+  boots[name].catch(() => undefined); // awaited (and reported) by its test
+}
+
 describe('UEFI guest on a new VM: re-fit installs \\EFI\\BOOT\\BOOTX64.EFI', () => {
   let raw: string;
   let result: Record<string, any>;
   before(async () => {
     const target = join(dir, 'uefi.qcow2');
     result = await convertJson([g.uefi, target, '--profile', 'kvm-virtio']);
+    startBoot('uefi', target, 'qcow2', true);
     // a raw view of the target for the tools that read partitions (the qcow2 is what boots)
     raw = join(dir, 'uefi-view.raw');
     await execa('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', target, raw]);
@@ -103,7 +114,7 @@ describe('UEFI guest on a new VM: re-fit installs \\EFI\\BOOT\\BOOTX64.EFI', () 
   });
 
   it('boots under OVMF with fresh variables (no NVRAM entries): efi=yes, the source\'s root', async () => {
-    const m = await bootUefi(join(dir, 'uefi.qcow2'), 'qcow2', true);
+    const m = await boots.uefi;
     assert.equal(m.efi, 'yes');
     assert.equal(m.root, g.info.uefi_root_uuid);
   });
@@ -116,6 +127,7 @@ describe('BIOS guest → UEFI (convert --firmware uefi)', () => {
   before(async () => {
     target = join(dir, 'bios-to-uefi.raw');
     result = await convertJson([g.bios, target, '--firmware', 'uefi']);
+    startBoot('bios-to-uefi', target, 'raw', false);
     t = await sfdiskJson(target);
   });
 
@@ -151,7 +163,7 @@ describe('BIOS guest → UEFI (convert --firmware uefi)', () => {
   });
 
   it('boots under OVMF with fresh variables: efi=yes, the same root UUID', async () => {
-    const m = await bootUefi(target, 'raw', false);
+    const m = await boots['bios-to-uefi'];
     assert.equal(m.efi, 'yes');
     assert.equal(m.root, g.info.bios_root_uuid);
   });
