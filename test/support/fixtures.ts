@@ -128,3 +128,10 @@ export function buildPhonyWindows(): Promise<PhonyWindows> {
   })();
   return phonyWindows;
 }
+
+let lvmGuest: Promise<string> | undefined;
+/** The bootable Debian 12 guest whose root (ext4) and /srv (xfs) are LVM logical volumes of VG ferryvg (raw). */
+export function buildLvmGuest(): Promise<string> {
+  lvmGuest ??= lastLines('build-lvm-guest.sh').then(l => l.at(-1)!);
+  return lvmGuest;
+}
