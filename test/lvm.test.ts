@@ -5,7 +5,7 @@
 // data LV grown or shrunk), blkid at the LVs' offsets and an independent tree
 // comparison; then bad LVM input: typed errors, source unchanged.
 import assert from 'node:assert/strict';
-import { copyFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
@@ -140,6 +140,16 @@ describe('LVM guest converted smaller', () => {
     assert.equal(result.verified, true);
     const t = await checkTarget(target, { root: n => n < LVS.root.size, srv: n => n <= LVS.srv.size });
     await compareLvs(target, t);
+
+    // reconfigure reaches the root LV too (into an overlay: the image stays as it is)
+    const imgSum = await sha256(target);
+    const overlay = join(dir, 'small-refit.qcow2');
+    const r = await ferry(['reconfigure', target, '--profile', 'kvm-virtio', '--overlay', overlay, '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const i = await ferry(['inspect', overlay, '--json']);
+    const os = (JSON.parse(i.stdout) as InspectReport).operatingSystems[0] as LinuxOs;
+    assert.ok(os.kernels[0].initramfs?.modules.includes('virtio_net'), 're-fitted through the overlay');
+    assert.equal(await sha256(target), imgSum, 'reconfigure --overlay leaves the image as it was');
   });
 });
 

@@ -111,8 +111,10 @@ async function makeReadable(scope: Scope, dev: string, dir: string, type: string
     return;
   }
   if (writable) {
-    // the target's twin of the source may be mounted too: xfs then needs nouuid
-    await mountFs(scope, dev, dir, type, type === 'xfs' ? ['nouuid'] : []);
+    // the target's twin of the source may be mounted too: xfs then needs nouuid;
+    // noatime: a re-fit that only reads a file must not change its access time
+    // (a rebuilt file's ctime is the copy's, so relatime would update it on the first read)
+    await mountFs(scope, dev, dir, type, type === 'xfs' ? ['nouuid', 'noatime'] : ['noatime']);
     return;
   }
   const module = fsModuleFor(type);
