@@ -15,7 +15,7 @@ import { bootImage } from '../src/verify/boot.js';
 import { buildLvmGuest } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 import { independentCompareRanges } from './support/independent.js';
-import { blkidAt, lvmView, type LvmView } from './support/lvm.js';
+import { blkidAt, EXTENT, lvmView, lvText, PE_START, sha256Ranges, writeSmallVg, type LvmView } from './support/lvm.js';
 
 guardMachine();
 const dir = await tempDir();
@@ -150,6 +150,52 @@ describe('LVM guest converted smaller', () => {
     const os = (JSON.parse(i.stdout) as InspectReport).operatingSystems[0] as LinuxOs;
     assert.ok(os.kernels[0].initramfs?.modules.includes('virtio_net'), 're-fitted through the overlay');
     assert.equal(await sha256(target), imgSum, 'reconfigure --overlay leaves the image as it was');
+  });
+});
+
+describe('small LVM disks: a whole-disk PV, a multi-range LV, a segment type Ferry does not rebuild', () => {
+  const PV = 'Pvpvpv-0000-0000-0000-0000-0000-000001';
+  const attachAt = async (disk: string, [offset, size]: [number, number]) =>
+    String((await execa('losetup', ['-f', '--show', '-o', String(offset), '--sizelimit', String(size), disk])).stdout).trim();
+  const lvStart = (pe: number) => PE_START * 512 + pe * EXTENT;
+
+  it('whole-disk PV grown: the ext4 LV takes the space, the two-range LV becomes one range with the same bytes', async () => {
+    const disk = join(dir, 'wholepv.raw');
+    await execa('truncate', ['-s', '64M', disk]);
+    // data: extents 0..5 (ext4); pieces: extents 8..9 then 12..13 (random bytes, copied as blocks)
+    await writeSmallVg(disk, 0, 64 * MiB, 'smallvg', PV,
+      lvText('data', 'Lvdata-0000-0000-0000-0000-0000-000001', [[0, 6]]) + '\n' + lvText('pieces', 'Lvpiec-0000-0000-0000-0000-0000-000001', [[8, 2], [12, 2]]));
+    const data = await attachAt(disk, [lvStart(0), 6 * EXTENT]);
+    try {
+      await execa('mkfs.ext4', ['-q', '-F', '-U', '0d1e2f30-4152-4637-8899-aabbccddeeff', '-L', 'smalldata', data]);
+      await execa('debugfs', ['-w', '-R', 'mkdir hello', data]);
+    } finally { await execa('losetup', ['-d', data]); }
+    for (const pe of [8, 12]) await execa('dd', ['if=/dev/urandom', `of=${disk}`, 'bs=1M', 'count=8', `seek=${lvStart(pe) / MiB}`, 'conv=notrunc', 'status=none']);
+    const before = await sha256(disk);
+    const target = join(dir, 'wholepv-big.img');
+    const result = await convertJson([disk, target, '--size', '96M']);
+    assert.equal(result.verified, true);
+    assert.equal(await sha256(disk), before);
+    const [s, t] = [await lvmView(disk, 0), await lvmView(target, 0)];
+    assert.equal(t.pv.pv_uuid, PV);
+    const size = (v: LvmView, n: string) => Number(v.lvs.find(l => l.lv_name === n)!.lv_size);
+    assert.equal(size(t, 'data'), size(s, 'data') + 32 * MiB, 'the data LV took the 32 MiB');
+    assert.deepEqual(t.lvs.map(l => [l.lv_name, l.seg_count]), [['data', '1'], ['pieces', '1']]);
+    assert.equal(s.ranges.pieces.length, 2);
+    assert.equal(await sha256Ranges(target, t.ranges.pieces), await sha256Ranges(disk, s.ranges.pieces), 'the two-range LV holds the same bytes in one range');
+    assert.equal((await blkidAt(target, t.offsets.data)).UUID, '0d1e2f30-4152-4637-8899-aabbccddeeff');
+    assert.deepEqual(await independentCompareRanges({ raw: disk, offset: s.offsets.data[0], size: s.offsets.data[1] }, { raw: target, offset: t.offsets.data[0], size: t.offsets.data[1] }), []);
+  });
+
+  it('a VG with a "zero" segment LV: its PV is copied as blocks, byte for byte, and the command says why', async () => {
+    const disk = join(dir, 'zero.raw');
+    await execa('truncate', ['-s', '48M', disk]);
+    await execa('sfdisk', ['-q', disk], { input: 'label: dos\nstart=2048, type=8e\n' });
+    await writeSmallVg(disk, MiB, 47 * MiB, 'zerovg', PV, lvText('nothing', 'Lvzero-0000-0000-0000-0000-0000-000001', { type: 'zero', extents: 4 }));
+    const r = await ferry(['convert', disk, join(dir, 'zero.img'), '--size', '64M']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.match(r.stderr + r.stdout, /zerovg\/nothing has zero segments.*copying its used blocks/);
+    assert.equal(await sha256Ranges(join(dir, 'zero.img'), [[MiB, 47 * MiB]]), await sha256Ranges(disk, [[MiB, 47 * MiB]]));
   });
 });
 
