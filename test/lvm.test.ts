@@ -15,7 +15,7 @@ import { bootImage } from '../src/verify/boot.js';
 import { buildLvmGuest } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 import { independentCompareRanges } from './support/independent.js';
-import { blkidAt, EXTENT, lvmView, lvText, PE_START, sha256Ranges, writeSmallVg, type LvmView } from './support/lvm.js';
+import { blkidAt, EXTENT, lvmView, lvText, PE_START, sha256Ranges, withLvm, writeSmallVg, type LvmView } from './support/lvm.js';
 
 guardMachine();
 const dir = await tempDir();
@@ -185,6 +185,13 @@ describe('small LVM disks: a whole-disk PV, a multi-range LV, a segment type Fer
     assert.equal(await sha256Ranges(target, t.ranges.pieces), await sha256Ranges(disk, s.ranges.pieces), 'the two-range LV holds the same bytes in one range');
     assert.equal((await blkidAt(target, t.offsets.data)).UUID, '0d1e2f30-4152-4637-8899-aabbccddeeff');
     assert.deepEqual(await independentCompareRanges({ raw: disk, offset: s.offsets.data[0], size: s.offsets.data[1] }, { raw: target, offset: t.offsets.data[0], size: t.offsets.data[1] }), []);
+
+    // verify looks into the LVs: a directory added to the target's data LV is a difference
+    const dev = await attachAt(target, t.offsets.data);
+    try { await execa('debugfs', ['-w', '-R', 'mkdir extra', dev]); } finally { await execa('losetup', ['-d', dev]); }
+    const v = await ferry(['verify', disk, target]);
+    assert.equal(v.exitCode, 6, v.stderr + v.stdout);
+    assert.match(v.stderr + v.stdout, /p0-data:.*extra/);
   });
 
   it('a VG with a "zero" segment LV: its PV is copied as blocks, byte for byte, and the command says why', async () => {
@@ -200,24 +207,19 @@ describe('small LVM disks: a whole-disk PV, a multi-range LV, a segment type Fer
 });
 
 describe('bad LVM input', () => {
-  const lvmEnv = async () => {
-    const d = join(dir, 'lvmconf');
-    await execa('mkdir', ['-p', d]);
-    await execa('sh', ['-c', `printf 'devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 }\\nglobal { locking_dir = "${d}" }\\nbackup { backup = 0 archive = 0 }\\n' > ${d}/lvm.conf`]);
-    return { LVM_SYSTEM_DIR: d, LVM_SUPPRESS_FD_WARNINGS: '1' };
-  };
   /** A 64 MiB disk: two 30 MiB partitions, each a PV of VG badvg */
   async function twoPvDisk(name: string): Promise<string> {
     const disk = join(dir, name);
     await execa('truncate', ['-s', '64M', disk]);
     await execa('sfdisk', ['-q', disk], { input: 'label: dos\nstart=2048, size=61440, type=8e\nstart=63488, size=61440, type=8e\n' });
-    const env = await lvmEnv();
     const loops: string[] = [];
     try {
       for (const start of [2048, 63488]) loops.push(String((await execa('losetup', ['-f', '--show', '-o', String(start * 512), '--sizelimit', String(61440 * 512), disk])).stdout).trim());
       const devs = loops.flatMap(l => ['--devices', l]);
-      for (const l of loops) await execa('pvcreate', ['-q', ...devs, l], { env });
-      await execa('vgcreate', ['-q', ...devs, '-s', '4M', 'badvg', ...loops], { env });
+      await withLvm(async env => {
+        for (const l of loops) await execa('pvcreate', ['-q', ...devs, l], { env });
+        await execa('vgcreate', ['-q', ...devs, '-s', '4M', 'badvg', ...loops], { env });
+      });
     } finally { for (const l of loops) await execa('losetup', ['-d', l], { reject: false }); }
     return disk;
   }

@@ -98,7 +98,7 @@ async function lvmEnv(work: string): Promise<Record<string, string>> {
   const dir = join(work, 'lvm');
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'lvm.conf'), [
-    'devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 scan_lvs = 0 }',
+    'devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 scan_lvs = 0 hints = "none" }',
     `global { locking_dir = "${dir}" }`,
     'backup { backup = 0 archive = 0 }',
     'activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }',

@@ -19,7 +19,7 @@ export interface LvmView {
 export async function withLvm<T>(fn: (env: Record<string, string>) => Promise<T>): Promise<T> {
   const dir = await mkdtemp('/var/tmp/lvmtest-');
   try {
-    await writeFile(join(dir, 'lvm.conf'), `devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 }\nglobal { locking_dir = "${dir}" }\nbackup { backup = 0 archive = 0 }\nactivation { udev_sync = 0 udev_rules = 0 monitoring = 0 }\n`);
+    await writeFile(join(dir, 'lvm.conf'), `devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 hints = "none" }\nglobal { locking_dir = "${dir}" }\nbackup { backup = 0 archive = 0 }\nactivation { udev_sync = 0 udev_rules = 0 monitoring = 0 }\n`);
     return await fn({ LVM_SYSTEM_DIR: dir, LVM_SUPPRESS_FD_WARNINGS: '1' });
   } finally { await rm(dir, { recursive: true, force: true }); }
 }
