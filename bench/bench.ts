@@ -4,7 +4,8 @@
 // file. Page caches are dropped before every timed run; every output is
 // removed after it is measured. Prints a table and ratios, and writes the same
 // as bench/results.json. `npm run bench -- --only network` (or
-// FERRY_BENCH_ONLY=data,debian,network,inspect,jobs,deploy) runs some of the parts only.
+// FERRY_BENCH_ONLY=data,debian,ntfs,network,inspect,jobs,deploy) runs some of the parts only.
+// Part `ntfs`: the NTFS data disk of test/fixtures/build-ntfs-disk.sh (stale deleted data included).
 // Part `deploy` (bench/deploy.ts): PXE boot, deploy onto a TCG "physical machine" against qemu-img.
 // Part `jobs` (bench/jobs.ts): 50 jobs at once through `ferry serve`'s HTTP API.
 // Part `inspect`: `ferry inspect --json` against libguestfs' virt-inspector on
@@ -451,7 +452,7 @@ function reportNetwork(r: NetworkResult): string {
   return lines.join('\n');
 }
 
-const PARTS = ['data', 'debian', 'network', 'inspect', 'jobs', 'deploy'] as const;
+const PARTS = ['data', 'debian', 'ntfs', 'network', 'inspect', 'jobs', 'deploy'] as const;
 type Part = typeof PARTS[number];
 
 /** `--only a,b` / `--only=a,b` or FERRY_BENCH_ONLY=a,b: which parts run (default all). */
@@ -472,6 +473,8 @@ async function main(): Promise<void> {
   if (parts.has('data')) inputs.push(['data disk (ext4 + xfs, stale blocks)', await fixture('build-bench-disk.sh')]);
   const debian = ['debian', 'network', 'inspect', 'deploy'].some(p => parts.has(p as Part)) ? await fixture('build-debian-guest.sh') : '';
   if (parts.has('debian')) inputs.push(['Debian 12 guest', debian]);
+  // build-ntfs-disk.sh prints ntfs.raw, ntfs-hiber.raw, manifest.json
+  if (parts.has('ntfs')) inputs.push(['NTFS data disk (ACLs, streams, compressed, sparse, stale blocks)', await fixture('build-ntfs-disk.sh', 3)]);
   // build-legacy-guest.sh prints the image, then its manifest (last line)
   const legacy = parts.has('inspect') ? await fixture('build-legacy-guest.sh', 2) : '';
   const work = await mkdtemp(join(process.env.FERRY_BENCH_DIR ?? tmpdir(), 'ferry-bench-'));

@@ -1,6 +1,8 @@
 // Typed errors: every failure a user can meet has a code, an exit status and
 // a sentence saying what to do next. The CLI prints `code: message` and exits.
 
+import { constants as osConstants } from 'node:os';
+
 export class FerryError extends Error {
   readonly code: string;
   readonly exitCode: number;
@@ -52,11 +54,24 @@ export const lvmInvalid = (where: string, why: string) =>
 export const lvmPvMissing = (vg: string, pvs: string[]) =>
   new FerryError('LVM_PV_MISSING', 3, `volume group ${vg} also lives on physical volume(s) ${pvs.join(', ')}, which this disk does not hold; convert a disk that holds every PV of the group`, { vg, pvs });
 
+// NTFS: a volume Windows did not close cleanly (dirty, or hibernated by fast start-up) may hold
+// changes only in its journal or in hiberfil.sys; a copy of it is not what Windows would see.
+export const ntfsNotClean = (partition: number, state: string[]) =>
+  new FerryError('NTFS_NOT_CLEAN', 3,
+    `partition ${partition}: the NTFS volume is ${state.join(' and ')}; shut Windows down fully (turn off fast start-up, or run 'shutdown /s /t 0') and convert again, or pass --force-ntfs-dirty to copy it as it is`,
+    { partition, state });
+
+export const ntfsDamaged = (where: string, why: string) =>
+  new FerryError('NTFS_DAMAGED', 3,
+    `the NTFS volume on ${where} cannot be read: ${why}; repair a copy of the source (chkdsk /f on Windows, or ntfsfix) and convert that copy`,
+    { why });
+
 export const notRoot = () =>
   new FerryError('NOT_ROOT', 8, 'ferry needs root for loop devices and mounts; run it with sudo or as root');
 
-export const interrupted = (signal: string) =>
-  new FerryError('INTERRUPTED', signal === 'SIGTERM' ? 143 : 130, `stopped by ${signal}; the partial target was removed and the source is unchanged`, { signal });
+// the shell's convention, 128 + the signal's number: SIGINT 130, SIGTERM 143, SIGHUP 129, SIGQUIT 131
+export const interrupted = (signal: NodeJS.Signals) =>
+  new FerryError('INTERRUPTED', 128 + (osConstants.signals[signal] ?? 2), `stopped by ${signal}; the partial target was removed and the source is unchanged`, { signal });
 
 export const verifyFailed = (differences: string[]) =>
   new FerryError('VERIFY_FAILED', 6, `target differs from source in ${differences.length} place(s):\n  ${differences.slice(0, 50).join('\n  ')}`, { differences });

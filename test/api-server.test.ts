@@ -1,5 +1,5 @@
 // The HTTP API's contract against an in-test FAKE runner (same surface as
-// src/jobs/runner.ts, no conversions) and the real SQLite store: auth, status
+// src/jobs/runner.ts: the real submit, but no job ever runs) and the real SQLite store: auth, status
 // codes, field errors, the event stream, logging without the token, and the
 // token file. Fast and needs no root; test/api.test.ts runs the real service.
 import assert from 'node:assert/strict';
@@ -11,8 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildServer, type ApiRunner } from '../src/api/server.js';
 import { loadOrCreateToken } from '../src/api/token.js';
-import { FerryError, SpecInvalidError, jobStateConflict } from '../src/errors.js';
-import { retryJob } from '../src/jobs/control.js';
+import { FerryError, jobStateConflict } from '../src/errors.js';
+import { retryJob, submitJob } from '../src/jobs/control.js';
 import { openJobStore } from '../src/jobs/sqlite-store.js';
 import type { JobSpec, JobState, JobStore, ProgressEvent } from '../src/jobs/types.js';
 import { parseListen } from '../src/cli/serve.js';
@@ -25,11 +25,8 @@ const home = await tempDir('ferry-api-unit-');
 class FakeRunner implements ApiRunner {
   readonly events = new EventEmitter();
   constructor(private readonly store: JobStore) {}
-  submit(spec: JobSpec) {
-    if (!spec.source.startsWith('/')) throw new SpecInvalidError([{ field: 'source', message: 'must be an absolute path or a URL' }]);
-    if (spec.profile === 'no-such-profile') throw new FerryError('PROFILE_UNKNOWN', 2, "no hardware profile 'no-such-profile'", { fieldErrors: [{ field: 'profile', message: 'unknown profile' }] });
-    return this.store.create(spec, 'local');
-  }
+  // the real submit (spec checks, profile lookup, busy targets); only running the job is faked
+  submit(spec: JobSpec) { return submitJob(this.store, spec); }
   cancel(id: string) {
     const j = this.store.get(id)!;
     if (['done', 'failed', 'cancelled'].includes(j.state)) throw jobStateConflict(id, j.state, 'it cannot be cancelled');
@@ -61,7 +58,9 @@ after(async () => {
   store?.close();
 });
 
-const spec = (over: Partial<JobSpec> = {}): JobSpec => ({ source: '/var/tmp/none.raw', target: '/var/tmp/none.qcow2', ...over });
+// each job its own target: the real submit refuses a second job writing one target
+let nth = 0;
+const spec = (over: Partial<JobSpec> = {}): JobSpec => ({ source: '/var/tmp/none.raw', target: `/var/tmp/none-${++nth}.qcow2`, ...over });
 
 describe('HTTP API with a fake runner', () => {
   it('401 without the token, with a wrong one, or another scheme; the token works with any case of "Bearer"', async () => {
@@ -90,14 +89,15 @@ describe('HTTP API with a fake runner', () => {
   });
 
   it('POST /jobs: 201 with the record and its Location; GET /jobs/{id}; GET /jobs?state=', async () => {
-    const r = await api.post('/jobs', spec({ options: { verify: true } }));
+    const sent = spec({ options: { verify: true } });
+    const r = await api.post('/jobs', sent);
     assert.equal(r.status, 201);
     assert.match(r.body.id, /^\w+$/);
     assert.equal(r.body.state, 'queued');
     assert.equal(r.headers.get('location'), `/jobs/${r.body.id}`);
     const g = await api.get(`/jobs/${r.body.id}`);
     assert.equal(g.status, 200);
-    assert.deepEqual(g.body.spec, spec({ options: { verify: true } }));
+    assert.deepEqual(g.body.spec, sent);
     const q = await api.get('/jobs?state=queued');
     assert.ok(q.body.jobs.some((j: any) => j.id === r.body.id));
     assert.ok((await api.get('/jobs?state=done')).body.jobs.every((j: any) => j.state === 'done'));
@@ -115,10 +115,11 @@ describe('HTTP API with a fake runner', () => {
     assert.ok(r.body.fieldErrors.every((f: any) => typeof f.message === 'string' && f.message));
     const v = await api.post('/jobs', spec({ source: 'relative.raw' }));
     assert.equal(v.status, 400);
-    assert.deepEqual(v.body.fieldErrors, [{ field: 'source', message: 'must be an absolute path or a URL' }]);
+    assert.deepEqual(v.body.fieldErrors, [{ field: 'source', message: 'must be an absolute path, not relative.raw' }]);
     const p = await api.post('/jobs', spec({ profile: 'no-such-profile' }));
     assert.equal(p.status, 400);
-    assert.deepEqual(p.body.fieldErrors, [{ field: 'profile', message: 'unknown profile' }]);
+    assert.deepEqual(p.body.fieldErrors.map((f: any) => f.field), ['profile']);
+    assert.match(p.body.fieldErrors[0].message, /no hardware profile named 'no-such-profile'/);
     assert.equal((await api.req('POST', '/jobs', undefined, { 'content-type': 'application/json' })).status, 400, 'empty body');
     const notJson = await fetch(base + '/jobs', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: '{"source":' });
     assert.equal(notJson.status, 400);
@@ -167,9 +168,10 @@ describe('HTTP API with a fake runner', () => {
     store.appendLog(job.id, 'second');
     const all = await api.get(`/jobs/${job.id}/logs`);
     assert.equal(all.status, 200);
-    assert.deepEqual(all.body.lines.map((l: any) => l.line), ['first', 'second']);
-    const newer = await api.get(`/jobs/${job.id}/logs?after=${all.body.lines[0].n}`);
-    assert.deepEqual(newer.body.lines, [all.body.lines[1]]);
+    // the real submit logs what was submitted first
+    assert.deepEqual(all.body.lines.map((l: any) => l.line), [`submitted: ${job.spec.source} -> ${job.spec.target}`, 'first', 'second']);
+    const newer = await api.get(`/jobs/${job.id}/logs?after=${all.body.lines[1].n}`);
+    assert.deepEqual(newer.body.lines, [all.body.lines[2]]);
     assert.equal((await api.get(`/jobs/${job.id}/logs?after=soon`)).status, 400);
   });
 

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it, before, after } from 'node:test';
 import { access, copyFile, readdir, readFile, rm, writeFile, mkdir, truncate, open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { execa } from 'execa';
 import { ferry, ferryProcess, guardMachine, sha256, tempDir, FERRY } from './support/harness.js';
 import { makeSmallDisk } from './support/small-disk.js';
@@ -128,7 +129,9 @@ describe('convert refuses bad input cleanly', () => {
   it('not root: NOT_ROOT, exit 8', async () => {
     const out = join(dir, 'out5');
     await mkdir(out);
-    const r = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'node', FERRY, 'convert', disk, join(out, 't.qcow2')], { reject: false });
+    // user nobody, allowed only to read anything (CAP_DAC_READ_SEARCH): a checkout under a 0700 directory such as /root stays readable
+    const asNobody = ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search'];
+    const r = await execa('setpriv', [...asNobody, 'node', FERRY, 'convert', disk, join(out, 't.qcow2')], { reject: false });
     assert.equal(r.exitCode, 8);
     assert.match(String(r.stderr), /NOT_ROOT/);
     await assertNoTargetLeft(out);
@@ -185,30 +188,92 @@ describe('convert refuses bad input cleanly', () => {
     await assertNoTargetLeft(out, ['t.qcow2']);
   });
 
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    it(`${signal} during the copy: INTERRUPTED, partial target removed, source unchanged`, async () => {
-      const src = join(dir, `busy-${signal}.raw`);
+  // SIGHUP is a closed terminal or a dropped SSH session; it and SIGQUIT clean up like the others
+  const stops = [['SIGINT', 'copy', 130], ['SIGTERM', 'copy', 143], ['SIGHUP', 'copy', 129], ['SIGHUP', 'verify', 129], ['SIGQUIT', 'copy', 131]] as const;
+  for (const [signal, phase, exit] of stops) {
+    it(`${signal} during the ${phase}: INTERRUPTED, exit ${exit}, partial target removed, nothing attached, source unchanged`, async () => {
+      const src = join(dir, `busy-${signal}-${phase}.raw`);
       await makeSmallDisk(src, { sizeMiB: 400, randomMiB: 300 });
       const before = await sha256(src);
-      const out = join(dir, `out-${signal}`);
+      const out = join(dir, `out-${signal}-${phase}`);
       await mkdir(out);
       const p = ferryProcess(['convert', src, join(out, 't.qcow2'), '--json']);
       let sent = false;
       p.stdout!.on('data', (chunk: Buffer) => {
-        if (!sent && /"event":"phase","phase":"copy/.test(chunk.toString())) {
+        if (!sent && new RegExp(`"event":"phase","phase":"${phase}`).test(chunk.toString())) {
           sent = true;
           setTimeout(() => p.kill(signal), 300);
         }
       });
       const r = await p;
-      assert.ok(sent, 'the copy phase started');
-      assert.equal(r.exitCode, signal === 'SIGINT' ? 130 : 143, String(r.stderr));
+      assert.ok(sent, `the ${phase} phase started`);
+      assert.equal(r.exitCode, exit, String(r.stderr));
       assert.match(String(r.stderr), /INTERRUPTED/);
       await assertNoTargetLeft(out);
       assert.equal(await sha256(src), before);
       await rm(src);
     });
   }
+});
+
+describe('a killed run leaves nothing for long', () => {
+  // a private journal directory: other ferry processes on this machine are not this test's business
+  const env = { FERRY_RUN_DIR: join(dir, 'runs') };
+  // wrapped: an async function returning the process itself would wait for it to end
+  const startCopy = async (src: string, out: string): Promise<{ p: ReturnType<typeof ferryProcess> }> => {
+    const p = ferryProcess(['convert', src, out, '--json'], { env });
+    await new Promise<void>((resolve, reject) => {
+      p.stdout!.on('data', (chunk: Buffer) => { if (/"event":"phase","phase":"copy/.test(chunk.toString())) setTimeout(resolve, 300); });
+      p.then(r => reject(new Error(`convert ended before its copy: ${r.stderr}`)), reject);
+    });
+    return { p };
+  };
+  const loopsOn = async (file: string) => String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'])).stdout).split('\n').filter(l => l.includes(file));
+
+  it('SIGKILL mid-copy: cleanup --dry-run lists what it left, the next command removes it all; a live run is never touched', async () => {
+    const src = join(dir, 'killed.raw');
+    await makeSmallDisk(src, { sizeMiB: 400, randomMiB: 300 });
+    const before = await sha256(src);
+    const out = join(dir, 'out-killed');
+    await mkdir(out);
+    const partial = join(out, '.t.qcow2.ferry-partial');
+    const { p: killed } = await startCopy(src, join(out, 't.qcow2'));
+    killed.kill('SIGKILL');
+    await killed;
+    // what SIGKILL leaves: nothing in-process could clean up
+    assert.ok(existsSync(partial), 'the partial target is still there after SIGKILL');
+    const daemons = String((await execa('pgrep', ['-a', '-f', `qemu-storage-daemon.*${out}`], { reject: false })).stdout);
+    assert.match(daemons, /qemu-storage-daemon/, 'the target\'s qemu-storage-daemon outlived its run');
+
+    const dry = await ferry(['cleanup', '--dry-run', '--json'], { env });
+    assert.equal(dry.exitCode, 0, dry.stderr);
+    const listed = JSON.parse(dry.stdout).runs as { runner: string; held: { kind: string; id: string }[] }[];
+    assert.equal(listed.length, 1, dry.stdout);
+    const kinds = new Set(listed[0].held.map(h => h.kind));
+    for (const k of ['file', 'daemon']) assert.ok(kinds.has(k), `${k} in ${dry.stdout}`);
+    assert.ok(listed[0].held.some(h => h.id === partial), `the partial target is listed: ${dry.stdout}`);
+    assert.ok(existsSync(partial), 'a dry run removes nothing');
+
+    // the next command, a conversion, removes it all before it starts; `ferry cleanup` during that live run leaves it alone
+    const src2 = join(dir, 'live.raw');
+    await makeSmallDisk(src2, { sizeMiB: 400, randomMiB: 300 });
+    const out2 = join(dir, 'out-live');
+    await mkdir(out2);
+    const { p: live } = await startCopy(src2, join(out2, 't.qcow2'));
+    assert.equal(existsSync(partial), false, 'the partial target was removed');
+    assert.equal(String((await execa('pgrep', ['-a', '-f', `qemu-storage-daemon.*${out}`], { reject: false })).stdout), '', 'its daemon is gone');
+    assert.deepEqual(await loopsOn(src), [], 'no loop device on the killed run\'s source');
+    const during = await ferry(['cleanup'], { env });
+    assert.equal(during.stdout.trim(), 'nothing to clean up', 'a live run is not a killed one');
+    const lr = await live;
+    assert.equal(lr.exitCode, 0, String(lr.stderr));
+    assert.match(String(lr.stderr), /cleaned up after a killed run \(pid \d+\): \d+ resource/);
+    assert.deepEqual((await readdir(out2)), ['t.qcow2'], 'the live run finished its target');
+    assert.equal((await ferry(['cleanup', '--dry-run'], { env })).stdout.trim(), 'nothing to clean up');
+    assert.equal(await sha256(src), before, 'the killed run\'s source is unchanged');
+    await rm(src);
+    await rm(src2);
+  });
 });
 
 async function sha256Of(text: string): Promise<string> {

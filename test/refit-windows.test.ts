@@ -395,8 +395,8 @@ describe('phony Windows converted end to end', () => {
     assert.equal(r.exitCode, 0, r.stderr);
     const result = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { refit: RefitJson; verified: boolean; layout?: { partitions?: { method: string }[] } };
     assert.equal(result.verified, true);
-    // NTFS is not rebuilt file by file: its used blocks are copied, then the target is re-fitted in place
-    assert.deepEqual(result.layout?.partitions?.map(p => p.method), ['blocks']);
+    // NTFS is rebuilt from its used clusters (ntfsclone), verified file by file, then re-fitted in place
+    assert.deepEqual(result.layout?.partitions?.map(p => p.method), ['rebuild']);
     assert.ok(result.refit.changes.some(c => /viostor\.sys$/.test(c.file)));
     const rb = await Readback.of(target, w.win2003, 'w2003-converted');
     assert.equal(await rb.sha('/WINDOWS/system32/drivers/viostor.sys'), stored.find(f => f.component === 'viostor.sys' && f.osRelease === '2003')!.sha256);

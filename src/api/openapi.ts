@@ -45,6 +45,7 @@ export const jobSpecSchema = {
         verify: { type: 'boolean' },
         force: { type: 'boolean' },
         inventory: str("a P2V agent's inventory.json"),
+        forceNtfsDirty: { type: 'boolean', description: 'copy an NTFS volume left dirty or hibernated as it is (NTFS_NOT_CLEAN otherwise)' },
       },
     },
     credentials: {

@@ -14,7 +14,7 @@ import { watchConnection } from '../sources/watchdog.js';
 import type { ProgressSink } from '../util/progress.js';
 import { readTable } from '../layout/table.js';
 import { probeDevice } from '../fs/detect.js';
-import { looksLikeTar, openOva } from '../register/ova.js';
+import { looksLikeTar, openOva } from '../sources/ova.js';
 import type { OpenDisk } from './open-disk.js';
 
 export type { OpenDisk } from './open-disk.js';
@@ -81,11 +81,15 @@ export interface NewTarget extends OpenDisk {
 
 export const partialPathFor = (finalPath: string) => join(dirname(finalPath), `.${basename(finalPath)}.ferry-partial`);
 
-/** The partial name a target is written under; `owner` removes it unless commitTarget() renamed it. */
-export async function ownPartial(owner: Scope, finalPath: string): Promise<string> {
+/**
+ * The partial name a target is written under; `owner` removes it unless
+ * commitTarget() renamed it — held, so a killed CLI run's partial is removed
+ * by the next command (jobs/run-journal.ts). No owner: the caller keeps it.
+ */
+export async function ownPartial(owner: Scope | undefined, finalPath: string): Promise<string> {
   const partialPath = partialPathFor(finalPath);
   await rm(partialPath, { force: true });
-  owner.defer(`partial target ${partialPath}`, () => rm(partialPath, { force: true }));
+  owner?.hold(`partial target ${partialPath}`, { kind: 'file', id: partialPath }, () => rm(partialPath, { force: true }));
   return partialPath;
 }
 

@@ -60,7 +60,7 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
     if (a['dry-run']) {
       const reg = MachineRegistry.open();
       try {
-        const plan = await planDeploy(reg, spec);
+        const plan = await planDeploy(reg, spec, undefined, { preview: true });
         process.stdout.write(a.json ? JSON.stringify({ event: 'plan', ...plan }, null, 2) + '\n' : formatPlan(plan));
       } finally { reg.close(); }
       return;
@@ -78,6 +78,7 @@ function formatPlan(p: Awaited<ReturnType<typeof planDeploy>>): string {
     ...p.partitions.map(x => `  partition ${x.number}${x.fs ? ` ${x.fs}` : ''}: ${gib(x.sourceBytes)} -> ${gib(x.targetBytes)}`),
     `  re-fit: profile physical, drivers for ${p.modaliases.length} PCI devices${p.mac ? `, MAC bindings to ${p.mac}` : ''}`,
     `  identity: ${[c.hostname && `hostname ${c.hostname}`, ...(c.ip ?? []).map(i => `${i.iface} ${i.address}/${i.prefix}${i.gateway ? ` gw ${i.gateway}` : ''}`), ...(c.dhcp ?? []).map(d => `${d} dhcp`), 'a new machine-id'].filter(Boolean).join(', ')}`,
+    ...(p.changes?.length ? ['  changes re-fit and customization would make:', ...p.changes.map(ch => `    ${ch.file}: ${ch.after.split('\n')[0]} (${ch.reason})`)] : []),
     'nothing was written (--dry-run)',
   ].join('\n') + '\n';
 }

@@ -27,10 +27,26 @@ import { captureCommand, deployCommand } from './deploy.js';
 import { agentCommand } from './agent.js';
 import { machinesCommand } from './machines.js';
 import { pxeCommand } from './pxe.js';
+import { cleanupCommand } from './cleanup.js';
+import { openRunJournal, reclaimDeadRuns } from '../jobs/run-journal.js';
+import { withResourceJournal } from '../util/scope.js';
 
 
 
 async function main(): Promise<void> {
+  // what killed runs left is undone before this one starts; `ferry cleanup` shows and does it on demand
+  if (process.getuid?.() === 0 && process.argv[2] !== 'cleanup') {
+    await reclaimDeadRuns(line => process.stderr.write(`${line}\n`)).catch(e => process.stderr.write(`ferry: cleaning up after a killed run failed: ${(e as Error).message}\n`));
+  }
+  const journal = await openRunJournal();
+  try {
+    await withResourceJournal(journal, parseCommandLine);
+  } finally {
+    journal.close();
+  }
+}
+
+async function parseCommandLine(): Promise<void> {
   await yargs(hideBin(process.argv))
     .middleware(a => {
       const opt = (k: string) => a[k] as string | undefined;
@@ -54,6 +70,7 @@ async function main(): Promise<void> {
       .option('mode', { choices: ['rebuild', 'block'] as const, default: 'rebuild' as const })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing target' })
       .option('verify', { type: 'boolean', default: true, describe: 'compare with the source at the end (--no-verify skips)' })
+      .option('force-ntfs-dirty', { type: 'boolean', default: false, describe: 'copy an NTFS volume Windows left dirty or hibernated as it is (refused otherwise)' })
       .option('json', { type: 'boolean', default: false, describe: 'NDJSON progress events, then a JSON result' })
       .option('progress', { type: 'boolean', default: true, describe: '--no-progress hides the bar' })
       .option('inventory', { type: 'string', describe: "a P2V agent's inventory.json, kept beside the target as TARGET.inventory.json" })
@@ -65,12 +82,12 @@ async function main(): Promise<void> {
         const cred = (k: string) => a[k] as string | undefined;
         return submitDetached({
           source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac,
-          options: { mode: a.mode, verify: a.verify, force: a.force, inventory: a.inventory },
+          options: { mode: a.mode, verify: a.verify, force: a.force, inventory: a.inventory, forceNtfsDirty: a['force-ntfs-dirty'] },
           credentials: { chapSecretFile: cred('chap-secret-file'), mutualChapSecretFile: cred('mutual-chap-secret-file'), tlsPskFile: cred('tls-psk-file'), tlsCerts: cred('tls-certs') },
         }, a.json);
       }
       const progress = createProgress(a.json ? 'json' : a.progress ? 'bar' : 'none');
-      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac }, progress);
+      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac, forceNtfsDirty: a['force-ntfs-dirty'] }, progress);
       if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
       else process.stdout.write(formatConvert(r));
     })
@@ -113,7 +130,8 @@ async function main(): Promise<void> {
     .command(deployCommand)
     .command(captureCommand)
     .command(agentCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register or export')
+    .command(cleanupCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

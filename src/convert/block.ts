@@ -8,7 +8,8 @@ import type { ProgressSink } from '../util/progress.js';
 import type { Scope } from '../util/scope.js';
 import { checkSpace, type ConvertPlan } from './options.js';
 
-export async function blockCopy(owner: Scope, plan: ConvertPlan, source: OpenDisk, sourcePath: string, progress: ProgressSink): Promise<{ partialPath: string; targetSize: number }> {
+/** owner removes the partial target unless it is committed; none: the caller (a job, which resumes) keeps it */
+export async function blockCopy(owner: Scope | undefined, plan: ConvertPlan, source: OpenDisk, sourcePath: string, progress: ProgressSink): Promise<{ partialPath: string; targetSize: number }> {
   const targetSize = plan.size ?? source.size;
   if (targetSize < source.size) throw doesNotFit(source.size, targetSize);
   await checkSpace(plan.targetPath, source.info?.actualSize ?? source.size);

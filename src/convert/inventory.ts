@@ -36,6 +36,14 @@ export function inventoryProblem(doc: unknown): string | undefined {
   const schema = (doc as Record<string, unknown>).ferryInventory;
   if (schema === undefined) return "has no 'ferryInventory' field";
   if (schema !== INVENTORY_SCHEMA) return `has schema ${JSON.stringify(schema)}; this Ferry reads schema ${INVENTORY_SCHEMA}`;
+  // the lists Ferry reads devices from (a fuzzed `"nics": "x"` once crashed the re-fit)
+  for (const list of ['disks', 'nics', 'storageControllers'] as const) {
+    const v = (doc as Record<string, unknown>)[list];
+    if (v === undefined || v === null) continue;
+    if (!Array.isArray(v)) return `has '${list}' that is not a list`;
+    const bad = v.findIndex(x => typeof x !== 'object' || x === null || Array.isArray(x));
+    if (bad >= 0) return `has '${list}[${bad}]' that is not an object`;
+  }
   return undefined;
 }
 

@@ -27,6 +27,8 @@ export interface ConvertRequest {
   profile?: string;
   /** the new NIC's MAC address */
   mac?: string;
+  /** copy NTFS volumes Windows left dirty or hibernated as they are */
+  forceNtfsDirty?: boolean;
 }
 
 export interface ConvertPlan {
@@ -44,6 +46,8 @@ export interface ConvertPlan {
   mac?: string;
   /** PCI modalias strings of the inventory's storage controllers and NICs (profile `physical`) */
   modaliases: string[];
+  /** copy NTFS volumes Windows left dirty or hibernated as they are */
+  forceNtfsDirty?: boolean;
 }
 
 
@@ -77,7 +81,7 @@ export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
     size: r.size === undefined ? undefined : parseSize(r.size), mode, force: !!r.force, verify: r.verify !== false,
     inventory: r.inventory === undefined ? undefined : await readInventory(r.inventory),
     profile: r.profile === undefined ? undefined : await loadProfile(r.profile),
-    mac: r.mac?.toLowerCase(), modaliases: [],
+    mac: r.mac?.toLowerCase(), modaliases: [], forceNtfsDirty: !!r.forceNtfsDirty,
   };
   if (plan.mac && !plan.profile) throw usageError('--mac is part of a re-fit; give --profile too');
   if (plan.profile) checkRefitRequest(plan.profile, r.mac, !!plan.inventory);

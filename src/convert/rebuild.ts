@@ -13,7 +13,8 @@ import type { ProgressSink } from '../util/progress.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { copyBootCode } from './boot-code.js';
 import { checkSpace, type ConvertPlan } from './options.js';
-import { doesNotFit } from '../errors.js';
+import { doesNotFit, ntfsNotClean } from '../errors.js';
+import { ntfsUncleanState } from '../fs/ntfs.js';
 
 export interface PartitionReport {
   number: number;
@@ -77,6 +78,16 @@ export async function planRebuild(plan: ConvertPlan, source: OpenDisk, work: str
     const min = minBytesOf(only, ss) ?? source.size;
     if (only.method === 'lvm') planLvs(only, ss, Math.floor(targetSize / ss));
     if (targetSize < Math.min(min, source.size)) throw doesNotFit(Math.min(min, source.size), targetSize);
+  }
+  // before anything is written: a volume Windows did not close is refused unless asked for as it is
+  for (const p of layout.parts) {
+    // the partition itself, or the logical volumes of an LVM PV
+    for (const v of [p, ...p.lvm?.lvs ?? []] as Volume[]) {
+      const state = ntfsUncleanState(v.facts);
+      if (!state.length) continue;
+      if (!plan.forceNtfsDirty) throw ntfsNotClean(p.part.number, state);
+      progress.note(`partition ${p.part.number}: NTFS volume is ${state.join(' and ')}; copied as it is (--force-ntfs-dirty)`);
+    }
   }
   if (opts.checkSpace !== false) await checkSpace(plan.targetPath, estimateOutput(layout, ss));
 

@@ -35,7 +35,7 @@ export interface FsModule {
   /** copy every file with all its attributes */
   copy(ctx: CopyContext): Promise<void>;
   /** how verify reads it: a kernel mount with these options, FAT via mtools, or only its signature */
-  verifyAs: { kind: 'mount'; options: (type: string) => string[] } | { kind: 'fat' } | { kind: 'signature' };
+  verifyAs: { kind: 'mount'; options: (type: string) => string[]; /** mount -t, when not the blkid type (ntfs-3g) */ fsType?: string } | { kind: 'fat' } | { kind: 'signature' };
   /** on-disk features that a guest's kernel or boot loader must understand, sorted */
   features?(facts: FsFacts): string[];
   /** differences beyond the file tree (subvolumes, inode flags), both mounted */

@@ -6,6 +6,7 @@ import { SpecInvalidError, jobCancelled, machineBusy, jobNotFound, jobStateConfl
 import { runnerAlive } from './reclaim.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { checkSpec, sourceHostOf } from './spec.js';
+import { profileNames } from '../profiles/profiles.js';
 import type { JobRecord, JobSpec, JobStore } from './types.js';
 
 const errorOf = (e: { code: string; message: string; exitCode: number }) => ({ code: e.code, message: e.message, exitCode: e.exitCode });
@@ -14,6 +15,9 @@ const errorOf = (e: { code: string; message: string; exitCode: number }) => ({ c
 export function submitJob(store: JobStore, spec: unknown): JobRecord {
   // fields left undefined (an in-process caller's optional choices) are not there at all
   const checked = checkSpec(spec === undefined ? spec : JSON.parse(JSON.stringify(spec)));
+  if (checked.profile !== undefined && !profileNames().includes(checked.profile)) {
+    throw new SpecInvalidError([{ field: 'profile', message: `no hardware profile named '${checked.profile}'; known: ${profileNames().join(', ')}` }]);
+  }
   const target = checked.target === undefined ? undefined : parseEndpoint(checked.target);
   // two jobs writing one target would share its partial file
   const busy = target && [...store.list({ state: 'queued' }), ...store.list({ state: 'running' })]

@@ -20,7 +20,7 @@ const FIELDS: Record<string, 'string' | 'object'> = {
 };
 const KINDS = ['convert', 'deploy', 'capture'];
 const MACHINE_ID_RE = /^m-[0-9a-f]{4,32}$/;
-const OPTION_FIELDS = { mode: 'string', verify: 'boolean', force: 'boolean', inventory: 'string' } as const;
+const OPTION_FIELDS = { mode: 'string', verify: 'boolean', force: 'boolean', inventory: 'string', forceNtfsDirty: 'boolean' } as const;
 const CREDENTIAL_FIELDS = ['chapSecretFile', 'mutualChapSecretFile', 'tlsPskFile', 'tlsCerts'] as const;
 const REGISTER_FIELDS = { libvirt: 'string', name: 'string', memory: 'string', cpus: 'number', start: 'boolean' } as const;
 
@@ -85,7 +85,7 @@ export function validateSpec(obj: unknown): FieldError[] {
   }
 
   if (obj.options !== undefined) {
-    if (!isObject(obj.options)) err('options', 'must be a mapping with mode, verify, force, inventory');
+    if (!isObject(obj.options)) err('options', 'must be a mapping with mode, verify, force, inventory, forceNtfsDirty');
     else {
       const o = obj.options;
       for (const [k, v] of Object.entries(o)) {

@@ -115,7 +115,7 @@ export function requestOf(spec: JobSpec): ConvertRequest {
   return {
     source: spec.source, target: spec.target, format: spec.format, size: spec.size,
     mode: spec.options?.mode, force: spec.options?.force, verify: spec.options?.verify,
-    inventory: spec.options?.inventory, profile: spec.profile, mac: spec.mac,
+    inventory: spec.options?.inventory, profile: spec.profile, mac: spec.mac, forceNtfsDirty: spec.options?.forceNtfsDirty,
   };
 }
 
@@ -202,8 +202,8 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
   let targetSize: number;
   if (plan.mode === 'block') {
     const srcPath = plan.source.kind === 'file' ? plan.source.path : source.file;
-    // a throwaway owner: blockCopy's own removal of the partial must not run, the job decides
-    ({ targetSize } = await steps.run('block copy', () => blockCopy(new Scope(), plan, source, srcPath, progress)));
+    // no owner: the job, not a scope, decides when the partial goes
+    ({ targetSize } = await steps.run('block copy', () => blockCopy(undefined, plan, source, srcPath, progress)));
   } else {
     const built = await rebuildSteps(plan, source, work, partialPath, steps, progress, log);
     layout = built;

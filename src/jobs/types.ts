@@ -25,7 +25,7 @@ export interface JobSpec {
   size?: string;
   profile?: string;
   mac?: string;
-  options?: { mode?: 'rebuild' | 'block'; verify?: boolean; force?: boolean; inventory?: string };
+  options?: { mode?: 'rebuild' | 'block'; verify?: boolean; force?: boolean; inventory?: string; forceNtfsDirty?: boolean };
   /** network source credentials: paths of secret files, never the secrets */
   credentials?: { chapSecretFile?: string; mutualChapSecretFile?: string; tlsPskFile?: string; tlsCerts?: string };
   register?: { libvirt: string; name: string; memory?: string; cpus?: number; start?: boolean };

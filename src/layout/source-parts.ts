@@ -6,6 +6,7 @@ import { attachLoop } from '../blockdev/loop.js';
 import { lvmPvMissing } from '../errors.js';
 import { probeDevice } from '../fs/detect.js';
 import { fsModuleFor } from '../fs/index.js';
+import { looksLikeNtfs } from '../fs/ntfs.js';
 import type { FsFacts, FsModule } from '../fs/types.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { checkInside, linearRanges, minPvSectors, readVolumeGroup, whyBlocks, type LogicalVolume, type LvSpace, type VolumeGroup } from './lvm.js';
@@ -53,8 +54,10 @@ export interface SourceLayout {
   parts: SourcePart[];
 }
 
-async function probeVolume(scope: Scope, dev: string, work: string): Promise<Volume> {
-  const probe = await probeDevice(dev);
+async function probeVolume(scope: Scope, dev: string, work: string, probed?: Awaited<ReturnType<typeof probeDevice>>): Promise<Volume> {
+  const probe = probed ?? await probeDevice(dev);
+  // an NTFS boot sector blkid no longer accepts is damaged NTFS, not unknown data: its module says why
+  if (!probe.type && await looksLikeNtfs(dev)) probe.type = 'ntfs';
   const module = fsModuleFor(probe.type);
   if (!module) return { method: 'blocks', fsType: probe.type };
   return { method: 'rebuild', module, facts: await module.probe(scope, dev, work, probe.type!), fsType: probe.type };
@@ -95,7 +98,7 @@ export async function readSourceLayout(diskFile: string, diskSize: number, work:
         const lvm = await probeLvm(probeScope, diskFile, dev, probe.uuid, part, ss, work);
         if (lvm) return { part, fsType: probe.type, ...lvm };
       }
-      return { part, ...await probeVolume(probeScope, dev, work) };
+      return { part, ...await probeVolume(probeScope, dev, work, probe) };
     }));
   }
   // a VG whose PVs are not all on this disk cannot be copied whole

@@ -7,8 +7,9 @@
 // Capture (P2V) is the same path read-only the other way: a conversion of
 // the agent's read-only export with the machine's inventory attached.
 import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { modaliasesOf } from '../convert/inventory.js';
-import { openSource, type OpenDisk } from '../blockdev/disk.js';
+import { openSource, openWritable, type OpenDisk } from '../blockdev/disk.js';
 import { workDir } from '../blockdev/mount.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport } from '../convert/rebuild.js';
 import type { ConvertPlan } from '../convert/options.js';
@@ -17,7 +18,9 @@ import { checkCustomization, parseIpOption, type Customization } from '../custom
 import { FerryError, verifyFailed } from '../errors.js';
 import { inspect } from '../inspect/inspect.js';
 import { loadProfile } from '../profiles/profiles.js';
-import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
+import { preflightRefit, refitDisk, type RefitOptions, type RefitResult } from '../refit/refit.js';
+import { createOverlay } from '../refit/reconfigure.js';
+import type { Profile } from '../profiles/profiles.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { openNetworkSource, type NbdEndpoint } from '../sources/network.js';
 import { withNetworkCredentials } from '../sources/secrets.js';
@@ -45,6 +48,8 @@ export interface DeployPlan {
   /** bytes of the image's data that will be written */
   usedBytes: number;
   partitions: { number: number; fs?: string; sourceBytes: number; targetBytes: number }[];
+  /** --dry-run only: what re-fit and customization would change, file by file */
+  changes?: Change[];
 }
 
 export interface DeployResult extends DeployPlan {
@@ -72,7 +77,7 @@ export function customizationOf(spec: Pick<JobSpec, 'customize'>): Customization
  * image's architecture and firmware, room on the disk, a driver for every
  * storage controller and NIC. `ferry deploy --dry-run` prints this.
  */
-export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?: ProgressSink): Promise<DeployPlan> {
+export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?: ProgressSink, opts: { preview?: boolean } = {}): Promise<DeployPlan> {
   const machine = reg.mustGet(spec.machine!);
   const inv = machine.inventory as Inventory;
   const disk = chooseDisk(machine.id, inv, spec.disk);
@@ -90,18 +95,39 @@ export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?:
       throw new FerryError('DOES_NOT_FIT', 5, `the data of ${spec.source} needs at least ${needed} bytes but disk ${disk.path} of machine ${machine.id} has ${disk.sizeBytes}; choose a larger disk with --disk (nothing was written)`,
         { needed, size: disk.sizeBytes, machine: machine.id, disk: disk.path });
     });
-    await preflightRefit(scope, source, work, profile, { mac: primaryMac(inv), modaliases });
     await withScope(s => checkCustomizable(s, source, work, customization, true));
+    const refitOptions = { mac: primaryMac(inv), modaliases };
+    let changes: Change[] | undefined;
+    if (opts.preview) changes = await previewChanges(spec.source, work, profile, refitOptions, customization, machine.serverUrl ?? undefined);
+    else await preflightRefit(scope, source, work, profile, refitOptions);
     const parts = partsToCopy(rl);
     const ss = rl.sectorSize;
     return {
-      machine: machine.id, image: spec.source, disk, mac: primaryMac(inv), modaliases, customization,
+      machine: machine.id, image: spec.source, disk, mac: primaryMac(inv), modaliases, customization, ...(changes ? { changes } : {}),
       usedBytes: parts.reduce((n, p) => n + (p.facts?.usedBytes ?? p.part.size * ss), 0),
       partitions: parts.map(p => ({
         number: p.part.number, fs: p.facts?.type ?? p.fsType, sourceBytes: p.part.size * ss,
         targetBytes: (rl.newTable?.partitions.find(n => n.number === p.part.number)?.size ?? p.part.size) * ss,
       })),
     };
+  });
+}
+
+/**
+ * The re-fit and customization a deploy would make, made for real on a
+ * throwaway overlay of the image (so the list is exact, not guessed), which
+ * is deleted with the work dir. Neither the image nor the machine is touched.
+ */
+async function previewChanges(image: string, work: string, profile: Profile, o: RefitOptions, c: Customization, serverUrl?: string): Promise<Change[]> {
+  const overlay = join(work, 'preview.qcow2');
+  await createOverlay(image, overlay);
+  return withScope(async s => {
+    const disk = await openWritable(s, overlay, work);
+    const refit = await withScope(s2 => refitDisk(s2, disk, work, profile, o));
+    // the report's token is issued by the real deploy; the preview shows where it would go
+    const server = serverUrl ? new URL(serverUrl) : undefined;
+    const report = server && { host: server.hostname, port: Number(server.port || 80), path: '/machines/…/booted', token: '…' };
+    return [...refit.changes, ...await withScope(s2 => customizeDisk(s2, disk, work, c, report))];
   });
 }
 

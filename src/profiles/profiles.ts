@@ -1,6 +1,7 @@
 // Hardware profiles: one declarative file per destination in
 // drivers-db/profiles/, saying what the guest will find there (machine,
 // firmware, disk bus, NIC model) and which drivers it needs at boot.
+import { readdirSync, readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +41,22 @@ export async function listProfiles(): Promise<Profile[]> {
     }
   }
   return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * The names of the known profiles, read synchronously: submitting a job checks
+ * its profile at once (a 400, like the CLI's preflight) rather than failing later.
+ */
+export function profileNames(): string[] {
+  const names = new Set<string>();
+  for (const dir of profileDirs()) {
+    let files: string[] = [];
+    try { files = readdirSync(dir).filter(f => f.endsWith('.json')); } catch { continue; }
+    for (const f of files) {
+      try { names.add(String((JSON.parse(readFileSync(join(dir, f), 'utf8')) as Profile).name)); } catch { /* an invalid file is reported by loadProfile */ }
+    }
+  }
+  return [...names].sort();
 }
 
 export async function loadProfile(name: string): Promise<Profile> {

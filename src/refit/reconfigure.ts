@@ -17,6 +17,12 @@ import { checkRefitRequest, refitDisk, type RefitResult } from './refit.js';
 export interface ReconfigureRequest { image: string; profile: string; overlay?: string; mac?: string; inventory?: string }
 export interface ReconfigureResult extends RefitResult { image: string; overlay?: string; written: string }
 
+/** A new qcow2 whose backing file is image: every write lands in it, image stays as it was. */
+export async function createOverlay(image: string, overlay: string): Promise<void> {
+  const backingFormat = (await imageInfoChain(image))[0].format;
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', resolve(image), '-F', backingFormat, overlay]);
+}
+
 export async function reconfigure(r: ReconfigureRequest): Promise<ReconfigureResult> {
   if (process.getuid?.() !== 0) throw notRoot();
   const profile = await loadProfile(r.profile);
@@ -30,8 +36,7 @@ export async function reconfigure(r: ReconfigureRequest): Promise<ReconfigureRes
     let done = false;
     if (r.overlay) {
       if (await stat(r.overlay).catch(() => undefined)) throw targetExists(r.overlay);
-      const backingFormat = (await imageInfoChain(image))[0].format;
-      await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', image, '-F', backingFormat, r.overlay]);
+      await createOverlay(image, r.overlay);
       written = resolve(r.overlay);
       // a failed re-fit leaves no overlay behind (registered first, so released last)
       scope.defer(`overlay ${written}`, () => (done ? undefined : rm(written, { force: true })));

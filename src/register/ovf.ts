@@ -108,26 +108,3 @@ ${items.join('\n')}${config}
 </Envelope>
 `;
 }
-
-/**
- * The disk file of an envelope's first disk: DiskSection's first Disk →
- * its fileRef → the References File's href. Read with patterns rather than
- * a full XML parser: the envelope is small and the fields are attributes,
- * whatever prefix the writer bound the OVF namespace to.
- */
-export function firstDiskHref(ovf: string): { href: string; format?: string } | undefined {
-  const attr = (el: string, name: string) => new RegExp(`(?:^|\\s)(?:[\\w-]+:)?${name}\\s*=\\s*"([^"]*)"`).exec(el)?.[1];
-  const section = /<(?:[\w-]+:)?DiskSection\b[\s\S]*?<\/(?:[\w-]+:)?DiskSection>/.exec(ovf)?.[0] ?? '';
-  const disk = /<(?:[\w-]+:)?Disk\b[^>]*>/.exec(section)?.[0];
-  const fileRef = disk && attr(disk, 'fileRef');
-  if (!fileRef) return undefined;
-  for (const m of ovf.matchAll(/<(?:[\w-]+:)?File\b[^>]*>/g)) {
-    if (attr(m[0], 'id') === fileRef) {
-      const href = attr(m[0], 'href');
-      return href ? { href: unescapeXml(href), format: attr(disk!, "format") } : undefined;
-    }
-  }
-  return undefined;
-}
-
-const unescapeXml = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');

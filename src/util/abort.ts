@@ -1,4 +1,5 @@
-// One process-wide abort signal: SIGINT/SIGTERM abort the running job, every
+// One process-wide abort signal: SIGINT/SIGTERM (and SIGHUP, a closed terminal
+// or dropped SSH session, and SIGQUIT) abort the running job, every
 // child started through run() is killed, and owners release what they hold.
 // A job runner runs several jobs in one process: each gets its own signal,
 // carried by async context (withAbortSignal), which wins over the process one.
@@ -22,19 +23,19 @@ export function withAbortSignal<T>(signal: AbortSignal, fn: () => Promise<T>): P
   return jobSignal.run(signal, fn);
 }
 
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+
 /** Install signal handlers for the duration of fn. */
 export async function withSignalAbort<T>(fn: () => Promise<T>): Promise<T> {
   controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (!controller!.signal.aborted) controller!.abort(interrupted(sig));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   try {
     return await fn();
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
     controller = undefined;
   }
 }

@@ -68,8 +68,8 @@ async function compareVolumes(work: string, source: OpenDisk, target: OpenDisk, 
       await extractVfat(devA, sd);
       await extractVfat(devB, dd);
     } else {
-      await mountFs(scope, devA, sd, fa.type, ['ro', ...how.options(fa.type)]);
-      await mountFs(scope, devB, dd, fa.type, ['ro', ...how.options(fa.type)]);
+      await mountFs(scope, devA, sd, how.fsType ?? fa.type, ['ro', ...how.options(fa.type)]);
+      await mountFs(scope, devB, dd, how.fsType ?? fa.type, ['ro', ...how.options(fa.type)]);
     }
     // module extras (inode flags, subvolumes) read the same mounts alongside the walk
     const extra = how.kind === 'mount' && a.module!.compareExtra ? a.module!.compareExtra(sd, dd) : Promise.resolve([]);

@@ -105,9 +105,10 @@ function unescapeOctal(s: string): string {
 const bytesOf = (p: string) => Buffer.from(p, 'latin1');
 const show = (p: string) => bytesOf(p).toString('utf8');
 
-/** Every extended attribute in the tree, all namespaces: relative path → "name=0xvalue;…". */
-async function treeXattrs(root: string): Promise<Map<string, string>> {
-  const r = await run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root], { okCodes: [1] });
+/** Every extended attribute in the tree, all namespaces (or only the one named: some are served but not listed): relative path → "name=0xvalue;…". */
+export async function treeXattrs(root: string, name?: string): Promise<Map<string, string>> {
+  const which = name ? ['-n', name] : ['-d', '-m', '-'];
+  const r = await run('getfattr', ['-R', '-P', '-h', ...which, '-e', 'hex', '--absolute-names', root], { okCodes: [1] });
   const out = new Map<string, string>();
   let current: string | undefined;
   let attrs: string[] = [];

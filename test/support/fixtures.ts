@@ -135,3 +135,21 @@ export function buildLvmGuest(): Promise<string> {
   lvmGuest ??= lastLines('build-lvm-guest.sh').then(l => l.at(-1)!);
   return lvmGuest;
 }
+
+/** What test/fixtures/build-ntfs-disk.sh wrote into manifest.json. */
+export interface NtfsDiskManifest {
+  scriptHash: string;
+  disks: Record<'ntfs' | 'ntfs-hiber', { image: string; sha256: string }>;
+  partition: { number: number; start: number; size: number; label: string; serial: string; usedBytes: number };
+  deletedBytes: number;
+  files: {
+    acl: string; aclHex: string; streams: string; streamNames: string[]; compressedDir: string; compressed: string[];
+    sparse: string; hardLinks: string[]; hidden: string;
+  };
+}
+let ntfsDisk: Promise<NtfsDiskManifest> | undefined;
+/** The NTFS data disk (GPT; ACLs, streams, compressed, sparse, hard-linked and deleted files) and a hibernated copy. */
+export function buildNtfsDisk(): Promise<NtfsDiskManifest> {
+  ntfsDisk ??= lastLines('build-ntfs-disk.sh').then(async l => JSON.parse(await readFile(l.at(-1)!, 'utf8')) as NtfsDiskManifest);
+  return ntfsDisk;
+}

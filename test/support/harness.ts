@@ -19,8 +19,8 @@ export async function ferry(args: string[], opts: { env?: Record<string, string>
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
-export function ferryProcess(args: string[]): ResultPromise {
-  return execa('node', [FERRY, ...args], { reject: false, stdin: 'ignore' });
+export function ferryProcess(args: string[], opts: { env?: Record<string, string> } = {}): ResultPromise {
+  return execa('node', [FERRY, ...args], { reject: false, env: opts.env, stdin: 'ignore' });
 }
 
 export { sha256 } from './hash.js';
