@@ -208,8 +208,8 @@ export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source
     const vg = sp.lvm!.vg;
     return { ...where, fs: 'LVM2_member', uuid: vg.pvs[0].id, method: 'lvm', lvm: { vg: vg.name, uuid: vg.id, extentSize: vg.extentSize * 512, lvs }, bytesCopied: lvs.reduce((n, l) => n + l.bytesCopied, 0) };
   }
-  const size = sp.method === 'blocks' ? Math.min(sp.part.size, np.size) * ss : np.size * ss;
-  const bytesCopied = await copyVolume(sp, [[sp.part.start * ss, size]], source, target, np.start * ss, np.size * ss, `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`, work, progress);
+  // the whole source partition (a block copy stops at the end of the target's)
+  const bytesCopied = await copyVolume(sp, [[sp.part.start * ss, sp.part.size * ss]], source, target, np.start * ss, np.size * ss, `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`, work, progress);
   return { ...where, ...volumeReport(sp), bytesCopied };
 }
 
