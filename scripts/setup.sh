@@ -18,6 +18,7 @@ PACKAGES=(
   gcc libc6-dev openssl
   rpm cryptsetup-bin grub-efi-amd64-bin kmod
   ovmf  # UEFI boots of test guests (verify/boot.ts firmware uefi) and libvirt domains with firmware=efi
+  lvm2  # LVM sources and targets: pvs/vgs/lvs, vgcfgbackup, pvcreate --restorefile, vgcfgrestore (no activation)
   libarchive-tools xorriso cabextract gcab python3-pefile binutils-mingw-w64-i686  # ferry drivers import (+ its tests)
   libvirt-dev pkg-config  # builds @unraid/libvirt's native binding during npm ci
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients  # ferry register (+ its test: virtlogd, libvirtd, the libvirt-qemu user, virsh)

@@ -48,6 +48,12 @@ export const doesNotFit = (needed: number, size: number) =>
     `the data needs at least ${needed} bytes but --size gives ${size}; choose --size ${Math.ceil(needed / 2 ** 20)}M or more`,
     { needed, size });
 
+export const lvmInvalid = (where: string, why: string) =>
+  new FerryError('LVM_INVALID', 3, `the LVM physical volume on ${where} cannot be used: ${why}; check it with 'pvck' and 'vgck' on a copy of the disk`, { where, why });
+
+export const lvmPvMissing = (vg: string, pvs: string[]) =>
+  new FerryError('LVM_PV_MISSING', 3, `volume group ${vg} also lives on physical volume(s) ${pvs.join(', ')}, which this disk does not hold; convert a disk that holds every PV of the group`, { vg, pvs });
+
 // NTFS: a volume Windows did not close cleanly (dirty, or hibernated by fast start-up) may hold
 // changes only in its journal or in hiberfil.sys; a copy of it is not what Windows would see.
 export const ntfsNotClean = (partition: number, state: string[]) =>

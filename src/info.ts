@@ -3,7 +3,7 @@
 import { openSource, type OpenDisk } from './blockdev/disk.js';
 import { reportingLostSources } from './sources/watchdog.js';
 import { workDir } from './blockdev/mount.js';
-import { readSourceLayout } from './layout/source-parts.js';
+import { readSourceLayout, type SourcePart } from './layout/source-parts.js';
 import { parseEndpoint } from './sources/endpoint.js';
 import { withScope } from './util/scope.js';
 import { notRoot } from './errors.js';
@@ -15,7 +15,25 @@ export interface DiskInfo {
   actualSize?: number;
   backing?: string;
   partitionTable: { label: string; id: string } | null;
-  partitions: { number: number; start: number; size: number; type: string; name?: string; fs?: string; uuid?: string; label?: string; usedBytes?: number; features?: string[]; method: string }[];
+  partitions: { number: number; start: number; size: number; type: string; name?: string; fs?: string; uuid?: string; label?: string; usedBytes?: number; features?: string[]; method: string; lvm?: LvmInfo }[];
+}
+
+/** An LVM physical volume's volume group and its logical volumes (each LV's file system like a partition's). */
+export interface LvmInfo {
+  vg: string; uuid: string; pvUuid: string; tags: string[]; extentSize: number;
+  lvs: { name: string; uuid: string; tags: string[]; size: number; ranges: number; fs?: string; fsUuid?: string; label?: string; usedBytes?: number; method: string }[];
+}
+
+function lvmInfo(p: SourcePart): LvmInfo | undefined {
+  if (!p.lvm) return undefined;
+  const { vg, lvs } = p.lvm;
+  return {
+    vg: vg.name, uuid: vg.id, pvUuid: vg.pvs[0].id, tags: vg.tags, extentSize: vg.extentSize * 512,
+    lvs: lvs.map(l => ({
+      name: l.lv.name, uuid: l.lv.id, tags: l.lv.tags, size: l.lv.extents * vg.extentSize * 512, ranges: l.ranges.length,
+      fs: l.facts?.type ?? l.fsType, fsUuid: l.facts?.uuid, label: l.facts?.label, usedBytes: l.facts?.usedBytes, method: l.method,
+    })),
+  };
 }
 
 export async function info(spec: string): Promise<DiskInfo> {
@@ -38,7 +56,7 @@ export async function describeDisk(spec: string, disk: OpenDisk, work: string): 
     partitions: layout.parts.map(p => ({
       number: p.part.number, start: p.part.start * ss, size: p.part.size * ss, type: p.part.type, name: p.part.name,
       fs: p.facts?.type ?? p.fsType, uuid: p.facts?.uuid, label: p.facts?.label, usedBytes: p.facts?.usedBytes,
-      features: p.facts ? p.module?.features?.(p.facts) : undefined, method: p.method,
+      features: p.facts ? p.module?.features?.(p.facts) : undefined, method: p.method, lvm: lvmInfo(p),
     })),
   };
 }

@@ -6,7 +6,7 @@ export function formatInspect(r: InspectReport): string {
   const out = [`${r.source}: ${r.format}, ${human(r.virtualSize)}, partition table ${r.partitionTable ? `${r.partitionTable.label} ${r.partitionTable.id}` : 'none'}`, 'file systems:'];
   for (const f of r.fileSystems) {
     const what = f.encrypted ? `encrypted (${f.encrypted})` : f.type ?? 'unknown';
-    out.push(`  p${f.partition} ${what}${f.uuid ? ` UUID=${f.uuid}` : ''}${f.label ? ` LABEL=${f.label}` : ''} size ${human(f.size)}${f.usedBytes !== undefined ? ` used ${human(f.usedBytes)}` : ''}${f.error ? `  [${f.error.code}: ${f.error.message}]` : ''}`);
+    out.push(`  p${f.partition}${f.lv ? ` ${f.lv}` : ''} ${what}${f.uuid ? ` UUID=${f.uuid}` : ''}${f.label ? ` LABEL=${f.label}` : ''} size ${human(f.size)}${f.usedBytes !== undefined ? ` used ${human(f.usedBytes)}` : ''}${f.error ? `  [${f.error.code}: ${f.error.message}]` : ''}`);
   }
   if (r.note) out.push(r.note);
   for (const os of r.operatingSystems) out.push(...(os.type === 'linux' ? linux(os) : windows(os)));

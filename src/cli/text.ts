@@ -14,6 +14,7 @@ export function formatConvert(r: ConvertResult): string {
   const lines = [`created ${r.target} (${r.format}, ${human(r.virtualSize)} virtual, ${human(r.allocatedBytes)} allocated) in ${r.seconds.toFixed(1)} s`];
   for (const p of r.layout?.partitions ?? []) {
     lines.push(`  p${p.number} ${(p.fs ?? '-').padEnd(6)} ${p.method.padEnd(9)} ${human(p.targetSize * 512).padStart(10)} ${p.uuid ?? ''}`);
+    for (const l of p.lvm?.lvs ?? []) lines.push(`    ${p.lvm!.vg}/${l.name} ${(l.fs ?? '-').padEnd(6)} ${l.method.padEnd(9)} ${human(l.targetExtents * p.lvm!.extentSize).padStart(10)} ${l.uuid ?? ''}`);
   }
   if (r.layout?.bootCode.mbr || r.layout?.bootCode.gapBytes) lines.push(`  boot code: MBR ${r.layout.bootCode.mbr ? 'copied' : 'empty'}, gap ${human(r.layout.bootCode.gapBytes)}`);
   lines.push(r.verified ? '  verified: equivalent to the source' : '  not verified (--no-verify)');
@@ -27,6 +28,10 @@ export function formatInfo(r: DiskInfo): string {
     `partition table: ${r.partitionTable ? `${r.partitionTable.label} ${r.partitionTable.id}` : 'none'}`];
   for (const p of r.partitions) {
     lines.push(`  p${p.number} start ${p.start} size ${human(p.size)} type ${p.type}${p.fs ? ` ${p.fs}` : ''}${p.uuid ? ` UUID=${p.uuid}` : ''}${p.label ? ` LABEL=${p.label}` : ''}${p.usedBytes !== undefined ? ` used ${human(p.usedBytes)}` : ''}`);
+    if (p.lvm) lines.push(`    volume group ${p.lvm.vg} UUID=${p.lvm.uuid}`);
+    for (const l of p.lvm?.lvs ?? []) {
+      lines.push(`    ${p.lvm!.vg}/${l.name} size ${human(l.size)}${l.fs ? ` ${l.fs}` : ''}${l.fsUuid ? ` UUID=${l.fsUuid}` : ''}${l.label ? ` LABEL=${l.label}` : ''}${l.usedBytes !== undefined ? ` used ${human(l.usedBytes)}` : ''}${l.tags.length ? ` tags ${l.tags.join(',')}` : ''}`);
+    }
   }
   return lines.join('\n') + '\n';
 }

@@ -20,7 +20,7 @@ export async function verifyCommand(source: string, target: string, json: boolea
     return verifyDisks(a, b, work, progress);
   }));
   if (json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-  else if (r.equivalent) process.stdout.write(`equivalent: ${r.filesystems.map(f => `p${f.number} ${f.fs ?? 'blocks'}${f.entries !== undefined ? ` (${f.entries} entries)` : ''}`).join(', ')}\n`);
+  else if (r.equivalent) process.stdout.write(`equivalent: ${r.filesystems.map(f => `p${f.number}${f.lv ? ` ${f.lv}` : ''} ${f.fs ?? 'blocks'}${f.entries !== undefined ? ` (${f.entries} entries)` : ''}`).join(', ')}\n`);
   else process.stdout.write(`${r.differences.length} difference(s):\n${r.differences.map(d => `  ${d}`).join('\n')}\n`);
   return r.equivalent ? 0 : 6;
 }

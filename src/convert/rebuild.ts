@@ -5,7 +5,8 @@ import { startReadAhead } from '../sources/read-ahead.js';
 import { createTarget, type NewTarget, type OpenDisk } from '../blockdev/disk.js';
 import { copyBlocks } from '../fs/blocks.js';
 import { planLayout } from '../layout/plan.js';
-import { attachPart, readSourceLayout, toPlanned, type SourceLayout, type SourcePart } from '../layout/source-parts.js';
+import { lvSpaces, minBytesOf, readSourceLayout, toPlanned, type SourceLayout, type SourcePart, type Volume } from '../layout/source-parts.js';
+import { planVolumeGroup, targetMetadata, writeVolumeGroup } from '../layout/lvm.js';
 import { writeTable, type PartitionTable } from '../layout/table.js';
 import { throwIfAborted } from '../util/abort.js';
 import type { ProgressSink } from '../util/progress.js';
@@ -21,11 +22,24 @@ export interface PartitionReport {
   fs?: string;
   uuid?: string;
   label?: string;
-  method: 'rebuild' | 'blocks' | 'signature';
+  method: 'rebuild' | 'blocks' | 'signature' | 'lvm';
   sourceStart: number;
   sourceSize: number;
   targetStart: number;
   targetSize: number;
+  bytesCopied: number;
+  /** an LVM physical volume: its VG, rebuilt with the same UUIDs, and each LV */
+  lvm?: { vg: string; uuid: string; extentSize: number; lvs: LvReport[] };
+}
+
+export interface LvReport {
+  name: string; lvUuid: string; tags: string[];
+  /** the file system inside the LV */
+  fs?: string; uuid?: string; label?: string;
+  method: 'rebuild' | 'blocks' | 'signature';
+  sourceExtents: number; targetExtents: number;
+  /** bytes from the start of the target disk */
+  targetOffset: number;
   bytesCopied: number;
 }
 
@@ -38,8 +52,10 @@ export interface RebuildReport {
   esp?: { number: number; start: number; size: number };
 }
 
-const estimateOutput = (layout: SourceLayout, ss: number) =>
-  layout.parts.reduce((n, p) => n + (p.method === 'rebuild' ? p.facts!.usedBytes : p.method === 'blocks' ? p.part.size * ss : 0), 0);
+const volumeOutput = (v: Volume, blockBytes: number) => v.method === 'rebuild' ? v.facts!.usedBytes : v.method === 'blocks' ? blockBytes : 0;
+const estimateOutput = (layout: SourceLayout, ss: number) => layout.parts.reduce((n, p) => n + (p.method === 'lvm'
+  ? p.lvm!.lvs.reduce((m, l) => m + volumeOutput(l, l.ranges.reduce((a, r) => a + r[1], 0)), 0)
+  : volumeOutput(p, p.part.size * ss)), 0);
 
 /** What the rebuild decided before writing anything: the source's parts and the target's table. */
 export interface RebuildLayout {
@@ -67,20 +83,27 @@ export async function planRebuild(plan: ConvertPlan, source: OpenDisk, work: str
   } else {
     // a bare file system fills the disk
     const only = layout.parts[0];
-    const min = only.module && only.facts ? only.module.minBytes(only.facts) : source.size;
+    const min = minBytesOf(only, ss) ?? source.size;
+    if (only.method === 'lvm') planLvs(only, ss, Math.floor(targetSize / ss));
     if (targetSize < Math.min(min, source.size)) throw doesNotFit(Math.min(min, source.size), targetSize);
   }
   // before anything is written: a volume Windows did not close is refused unless asked for as it is
   for (const p of layout.parts) {
-    const state = ntfsUncleanState(p.facts);
-    if (!state.length) continue;
-    if (!plan.forceNtfsDirty) throw ntfsNotClean(p.part.number, state);
-    progress.note(`partition ${p.part.number}: NTFS volume is ${state.join(' and ')}; copied as it is (--force-ntfs-dirty)`);
+    // the partition itself, or the logical volumes of an LVM PV
+    for (const v of [p, ...p.lvm?.lvs ?? []] as Volume[]) {
+      const state = ntfsUncleanState(v.facts);
+      if (!state.length) continue;
+      if (!plan.forceNtfsDirty) throw ntfsNotClean(p.part.number, state);
+      progress.note(`partition ${p.part.number}: NTFS volume is ${state.join(' and ')}; copied as it is (--force-ntfs-dirty)`);
+    }
   }
   if (opts.checkSpace !== false) await checkSpace(plan.targetPath, estimateOutput(layout, ss));
 
   for (const p of layout.parts) {
-    if (p.method === 'blocks') progress.note(`partition ${p.part.number}: ${p.fsType ? `file system ${p.fsType} is not rebuilt` : 'no known file system'}; copying its used blocks`);
+    if (p.method === 'blocks') progress.note(`partition ${p.part.number}: ${p.why ?? (p.fsType ? `file system ${p.fsType} is not rebuilt` : 'no known file system')}; copying its used blocks`);
+    for (const l of p.lvm?.lvs ?? []) {
+      if (l.method === 'blocks') progress.note(`logical volume ${p.lvm!.vg.name}/${l.lv.name}: ${l.ranges.length > 1 ? `${l.ranges.length} extent ranges` : l.fsType ? `file system ${l.fsType} is not rebuilt` : 'no known file system'}; copying its blocks into one range`);
+    }
   }
   return { layout, sectorSize: ss, targetSize, newTable, esp: esp && { number: esp.number, start: esp.start, size: esp.size } };
 }
@@ -97,52 +120,107 @@ export async function prepareTarget(rl: RebuildLayout, source: OpenDisk, targetF
   return copyBootCode(source.file, rl.layout.table, targetFile);
 }
 
-/** A network source's partition: its used ranges read into memory alongside the copy, which asks for them piece by piece. */
-async function readPartitionAhead(diskFile: string, sp: SourcePart, sourceDev: string, ss: number): Promise<{ stop(): Promise<number> } | undefined> {
-  const ranges = await sp.module?.usedRanges?.(sourceDev).catch(() => undefined);
-  return ranges && startReadAhead(diskFile, sp.part.start * ss, ranges);
+/** A network source's volume: its used ranges read into memory alongside the copy, which asks for them piece by piece. */
+async function readVolumeAhead(diskFile: string, vol: Volume, sourceDev: string, offset: number): Promise<{ stop(): Promise<number> } | undefined> {
+  const ranges = await vol.module?.usedRanges?.(sourceDev).catch(() => undefined);
+  return ranges && startReadAhead(diskFile, offset, ranges);
+}
+
+type TargetDisk = Pick<OpenDisk, 'file' | 'format' | 'remote'>;
+
+/** A writable loop over [offset, offset+size) of the target. */
+function attachTarget(scope: Scope, target: TargetDisk, offset: number, size: number): Promise<string> {
+  // no direct I/O onto a machine's disk over NBD: its small unaligned writes were read-modify-written
+  // under the server's 4 KiB block size and some were lost (mkfs's journal inode came back corrupt)
+  return attachLoop(scope, target.file, { offset, size, readOnly: false, directIo: target.format === 'raw' && !target.remote });
 }
 
 /**
- * Format one partition of the target alike and copy its files (or its used
- * blocks) from the source. Everything it attaches is released before it
- * returns, so a finished partition is complete on the target file.
+ * Format one volume (a partition or a logical volume) of the target alike and
+ * copy its files, or its used blocks, from the source ranges (bytes on the
+ * source disk, in order). Everything it attaches is released before it
+ * returns. Returns the bytes copied.
  */
-export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source: OpenDisk, target: Pick<OpenDisk, 'file' | 'format' | 'remote'>, work: string, progress: ProgressSink): Promise<PartitionReport> {
-  const ss = rl.sectorSize;
-  const np = rl.newTable ? rl.newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(rl.targetSize / ss) };
-  const offset = np.start * ss, size = np.size * ss;
-  return withScope(async partScope => {
-    // no direct I/O onto a machine's disk over NBD: its small unaligned writes were read-modify-written
-    // under the server's 4 KiB block size and some were lost (mkfs's journal inode came back corrupt)
-    const dev = await attachLoop(partScope, target.file, { offset, size, readOnly: false, directIo: target.format === 'raw' && !target.remote });
-    const label = `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`;
-    let bytesCopied = 0;
-    if (sp.method === 'rebuild') {
-      const facts = sp.facts!;
+async function copyVolume(vol: Volume, ranges: [number, number][], source: OpenDisk, target: TargetDisk, offset: number, size: number, label: string, work: string, progress: ProgressSink): Promise<number> {
+  return withScope(async scope => {
+    const dev = await attachTarget(scope, target, offset, size);
+    const attachSource = ([off, len]: [number, number]) => attachLoop(scope, source.file, { offset: off, size: len, readOnly: true });
+    if (vol.method === 'rebuild') {
+      const facts = vol.facts!;
       progress.phase(`copy ${label}`, facts.usedBytes);
-      // formatted before the source partition is attached: mkfs.btrfs refuses a UUID any visible device carries
-      await sp.module!.format(dev, facts, size);
-      const sourceDev = await attachPart(partScope, source.file, sp.part, ss);
-      const ahead = source.remote ? await readPartitionAhead(source.file, sp, sourceDev, ss) : undefined;
+      // formatted before the source is attached: mkfs.btrfs refuses a UUID any visible device carries
+      await vol.module!.format(dev, facts, size);
+      const sourceDev = await attachSource(ranges[0]);
+      const ahead = source.remote ? await readVolumeAhead(source.file, vol, sourceDev, ranges[0][0]) : undefined;
       try {
-        await sp.module!.copy({ scope: partScope, work, sourceDev, targetDev: dev, facts, progress });
+        await vol.module!.copy({ scope, work, sourceDev, targetDev: dev, facts, progress });
       } finally {
         await ahead?.stop();
       }
-      bytesCopied = facts.usedBytes;
-    } else {
-      const len = Math.min(sp.part.size, np.size) * ss;
-      progress.phase(`blocks ${label}`, len);
-      bytesCopied = await copyBlocks(await attachPart(partScope, source.file, sp.part, ss), 0, dev, 0, len, progress);
+      progress.end();
+      return facts.usedBytes;
+    }
+    const total = Math.min(size, ranges.reduce((n, r) => n + r[1], 0));
+    progress.phase(`blocks ${label}`, total);
+    let at = 0, copied = 0;
+    for (const r of ranges) {
+      const len = Math.min(r[1], total - at);
+      if (len <= 0) break;
+      copied += await copyBlocks(await attachSource(r), 0, dev, at, len, progress);
+      at += len;
     }
     progress.end();
-    return {
-      number: sp.part.number, fs: sp.facts?.type ?? sp.fsType, uuid: sp.facts?.uuid, label: sp.facts?.label,
-      method: sp.method === 'blocks' ? 'blocks' : sp.facts?.type === 'swap' ? 'signature' : 'rebuild',
-      sourceStart: sp.part.start, sourceSize: sp.part.size, targetStart: np.start, targetSize: np.size, bytesCopied,
-    };
+    return copied;
   });
+}
+
+const volumeReport = (v: Volume) => ({
+  fs: v.facts?.type ?? v.fsType, uuid: v.facts?.uuid, label: v.facts?.label,
+  method: v.method === 'rebuild' ? (v.facts?.type === 'swap' ? 'signature' as const : 'rebuild' as const) : 'blocks' as const,
+});
+
+/** Where each LV of an LVM part goes on the target partition of this many sectors. */
+export function planLvs(sp: SourcePart, ss: number, targetSectors: number) {
+  return planVolumeGroup(sp.lvm!.vg, lvSpaces(sp), targetSectors * ss / 512);
+}
+
+/** The target's PV: the same VG metadata, LVs in single ranges; then each LV copied like a partition. */
+async function rebuildLvm(sp: SourcePart, np: { start: number; size: number }, ss: number, source: OpenDisk, target: TargetDisk, work: string, progress: ProgressSink): Promise<LvReport[]> {
+  const { vg } = sp.lvm!;
+  const pvSectors = np.size * ss / 512;
+  const plan = planLvs(sp, ss, np.size);
+  await withScope(async scope => {
+    const dev = await attachTarget(scope, target, np.start * ss, np.size * ss);
+    await writeVolumeGroup(dev, work, vg, targetMetadata(vg, plan, pvSectors, dev));
+  });
+  const ext = vg.extentSize * 512;
+  const reports: LvReport[] = [];
+  for (const p of plan.lvs) {
+    throwIfAborted();
+    const sl = sp.lvm!.lvs.find(l => l.lv.name === p.lv.name)!;
+    const offset = np.start * ss + vg.pvs[0].peStart * 512 + p.start * ext;
+    const bytesCopied = await copyVolume(sl, sl.ranges, source, target, offset, p.extents * ext, `${vg.name}/${p.lv.name}${sl.fsType ? ` ${sl.fsType}` : ''}`, work, progress);
+    reports.push({ name: p.lv.name, lvUuid: p.lv.id, tags: p.lv.tags, ...volumeReport(sl), sourceExtents: p.lv.extents, targetExtents: p.extents, targetOffset: offset, bytesCopied });
+  }
+  return reports;
+}
+
+/**
+ * Rebuild one partition of the target: its file system (or its blocks), or,
+ * for an LVM physical volume, its volume group and every logical volume.
+ */
+export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source: OpenDisk, target: TargetDisk, work: string, progress: ProgressSink): Promise<PartitionReport> {
+  const ss = rl.sectorSize;
+  const np = rl.newTable ? rl.newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(rl.targetSize / ss) };
+  const where = { number: sp.part.number, sourceStart: sp.part.start, sourceSize: sp.part.size, targetStart: np.start, targetSize: np.size };
+  if (sp.method === 'lvm') {
+    const lvs = await rebuildLvm(sp, np, ss, source, target, work, progress);
+    const vg = sp.lvm!.vg;
+    return { ...where, fs: 'LVM2_member', uuid: vg.pvs[0].id, method: 'lvm', lvm: { vg: vg.name, uuid: vg.id, extentSize: vg.extentSize * 512, lvs }, bytesCopied: lvs.reduce((n, l) => n + l.bytesCopied, 0) };
+  }
+  // the whole source partition (a block copy stops at the end of the target's)
+  const bytesCopied = await copyVolume(sp, [[sp.part.start * ss, sp.part.size * ss]], source, target, np.start * ss, np.size * ss, `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`, work, progress);
+  return { ...where, ...volumeReport(sp), bytesCopied };
 }
 
 /**

@@ -16,7 +16,9 @@ export interface ItemError {
 export interface FileSystemEntry {
   /** partition number (0: the whole disk is one file system) */
   partition: number;
-  /** byte offset and size of the partition */
+  /** an LVM logical volume inside the partition (a PV): "vg/lv" */
+  lv?: string;
+  /** byte offset and size of the partition (of the logical volume) */
   start: number;
   size: number;
   /** blkid TYPE (ext4, xfs, btrfs, vfat, ntfs, swap, crypto_LUKS, BitLocker, …); absent when unknown */

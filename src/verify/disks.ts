@@ -10,12 +10,13 @@ import type { OpenDisk } from '../blockdev/disk.js';
 import { readBytes } from '../blockdev/disk.js';
 import { gapRange } from '../convert/boot-code.js';
 import { extractVfat } from '../fs/vfat.js';
-import { attachPart, readSourceLayout, type SourcePart } from '../layout/source-parts.js';
+import { attachLoop } from '../blockdev/loop.js';
+import { readSourceLayout, type SourcePart, type Volume } from '../layout/source-parts.js';
 import { withScope } from '../util/scope.js';
 import { silentProgress, type ProgressSink } from '../util/progress.js';
 import { compareTrees, contentDifferences, walkTree, type WalkOptions } from './tree.js';
 
-export interface FsVerdict { number: number; fs?: string; uuid?: string; label?: string; entries?: number; differences: number }
+export interface FsVerdict { number: number; /** vg/lv when the file system is in a logical volume */ lv?: string; fs?: string; uuid?: string; label?: string; entries?: number; differences: number }
 export interface VerifyResult { equivalent: boolean; differences: string[]; filesystems: FsVerdict[] }
 
 async function hashRange(file: string, length: number): Promise<string> {
@@ -33,18 +34,25 @@ async function hashRange(file: string, length: number): Promise<string> {
   return h.digest('hex');
 }
 
-async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a: SourcePart, b: SourcePart, ss: number,
+/** Two volumes (partitions or logical volumes) given as [offset, length] on their disks: same identity, same tree, or the same bytes where Ferry copied blocks. */
+async function compareVolumes(work: string, source: OpenDisk, target: OpenDisk, a: Volume, ra: [number, number][], b: Volume, rb: [number, number], where: string, tag: string,
   onBytes: (n: number) => void): Promise<{ diffs: string[]; entries?: number }> {
-  const n = a.part.number;
-  const where = `partition ${n}`;
   return withScope(async scope => {
-  const devA = await attachPart(scope, source.file, a.part, ss);
-  const devB = await attachPart(scope, target.file, b.part, ss);
+  const attach = (file: string, [offset, size]: [number, number]) => attachLoop(scope, file, { offset, size, readOnly: true });
   if (a.method === 'blocks') {
-    const len = a.part.size * ss;
-    if (b.part.size < a.part.size) return { diffs: [`${where}: target is smaller than the block-copied source`] };
-    return (await hashRange(devA, len)) === (await hashRange(devB, len)) ? { diffs: [] } : { diffs: [`${where}: block contents differ`] };
+    const len = ra.reduce((n, r) => n + r[1], 0);
+    if (rb[1] < len) return { diffs: [`${where}: target is smaller than the block-copied source`] };
+    // piece by piece: a multi-range source LV was copied into one range on the target
+    let at = 0;
+    for (const r of ra) {
+      const same = (await hashRange(await attach(source.file, r), r[1])) === (await hashRange(await attach(target.file, [rb[0] + at, r[1]]), r[1]));
+      if (!same) return { diffs: [`${where}: block contents differ`] };
+      at += r[1];
+    }
+    return { diffs: [] };
   }
+  const devA = await attach(source.file, ra[0]);
+  const devB = await attach(target.file, rb);
   const fa = a.facts!, fb = b.facts;
   if (!fb) return { diffs: [`${where}: target has no ${fa.type} file system`] };
   const ids: string[] = [];
@@ -54,7 +62,7 @@ async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a:
   if (ids.length) return { diffs: ids };
   const how = a.module!.verifyAs;
   if (how.kind === 'signature') return { diffs: [] };
-    const sd = join(work, `verify-src-${n}`), dd = join(work, `verify-dst-${n}`);
+    const sd = join(work, `verify-src-${tag}`), dd = join(work, `verify-dst-${tag}`);
     const opts: WalkOptions = { fatOnly: how.kind === 'fat' };
     if (how.kind === 'fat') {
       await extractVfat(devA, sd);
@@ -67,17 +75,41 @@ async function compareParts(work: string, source: OpenDisk, target: OpenDisk, a:
     const extra = how.kind === 'mount' && a.module!.compareExtra ? a.module!.compareExtra(sd, dd) : Promise.resolve([]);
     extra.catch(() => undefined);
     const [ta, tb] = await Promise.all([walkTree(sd, opts), walkTree(dd, opts)]);
-    const diffs = [...compareTrees(ta, tb, opts, `p${n}:`), ...await contentDifferences(sd, ta, dd, tb, `p${n}:`, onBytes)];
-    diffs.push(...(await extra).map(d => `p${n}: ${d}`));
+    const diffs = [...compareTrees(ta, tb, opts, `${tag}:`), ...await contentDifferences(sd, ta, dd, tb, `${tag}:`, onBytes)];
+    diffs.push(...(await extra).map(d => `${tag}: ${d}`));
     return { diffs, entries: ta.size };
   });
+}
+
+/** Two LVM physical volumes: the same VG (name, UUIDs, tags), then each LV like a partition. */
+async function compareLvm(work: string, source: OpenDisk, target: OpenDisk, a: SourcePart, b: SourcePart, onBytes: (n: number) => void): Promise<{ diffs: string[]; verdicts: FsVerdict[] }> {
+  const where = `partition ${a.part.number}`;
+  const va = a.lvm!.vg, vb = b.lvm?.vg;
+  if (!vb || b.method !== 'lvm') return { diffs: [`${where}: target has no LVM volume group ${va.name}`], verdicts: [] };
+  const diffs: string[] = [];
+  const ident = (vg: typeof va) => ({ name: vg.name, uuid: vg.id, pv: vg.pvs[0].id, tags: vg.tags.join(','), extentSize: vg.extentSize });
+  for (const [k, x] of Object.entries(ident(va))) { const y = ident(vb)[k as keyof ReturnType<typeof ident>]; if (x !== y) diffs.push(`${where}: volume group ${k} ${x} → ${y}`); }
+  const verdicts: FsVerdict[] = [];
+  for (const la of a.lvm!.lvs) {
+    const lw = `${where}: logical volume ${va.name}/${la.lv.name}`;
+    const lb = b.lvm!.lvs.find(l => l.lv.name === la.lv.name);
+    if (!lb) { diffs.push(`${lw}: missing in target`); continue; }
+    if (la.lv.id !== lb.lv.id) diffs.push(`${lw}: uuid ${la.lv.id} → ${lb.lv.id}`);
+    if (la.lv.tags.join(',') !== lb.lv.tags.join(',')) diffs.push(`${lw}: tags ${la.lv.tags.join(',')} → ${lb.lv.tags.join(',')}`);
+    if (lb.ranges.length !== 1) { diffs.push(`${lw}: target is not one range`); continue; }
+    const r = await compareVolumes(work, source, target, la, la.ranges, lb, lb.ranges[0], lw, `p${a.part.number}-${la.lv.name}`, onBytes);
+    diffs.push(...r.diffs);
+    verdicts.push({ number: a.part.number, lv: `${va.name}/${la.lv.name}`, fs: la.facts?.type ?? la.fsType, uuid: la.facts?.uuid, label: la.facts?.label, entries: r.entries, differences: r.diffs.length });
+  }
+  for (const lb of b.lvm!.lvs) if (!a.lvm!.lvs.some(l => l.lv.name === lb.lv.name)) diffs.push(`${where}: logical volume ${vb.name}/${lb.lv.name} only in target`);
+  return { diffs, verdicts };
 }
 
 /** layoutChanged: --firmware uefi rebuilt an MBR disk as GPT with a new ESP; only the file systems (paired by number) must be equal */
 export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: string, progress: ProgressSink = silentProgress, opts: { layoutChanged?: boolean } = {}): Promise<VerifyResult> {
   const [la, lb] = [await readSourceLayout(source.file, source.size, work), await readSourceLayout(target.file, target.size, work)];
   let compared = 0;
-  progress.phase('verify', la.parts.reduce((n, p) => n + (p.facts?.usedBytes ?? 0), 0));
+  progress.phase('verify', la.parts.reduce((n, p) => n + (p.facts?.usedBytes ?? 0) + (p.lvm?.lvs.reduce((m, l) => m + (l.facts?.usedBytes ?? 0), 0) ?? 0), 0));
   const onBytes = (n: number) => progress.update(compared += n);
   const diffs: string[] = [];
   const ta = la.table, tb = lb.table;
@@ -104,7 +136,14 @@ export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: stri
       if (String(x ?? '').toLowerCase() !== String(y ?? '').toLowerCase()) diffs.push(`${where}: ${k} ${x ?? '-'} → ${y ?? '-'}`);
     }
     if (a.method === 'container') continue;
-    const r = await compareParts(work, source, target, a, b, ss, onBytes);
+    if (a.method === 'lvm') {
+      const r = await compareLvm(work, source, target, a, b, onBytes);
+      diffs.push(...r.diffs);
+      filesystems.push(...r.verdicts);
+      continue;
+    }
+    const range = (p: SourcePart): [number, number] => [p.part.start * ss, p.part.size * ss];
+    const r = await compareVolumes(work, source, target, a, [range(a)], b, range(b), `partition ${a.part.number}`, `p${a.part.number}`, onBytes);
     diffs.push(...r.diffs);
     filesystems.push({ number: a.part.number, fs: a.facts?.type ?? a.fsType, uuid: a.facts?.uuid, label: a.facts?.label, entries: r.entries, differences: r.diffs.length });
   }

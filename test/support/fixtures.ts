@@ -129,6 +129,13 @@ export function buildPhonyWindows(): Promise<PhonyWindows> {
   return phonyWindows;
 }
 
+let lvmGuest: Promise<string> | undefined;
+/** The bootable Debian 12 guest whose root (ext4) and /srv (xfs) are LVM logical volumes of VG ferryvg (raw). */
+export function buildLvmGuest(): Promise<string> {
+  lvmGuest ??= lastLines('build-lvm-guest.sh').then(l => l.at(-1)!);
+  return lvmGuest;
+}
+
 /** What test/fixtures/build-ntfs-disk.sh wrote into manifest.json. */
 export interface NtfsDiskManifest {
   scriptHash: string;

@@ -120,6 +120,40 @@ export async function independentCompare(a: string, aFormat: string, b: string, 
   }
 }
 
+/**
+ * Two file systems given as [offset, length] ranges of raw images, compared
+ * the same way as partitions (a logical volume found with LVM's own tools).
+ */
+export async function independentCompareRanges(a: { raw: string; offset: number; size: number }, b: { raw: string; offset: number; size: number }): Promise<string[]> {
+  const work = await mkdtemp('/var/tmp/indep-');
+  const loops: string[] = [];
+  const mounts: string[] = [];
+  try {
+    const trees: string[] = [];
+    const attrs: string[] = [];
+    for (const [side, v] of [['a', a], ['b', b]] as const) {
+      const dev = String((await execa('losetup', ['-f', '--show', '-r', '-o', String(v.offset), '--sizelimit', String(v.size), v.raw])).stdout).trim();
+      loops.push(dev);
+      const type = await blkType(dev);
+      if (!MOUNT_OPTS[type]) throw new Error(`${v.raw}@${v.offset}: no mountable file system (blkid TYPE '${type}')`);
+      const mnt = join(work, side);
+      await execa('mkdir', [mnt]);
+      await execa('mount', ['-t', type, '-o', MOUNT_OPTS[type], dev, mnt]);
+      mounts.push(mnt);
+      trees.push(await describeTree(mnt));
+      attrs.push(type.startsWith('ext') ? await flags(mnt) : '');
+    }
+    const diffs: string[] = [];
+    if (trees[0] !== trees[1]) diffs.push(`trees differ\n${firstDifference(trees[0], trees[1])}`);
+    if (attrs[0] !== attrs[1]) diffs.push(`inode flags differ\n${firstDifference(attrs[0], attrs[1])}`);
+    return diffs;
+  } finally {
+    for (const m of mounts.reverse()) await execa('umount', [m], { reject: false });
+    for (const l of loops) await execa('losetup', ['-d', l], { reject: false });
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
 function firstDifference(a: string, b: string): string {
   const la = a.split('\n'), lb = b.split('\n');
   for (let i = 0; i < Math.max(la.length, lb.length); i++) {

@@ -75,6 +75,7 @@ function names(f: ReadableFs, spec: string): boolean {
   if (k === 'label') return e.label === v;
   if (k === 'partuuid') return eq(f.partUuid, v);
   if (k === 'partlabel') return f.partLabel === v;
+  if (f.lvPaths) return f.lvPaths.includes(spec);
   return partitionOfDevicePath(spec) === e.partition;
 }
 
