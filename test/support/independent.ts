@@ -57,6 +57,14 @@ async function flags(dir: string): Promise<string> {
   return out.sort().join('\n');
 }
 
+/** Mount dev read-only at mnt (recorded in mounts for the caller to undo): its identity (blkid's low-level probe) and tree, and its inode flags. */
+async function readMounted(dev: string, type: string, mnt: string, mounts: string[]): Promise<{ tree: string; flags: string }> {
+  await execa('mkdir', [mnt]);
+  await execa('mount', ['-t', type, '-o', MOUNT_OPTS[type], dev, mnt]);
+  mounts.push(mnt);
+  return { tree: `${await identity(dev)}\n${await describeTree(mnt)}`, flags: type.startsWith('ext') ? await flags(mnt) : '' };
+}
+
 /** Returns a list of differences between the file systems of two images (empty = same). */
 export async function independentCompare(a: string, aFormat: string, b: string, bFormat: string): Promise<string[]> {
   const work = await mkdtemp('/var/tmp/indep-');
@@ -101,13 +109,9 @@ export async function independentCompare(a: string, aFormat: string, b: string, 
         }
         attrs.pop();
         if (!MOUNT_OPTS[type]) throw new Error(`the independent comparison cannot read ${type} (partition ${i + 1})`);
-        const mnt = join(work, `${side}${i}`);
-        await execa('mkdir', [mnt]);
-        await execa('mount', ['-t', type, '-o', MOUNT_OPTS[type], dev, mnt]);
-        mounts.push(mnt);
-        // the file system's identity (blkid's low-level probe), then its tree
-        trees.push(`${await identity(dev)}\n${await describeTree(mnt)}`);
-        attrs.push(type.startsWith('ext') ? await flags(mnt) : '');
+        const v = await readMounted(dev, type, join(work, `${side}${i}`), mounts);
+        trees.push(v.tree);
+        attrs.push(v.flags);
       }
       if (trees[0] !== trees[1]) diffs.push(`partition ${i + 1}: trees differ\n${firstDifference(trees[0], trees[1])}`);
       if (attrs[0] !== attrs[1]) diffs.push(`partition ${i + 1}: inode flags differ\n${firstDifference(attrs[0], attrs[1])}`);
@@ -136,12 +140,9 @@ export async function independentCompareRanges(a: { raw: string; offset: number;
       loops.push(dev);
       const type = await blkType(dev);
       if (!MOUNT_OPTS[type]) throw new Error(`${v.raw}@${v.offset}: no mountable file system (blkid TYPE '${type}')`);
-      const mnt = join(work, side);
-      await execa('mkdir', [mnt]);
-      await execa('mount', ['-t', type, '-o', MOUNT_OPTS[type], dev, mnt]);
-      mounts.push(mnt);
-      trees.push(await describeTree(mnt));
-      attrs.push(type.startsWith('ext') ? await flags(mnt) : '');
+      const r = await readMounted(dev, type, join(work, side), mounts);
+      trees.push(r.tree);
+      attrs.push(r.flags);
     }
     const diffs: string[] = [];
     if (trees[0] !== trees[1]) diffs.push(`trees differ\n${firstDifference(trees[0], trees[1])}`);
