@@ -50,8 +50,10 @@ const allocated = async (file: string) => (await stat(file)).blocks * 512;
 
 async function sourceUsed(image: string): Promise<{ used: number; size: number }> {
   const r = await execa(process.execPath, [CLI, 'info', image, '--json'], { stdin: 'ignore' });
-  const info = JSON.parse(r.stdout) as { virtualSize: number; partitions: { usedBytes?: number }[] };
-  return { used: info.partitions.reduce((n, p) => n + (p.usedBytes ?? 0), 0), size: info.virtualSize };
+  const info = JSON.parse(r.stdout) as { virtualSize: number; partitions: { usedBytes?: number; lvm?: { lvs: { usedBytes?: number }[] } }[] };
+  // an LVM PV's data is in its logical volumes
+  const used = (p: (typeof info.partitions)[number]) => (p.usedBytes ?? 0) + (p.lvm?.lvs.reduce((n, l) => n + (l.usedBytes ?? 0), 0) ?? 0);
+  return { used: info.partitions.reduce((n, p) => n + used(p), 0), size: info.virtualSize };
 }
 
 /**
@@ -452,7 +454,7 @@ function reportNetwork(r: NetworkResult): string {
   return lines.join('\n');
 }
 
-const PARTS = ['data', 'debian', 'ntfs', 'network', 'inspect', 'jobs', 'deploy'] as const;
+const PARTS = ['data', 'debian', 'lvm', 'ntfs', 'network', 'inspect', 'jobs', 'deploy'] as const;
 type Part = typeof PARTS[number];
 
 /** `--only a,b` / `--only=a,b` or FERRY_BENCH_ONLY=a,b: which parts run (default all). */
@@ -473,6 +475,7 @@ async function main(): Promise<void> {
   if (parts.has('data')) inputs.push(['data disk (ext4 + xfs, stale blocks)', await fixture('build-bench-disk.sh')]);
   const debian = ['debian', 'network', 'inspect', 'deploy'].some(p => parts.has(p as Part)) ? await fixture('build-debian-guest.sh') : '';
   if (parts.has('debian')) inputs.push(['Debian 12 guest', debian]);
+  if (parts.has('lvm')) inputs.push(['Debian 12 guest, root and /srv on LVM (ext4 + xfs LVs)', await fixture('build-lvm-guest.sh')]);
   // build-ntfs-disk.sh prints ntfs.raw, ntfs-hiber.raw, manifest.json
   if (parts.has('ntfs')) inputs.push(['NTFS data disk (ACLs, streams, compressed, sparse, stale blocks)', await fixture('build-ntfs-disk.sh', 3)]);
   // build-legacy-guest.sh prints the image, then its manifest (last line)
