@@ -98,7 +98,7 @@ export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?:
     await withScope(s => checkCustomizable(s, source, work, customization, true));
     const refitOptions = { mac: primaryMac(inv), modaliases };
     let changes: Change[] | undefined;
-    if (opts.preview) changes = await previewChanges(spec.source, work, profile, refitOptions, customization, machine.serverUrl ?? undefined);
+    if (opts.preview) changes = await previewChanges(spec.source, work, profile, refitOptions, customization, machine.id, machine.serverUrl ?? undefined);
     else await preflightRefit(scope, source, work, profile, refitOptions);
     const parts = partsToCopy(rl);
     const ss = rl.sectorSize;
@@ -118,15 +118,14 @@ export async function planDeploy(reg: MachineRegistry, spec: JobSpec, progress?:
  * throwaway overlay of the image (so the list is exact, not guessed), which
  * is deleted with the work dir. Neither the image nor the machine is touched.
  */
-async function previewChanges(image: string, work: string, profile: Profile, o: RefitOptions, c: Customization, serverUrl?: string): Promise<Change[]> {
+async function previewChanges(image: string, work: string, profile: Profile, o: RefitOptions, c: Customization, machineId: string, serverUrl?: string): Promise<Change[]> {
   const overlay = join(work, 'preview.qcow2');
   await createOverlay(image, overlay);
   return withScope(async s => {
     const disk = await openWritable(s, overlay, work);
     const refit = await withScope(s2 => refitDisk(s2, disk, work, profile, o));
     // the report's token is issued by the real deploy; the preview shows where it would go
-    const server = serverUrl ? new URL(serverUrl) : undefined;
-    const report = server && { host: server.hostname, port: Number(server.port || 80), path: '/machines/…/booted', token: '…' };
+    const report = serverUrl ? firstBootReport(serverUrl, machineId, '…') : undefined;
     return [...refit.changes, ...await withScope(s2 => customizeDisk(s2, disk, work, c, report))];
   });
 }
@@ -231,8 +230,12 @@ async function writeDisk(reg: MachineRegistry, owner: Scope, work: string, plan:
 function firstBootReportFor(reg: MachineRegistry, machineId: string) {
   const url = reg.mustGet(machineId).serverUrl;
   if (!url) throw new FerryError('SERVER_URL_UNKNOWN', 2, `machine ${machineId}: the URL its agent reached the server at is not known; start ferry serve with --public-url and boot the agent again`, { machine: machineId });
-  const server = new URL(url);
-  return { host: server.hostname, port: Number(server.port || 80), path: `/machines/${machineId}/booted`, token: reg.issueBootToken(machineId) };
+  return firstBootReport(url, machineId, reg.issueBootToken(machineId));
+}
+
+function firstBootReport(serverUrl: string, machineId: string, token: string) {
+  const server = new URL(serverUrl);
+  return { host: server.hostname, port: Number(server.port || 80), path: `/machines/${machineId}/booted`, token };
 }
 
 // ——— capture (P2V) ———
