@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { execa, type ResultPromise } from 'execa';
 import { ROOT, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 import { makeNetnsLink, type NetnsLink } from './support/netns.js';
+import { ourProcesses } from './support/guard.js';
 import { buildDebianGuest } from './support/fixtures.js';
 import { bootImage } from '../src/verify/boot.js';
 
@@ -36,14 +37,9 @@ let link: NetnsLink | undefined;
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
 const inNs = (args: string[]) => ['netns', 'exec', NS, ...args];
 
-/** pids of the NBD/iSCSI servers running now */
+/** pids of this file's NBD/iSCSI servers running now (another test file may run its own meanwhile) */
 async function serverPids(): Promise<string[]> {
-  const pids: string[] = [];
-  for (const name of ['nbdkit', 'tgtd']) {
-    const r = await execa('pgrep', ['-x', name], { reject: false });
-    pids.push(...String(r.stdout).split('\n').filter(Boolean));
-  }
-  return pids;
+  return (await ourProcesses(['nbdkit', 'tgtd'])).map(l => l.split(' ')[0]);
 }
 
 interface Agent { proc: ResultPromise; stdout: () => string; stderr: () => string }

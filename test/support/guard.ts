@@ -1,27 +1,163 @@
 // The harness guard: what a test leaves on the machine (loop devices, mounts,
 // helper daemons, Ferry work dirs) fails that test file.
+//
+// Two test files run at once, so the guard counts only what is this file's
+// (test/support/test-scope.ts gives each file a marker and a root dir):
+//   - a daemon is ours when its environment carries our FERRY_TEST_MARK, or,
+//     carrying none (libvirt starts its qemu with a clean environment), when its
+//     command line names a path under our root;
+//   - a mount is ours when its mount point is under our root; one elsewhere in
+//     /tmp or /var/tmp (another file's root, a run without the harness) is not;
+//     any other (a fuse or ferry- mount somewhere else) is, strictly;
+//   - a network namespace is ours unless another file's root registered it
+//     (netns.ts) or its name ends in -<pid> of another live process;
+//   - a loop is ours when its back-file is under our root; not when it is
+//     elsewhere in /tmp or /var/tmp; one on a shared file (a cached fixture in
+//     /var/cache/ferry/fixtures, opened read-only by both files) is another
+//     file's when a process of its marker holds it open, it is mounted outside
+//     our root, or a live run journal in another root names it — else ours;
+//   - work dirs are read from our own FERRY_TMP.
 import { execa } from 'execa';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MARK_VAR, testScope, type TestScope } from './test-scope.js';
 
 export interface MachineState { loops: string[]; mounts: string[]; daemons: string[]; workDirs: string[] }
 
 // process names as the kernel keeps them (15 characters: qemu-storage-daemon is 'qemu-storage-da')
-const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86', 'dnsmasq'];
+export const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86', 'dnsmasq'];
 
-export async function machineState(): Promise<MachineState> {
-  const loops = (await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout.split('\n').filter(Boolean);
-  const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n')
-    .filter(l => /ferry-/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('/proc/sys/fs/binfmt_misc')
-      // `ip netns add` mounts /run/netns (and one file per namespace) the first time it runs
-      || l.split(' ')[1]?.startsWith('/run/netns'));
-  const daemons: string[] = [];
-  for (const name of DAEMONS) {
-    // not zombies: a stopped --daemonize qsd is one until init reaps it
+const TEMP = ['/tmp', '/var/tmp'];
+const under = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
+/** /proc/self/mounts escapes spaces and the like as \ooo */
+const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+/** FERRY_TEST_MARK of a process: undefined when it has none, null when it is gone */
+export async function markOf(pid: number): Promise<string | undefined | null> {
+  const env = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => null);
+  if (env === null) return null;
+  return env.split('\0').find(v => v.startsWith(`${MARK_VAR}=`))?.slice(MARK_VAR.length + 1);
+}
+
+/** Whether a path belongs to this file: its root is ours; elsewhere in /tmp, /var/tmp or the roots' dir is another's; undefined: cannot tell */
+function pathOwner(path: string, s: TestScope): boolean | undefined {
+  if (under(path, s.root)) return true;
+  if ([...TEMP, s.scopes].some(d => under(path, d))) return false;
+  return undefined;
+}
+
+/** A daemon is ours by its marker, or, without one, by a path of ours on its command line. */
+export function daemonIsOurs(mark: string | undefined, cmdline: string, s: TestScope = testScope): boolean {
+  if (mark !== undefined) return mark === s.mark;
+  return cmdline.includes(`${s.root}/`);
+}
+
+/** pid and command line of the processes named `name` (not zombies: a stopped --daemonize qsd is one until init reaps it) that are ours */
+export async function ourProcesses(names: string[], s: TestScope = testScope): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of names) {
     const r = await execa('pgrep', ['-a', '-x', '-r', 'R,S,D,T', name], { reject: false });
-    daemons.push(...r.stdout.split('\n').filter(Boolean));
+    for (const line of String(r.stdout).split('\n').filter(Boolean)) {
+      const pid = Number(line.split(' ')[0]);
+      const mark = await markOf(pid);
+      if (mark !== null && daemonIsOurs(mark, line, s)) out.push(line);
+    }
   }
-  const workDirs = (await readdir(process.env.FERRY_TMP ?? tmpdir())).filter(n => n.startsWith('ferry-'));
+  return out;
+}
+
+/** pids holding each loop device open, with their markers (only looked up when a loop on a shared file needs it) */
+async function loopHolders(): Promise<Map<string, (string | undefined)[]>> {
+  const held = new Map<string, (string | undefined)[]>();
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const fds = await readdir(`/proc/${p}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      const target = await readlink(`/proc/${p}/fd/${fd}`).catch(() => '');
+      if (!target.startsWith('/dev/loop')) continue;
+      const mark = await markOf(Number(p));
+      if (mark === null) continue;
+      held.set(target, [...(held.get(target) ?? []), mark]);
+    }
+  }
+  return held;
+}
+
+/** Text of the live run journals in other files' roots (FERRY_RUN_DIR=<root>/run). */
+async function otherJournals(s: TestScope): Promise<string> {
+  let text = '';
+  for (const r of await readdir(s.scopes).catch(() => [] as string[])) {
+    const dir = join(s.scopes, r, 'run');
+    if (under(dir, s.root)) continue;
+    for (const f of await readdir(dir).catch(() => [] as string[])) text += await readFile(join(dir, f), 'utf8').catch(() => '');
+  }
+  return text;
+}
+
+export interface LoopFacts {
+  /** processes holding it open: their markers (undefined: none) */
+  holders: (string | undefined)[];
+  /** where it (or a partition of it) is mounted */
+  mountedAt: string[];
+  /** a live run journal in another file's root names it */
+  inOtherJournal: boolean;
+}
+
+/** A loop is ours by its back-file; on a shared file (a fixture), unless it shows another file's hand. */
+export function loopIsOurs(backFile: string, facts: () => LoopFacts, s: TestScope = testScope): boolean {
+  const byPath = pathOwner(backFile.replace(/ \(deleted\)$/, ''), s);
+  if (byPath !== undefined) return byPath;
+  const f = facts();
+  if (f.holders.some(m => m !== undefined && m !== s.mark)) return false;
+  if (f.mountedAt.some(m => pathOwner(m, s) === false)) return false;
+  return !f.inOtherJournal;
+}
+
+/** A network namespace (/run/netns/NAME) is ours unless another file registered it or its name ends in another live process's pid. */
+export async function netnsIsOurs(name: string, s: TestScope = testScope): Promise<boolean> {
+  for (const r of await readdir(s.scopes).catch(() => [] as string[])) {
+    const registered = await readFile(join(s.scopes, r, 'netns', name), 'utf8').then(() => true, () => false);
+    if (registered) return under(join(s.scopes, r), s.root);
+  }
+  const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+  if (pid && pid !== process.pid && await readFile(`/proc/${pid}/stat`).then(() => true, () => false)) return false;
+  return true;
+}
+
+export async function machineState(s: TestScope = testScope): Promise<MachineState> {
+  const mountLines = (await readFile('/proc/self/mounts', 'utf8')).split('\n').filter(Boolean);
+  const mounts: string[] = [];
+  for (const l of mountLines) {
+    const at = unescape(l.split(' ')[1] ?? '');
+    const watched = /ferry-/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('/proc/sys/fs/binfmt_misc') || under(at, '/run/netns');
+    if (!watched) continue;
+    // `ip netns add` bind-mounts /run/netns on itself once for the whole machine; netns.ts takes it away when the last namespace goes
+    if (at === '/run/netns') continue;
+    if (under(at, '/run/netns') ? await netnsIsOurs(at.slice('/run/netns/'.length), s) : pathOwner(at, s) !== false) mounts.push(l);
+  }
+
+  const loopLines = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout).split('\n').filter(Boolean);
+  const loops: string[] = [];
+  let holders: Map<string, (string | undefined)[]> | undefined;
+  let journals: string | undefined;
+  for (const l of loopLines) {
+    const [dev, ...rest] = l.trim().split(/\s+/);
+    const back = rest.join(' ');
+    if (pathOwner(back.replace(/ \(deleted\)$/, ''), s) === undefined) {
+      holders ??= await loopHolders();
+      journals ??= await otherJournals(s);
+    }
+    const facts = (): LoopFacts => ({
+      holders: holders?.get(dev) ?? [],
+      mountedAt: mountLines.filter(m => { const src = m.split(' ')[0]; return src === dev || src.startsWith(`${dev}p`); }).map(m => unescape(m.split(' ')[1])),
+      inOtherJournal: !!journals?.includes(`"id":"${dev}"`),
+    });
+    if (loopIsOurs(back, facts, s)) loops.push(l);
+  }
+
+  const daemons = await ourProcesses(DAEMONS, s);
+  const workDirs = (await readdir(process.env.FERRY_TMP ?? tmpdir()).catch(() => [] as string[])).filter(n => n.startsWith('ferry-'));
   return { loops, mounts, daemons, workDirs };
 }
 

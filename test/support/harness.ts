@@ -7,6 +7,8 @@ import { dirname, join } from 'node:path';
 import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+// first: the file's own marker, TMPDIR, FERRY_TMP, FERRY_RUN_DIR, FERRY_HOME before anything runs
+import { leaveScope, testScope } from './test-scope.js';
 import { leftBehind, machineState, type MachineState } from './guard.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -44,7 +46,8 @@ export function guardMachine(): void {
   after(async () => {
     await removeTempDirs();
     const left = leftBehind(start, await machineState());
-    assert.deepEqual(left, [], `left behind on the machine:\n${left.join('\n')}`);
+    assert.deepEqual(left, [], `left behind on the machine by this file (${testScope.mark}, root ${testScope.root}):\n${left.join('\n')}`);
+    leaveScope();
   });
 }
 
@@ -52,4 +55,4 @@ export async function run(cmd: string, args: string[]): Promise<string> {
   return String((await execa(cmd, args)).stdout);
 }
 
-export { tmpdir };
+export { tmpdir, testScope };

@@ -2,11 +2,15 @@
 // an address on each end (/30 unless told; the namespace's end may have none,
 // for a DHCP client to fill). `ip netns add` also turns /run/netns into a
 // mount point the first time it runs on a machine; remove() takes the pair,
-// the namespace and that mount away again (when this link made it), so the
-// machine is as it was before.
+// the namespace and that mount away again (when this link made it and no other
+// namespace is left: another test file may be using one), so the machine is as
+// it was before. The namespace is registered in the file's scope dir (the
+// guard counts it as this file's, not as the other running file's).
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execa } from 'execa';
+import { testScope } from './test-scope.js';
 
 export interface NetnsLink {
   ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp?: string; prefix?: number;
@@ -37,12 +41,16 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
       await execa('ip', ['link', 'del', o.hostIf], { reject: false, stdin: 'ignore' });
       if (made) await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
       const others = String((await execa('ip', ['netns', 'list'], { reject: false, stdin: 'ignore' })).stdout).trim();
-      if (!mountedBefore && !others && await netnsMounted()) await sh('umount', ['/run/netns']);
+      // reject: false: another file's `ip netns add` may have come in between (umount is then busy)
+      if (!mountedBefore && !others && await netnsMounted()) await execa('umount', ['/run/netns'], { reject: false, stdin: 'ignore' });
       assert.notEqual((await execa('ip', ['link', 'show', o.hostIf], { reject: false, stdin: 'ignore' })).exitCode, 0, `veth ${o.hostIf} left behind`);
       assert.ok(!others.split('\n').some(l => l.split(' ')[0] === o.ns), `netns ${o.ns} left behind`);
+      await rm(registration, { force: true });
     },
   };
+  const registration = join(testScope.root, 'netns', o.ns);
   try {
+    await writeFile(registration, '');
     await sh('ip', ['netns', 'add', o.ns]);
     made = true;
     await sh('ip', ['link', 'add', o.hostIf, 'type', 'veth', 'peer', 'name', o.nsIf]);

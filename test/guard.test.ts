@@ -1,0 +1,115 @@
+// The guard's attribution, on real loops and daemons: what this file leaves is
+// reported, what another test file (another FERRY_TEST_MARK, another root) has
+// running at the same moment is not.
+import assert from 'node:assert/strict';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { execa, type ResultPromise } from 'execa';
+import { guardMachine, tempDir, testScope } from './support/harness.js';
+import { machineState, markOf, netnsIsOurs } from './support/guard.js';
+import { MARK_VAR } from './support/test-scope.js';
+
+guardMachine();
+const dir = await tempDir('ferrytest-guard-');
+// another test file's root, as its harness would have made it (no live process has this pid-less marker)
+const otherMark = 'tother';
+const otherRoot = join(testScope.scopes, `${otherMark}-${process.pid}`);
+// a shared file outside every temp dir, like a cached fixture under /var/cache/ferry/fixtures
+const sharedDir = join('/var/cache/ferry', `guard-test-${process.pid}`);
+const procs: ResultPromise[] = [];
+const loops: string[] = [];
+
+const image = async (path: string) => { await writeFile(path, Buffer.alloc(1 << 20)); return path; };
+const attach = async (file: string) => {
+  const dev = String((await execa('losetup', ['--find', '--show', '--read-only', file])).stdout).trim();
+  loops.push(dev);
+  return dev;
+};
+/** a qemu-storage-daemon in the foreground with this environment (extendEnv false: nothing else inherited) */
+const qsd = (env: Record<string, string>, file: string) => {
+  const p = execa('qemu-storage-daemon', ['--blockdev', `driver=file,node-name=f,filename=${file},read-only=on`],
+    { env: { PATH: process.env.PATH!, ...env }, extendEnv: false, reject: false, stdin: 'ignore' });
+  procs.push(p);
+  return p;
+};
+const until = async (what: string, ok: () => Promise<boolean>) => {
+  for (let i = 0; i < 100; i++) { if (await ok()) return; await new Promise(r => setTimeout(r, 50)); }
+  assert.fail(`${what} within 5 s`);
+};
+const hasPid = (lines: string[], pid: number) => lines.some(l => l.startsWith(`${pid} `));
+
+describe('the guard counts only this test file\'s leftovers', () => {
+  // in the describe: the file's own after hook (the guard) runs after it
+  after(async () => {
+    for (const p of procs) { p.kill('SIGKILL'); await p; }
+    for (const l of loops) await execa('losetup', ['-d', l], { reject: false });
+    await rm(otherRoot, { recursive: true, force: true });
+    await rm(sharedDir, { recursive: true, force: true });
+  });
+
+  it('a loop on a file under our root is ours; one under another file\'s root is not', async () => {
+    await mkdir(otherRoot, { recursive: true });
+    const ours = await attach(await image(join(dir, 'ours.img')));
+    const theirs = await attach(await image(join(otherRoot, 'theirs.img')));
+    const s = await machineState();
+    assert.ok(s.loops.some(l => l.startsWith(`${ours} `)), `${ours} reported: ${s.loops.join('; ')}`);
+    assert.ok(!s.loops.some(l => l.startsWith(`${theirs} `)), `${theirs} not reported`);
+  });
+
+  it('a loop on a shared file is ours unless a process of another marker holds it', async () => {
+    await mkdir(sharedDir, { recursive: true });
+    const dev = await attach(await image(join(sharedDir, 'fixture.img')));
+    assert.ok((await machineState()).loops.some(l => l.startsWith(`${dev} `)), 'nobody holds it: ours (a leak is never missed)');
+    // the shell opens the device itself (execa would pipe a { file } through this process)
+    const holder = execa('sh', ['-c', 'exec sleep 60 <"$1"', 'sh', dev], { env: { [MARK_VAR]: otherMark }, reject: false, stdin: 'ignore' });
+    procs.push(holder);
+    await until('the holder has the loop open', async () => (await readlink(`/proc/${holder.pid}/fd/0`).catch(() => '')) === dev);
+    assert.ok(!(await machineState()).loops.some(l => l.startsWith(`${dev} `)), 'held by the other file: theirs');
+  });
+
+  it('a daemon is ours by its marker, or unmarked by a path under our root on its command line', async () => {
+    const file = await image(join(dir, 'd.img'));
+    const otherFile = await image(join(sharedDir, 'd.img'));
+    const mine = qsd({ [MARK_VAR]: testScope.mark }, otherFile);
+    const other = qsd({ [MARK_VAR]: otherMark }, file);
+    const unmarkedOurs = qsd({}, file); // as libvirt starts qemu: a clean environment, our disk on the command line
+    const unmarkedOther = qsd({}, otherFile);
+    await until('the daemons run', async () => (await Promise.all([mine, other, unmarkedOurs, unmarkedOther].map(p => markOf(p.pid!)))).every(m => m !== null));
+    const { daemons } = await machineState();
+    assert.ok(hasPid(daemons, mine.pid!), 'our marker: ours');
+    assert.ok(!hasPid(daemons, other.pid!), 'another marker: theirs, even on our file');
+    assert.ok(hasPid(daemons, unmarkedOurs.pid!), 'no marker, our path: ours');
+    assert.ok(!hasPid(daemons, unmarkedOther.pid!), 'no marker, no path of ours: theirs');
+  });
+
+  it('a daemonized qemu-storage-daemon keeps our marker', async () => {
+    const pidfile = join(dir, 'qsd.pid');
+    await execa('qemu-storage-daemon', ['--pidfile', pidfile, '--daemonize']);
+    const pid = Number(String((await execa('cat', [pidfile])).stdout).trim());
+    try {
+      assert.equal(await markOf(pid), testScope.mark);
+      assert.ok(hasPid((await machineState()).daemons, pid));
+    } finally {
+      process.kill(pid, 'SIGTERM');
+      await until('the daemon stops', async () => !hasPid((await machineState()).daemons, pid));
+    }
+  });
+
+  it('a network namespace registered by another file is theirs; an unregistered one is ours', async () => {
+    await mkdir(join(otherRoot, 'netns'), { recursive: true });
+    await writeFile(join(otherRoot, 'netns', 'ferry-x-theirs'), '');
+    assert.equal(await netnsIsOurs('ferry-x-theirs'), false);
+    assert.equal(await netnsIsOurs('ferry-x-nobody'), true);
+    assert.equal(await netnsIsOurs(`ferry-x-${process.pid}`), true);
+    assert.equal(await netnsIsOurs(`ferry-x-${process.ppid}`), false, 'named after another live process');
+  });
+
+  it('this process runs in its own root: TMPDIR, FERRY_TMP, FERRY_RUN_DIR, FERRY_HOME', () => {
+    for (const v of ['TMPDIR', 'FERRY_TMP', 'FERRY_RUN_DIR', 'FERRY_HOME', 'FERRY_TEST_TMP']) {
+      assert.ok(process.env[v]!.startsWith(testScope.root), `${v}=${process.env[v]}`);
+    }
+    assert.equal(process.env[MARK_VAR], testScope.mark);
+  });
+});
