@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it, before, after } from 'node:test';
 import { join } from 'node:path';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { bootBudget } from './support/boot-budget.js';
 import { buildDebianGuest } from './support/fixtures.js';
 import { independentCompare } from './support/independent.js';
 import { bootImage } from '../src/verify/boot.js';
@@ -68,7 +69,7 @@ describe('Debian guest converted to qcow2 boots', () => {
     const queue = [...targets];
     await Promise.all([0, 1].map(async () => {
       for (let t = queue.shift(); t; t = queue.shift()) {
-        results.set(t.name, await bootImage({ image: t.path, format: 'qcow2', timeoutMs: 300_000 }));
+        results.set(t.name, await bootImage({ image: t.path, format: 'qcow2', ...bootBudget(300_000) }));
       }
     }));
     for (const t of targets) {

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa, type ResultPromise } from 'execa';
 import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { bootBudget } from './support/boot-budget.js';
 import { buildDebianGuest } from './support/fixtures.js';
 import { independentCompare } from './support/independent.js';
 import { LAB_ADDR, LAN_ADDR, makeLab, type Lab, type Machine, type MachineSpec } from './support/lab.js';
@@ -246,7 +247,7 @@ describe('deploy and capture through the network-booted agent', () => {
     const v = await ferry(['verify', snapshot, out], { env });
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     assert.deepEqual(await independentCompare(snapshot, 'qcow2', out, 'qcow2'), []);
-    const boot = await bootImage({ image: out, format: 'qcow2', timeoutMs: 300_000 });
+    const boot = await bootImage({ image: out, format: 'qcow2', ...bootBudget(300_000) });
     const mark = /FERRY-BOOT-OK root=(\S+) host=(\S+)/.exec(boot.serialLog);
     assert.ok(mark, boot.serialLog.slice(-2000));
     assert.equal(mark[1], ROOT_UUID);

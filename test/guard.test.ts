@@ -67,6 +67,13 @@ describe('the guard counts only this test file\'s leftovers', () => {
     procs.push(holder);
     await until('the holder has the loop open', async () => (await readlink(`/proc/${holder.pid}/fd/0`).catch(() => '')) === dev);
     assert.ok(!(await machineState()).loops.some(l => l.startsWith(`${dev} `)), 'held by the other file: theirs');
+
+    // held by a process without any marker (a run without the harness): not ours either, every process of ours carries it
+    const dev2 = await attach(join(sharedDir, 'fixture.img'));
+    const unmarked = execa('sh', ['-c', 'exec sleep 60 <"$1"', 'sh', dev2], { env: { PATH: process.env.PATH! }, extendEnv: false, reject: false, stdin: 'ignore' });
+    procs.push(unmarked);
+    await until('the unmarked holder has the loop open', async () => (await readlink(`/proc/${unmarked.pid}/fd/0`).catch(() => '')) === dev2);
+    assert.ok(!(await machineState()).loops.some(l => l.startsWith(`${dev2} `)), 'held by an unmarked process: theirs');
   });
 
   it('a daemon is ours by its marker, or unmarked by a path under our root on its command line', async () => {

@@ -14,6 +14,7 @@ import type { InspectReport, LinuxOs } from '../src/inspect/report.js';
 import { bootImage } from '../src/verify/boot.js';
 import { buildLvmGuest } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { bootBudget } from './support/boot-budget.js';
 import { independentCompareRanges } from './support/independent.js';
 import { blkidAt, EXTENT, lvmView, lvText, PE_START, sha256Ranges, withLvm, writeSmallVg, type LvmView } from './support/lvm.js';
 
@@ -123,7 +124,7 @@ describe('LVM guest converted larger, re-fitted to kvm-virtio, booted', () => {
   });
 
   it('boots on virtio with its root on the logical volume', async () => {
-    const b = await bootImage({ image: target, format: 'qcow2', diskBus: 'virtio', machine: 'q35', nic: { model: 'virtio-net-pci' }, timeoutMs: 420_000, failOn: /Dropping to a shell|Kernel panic|Gave up waiting/ });
+    const b = await bootImage({ image: target, format: 'qcow2', diskBus: 'virtio', machine: 'q35', nic: { model: 'virtio-net-pci' }, ...bootBudget(420_000), failOn: /Dropping to a shell|Kernel panic|Gave up waiting/ });
     const m = MARKER.exec(b.serialLog);
     assert.ok(m, `boots:\n${b.serialLog.slice(-2500)}`);
     assert.equal(m[1], '/dev/mapper/ferryvg-root');

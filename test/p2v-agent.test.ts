@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa, type ResultPromise } from 'execa';
 import { ROOT, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { bootBudget } from './support/boot-budget.js';
 import { makeNetnsLink, type NetnsLink } from './support/netns.js';
 import { ourProcesses } from './support/guard.js';
 import { buildDebianGuest } from './support/fixtures.js';
@@ -248,7 +249,7 @@ describe('the P2V agent on a machine in a network namespace', () => {
     it('both converted disks boot to userspace with the guest\'s root UUID and hostname', async () => {
       assert.equal(converted.length, 2, 'both conversions ran');
       // two at a time: TCG is one core per guest
-      const boots = await Promise.all(converted.map(t => bootImage({ image: t.target, format: 'qcow2', timeoutMs: 300_000 })));
+      const boots = await Promise.all(converted.map(t => bootImage({ image: t.target, format: 'qcow2', ...bootBudget(300_000) })));
       converted.forEach((t, i) => {
         const b = boots[i];
         assert.ok(b.sawMarker, `${t.name} did not boot (ended by ${b.endedBy}); serial tail:\n${b.serialLog.slice(-1500)}`);

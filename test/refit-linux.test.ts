@@ -14,6 +14,7 @@ import type { InspectReport, LinuxOs } from '../src/inspect/report.js';
 import { bootImage } from '../src/verify/boot.js';
 import { buildLegacyGuest, type LegacyGuest } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { bootBudget } from './support/boot-budget.js';
 
 guardMachine();
 const dir = await tempDir();
@@ -69,9 +70,9 @@ describe('Linux re-fit: old hardware to kvm-virtio and kvm-legacy', () => {
 
   it('boots: unconverted not on virtio (negative control); kvm-virtio on virtio-blk + virtio-net; kvm-legacy on IDE', async () => {
     const [unconverted, onVirtio, onIde] = await Promise.all([
-      bootImage({ image: g.disk, format: 'raw', diskBus: 'virtio', machine: 'q35', nic: { model: 'virtio-net-pci', mac: NEW_MAC }, timeoutMs: 300_000, failOn: ROOT_FAILS }),
-      bootImage({ image: virtio, format: 'qcow2', diskBus: 'virtio', machine: 'q35', nic: { model: 'virtio-net-pci', mac: NEW_MAC }, timeoutMs: 300_000, failOn: ROOT_FAILS }),
-      bootImage({ image: legacy, format: 'qcow2', diskBus: 'ide', machine: 'pc', nic: { model: 'e1000', mac: g.manifest.macBinding.mac }, timeoutMs: 300_000, failOn: ROOT_FAILS }),
+      bootImage({ image: g.disk, format: 'raw', diskBus: 'virtio', machine: 'q35', nic: { model: 'virtio-net-pci', mac: NEW_MAC }, ...bootBudget(300_000), failOn: ROOT_FAILS }),
+      bootImage({ image: virtio, format: 'qcow2', diskBus: 'virtio', machine: 'q35', nic: { model: 'virtio-net-pci', mac: NEW_MAC }, ...bootBudget(300_000), failOn: ROOT_FAILS }),
+      bootImage({ image: legacy, format: 'qcow2', diskBus: 'ide', machine: 'pc', nic: { model: 'e1000', mac: g.manifest.macBinding.mac }, ...bootBudget(300_000), failOn: ROOT_FAILS }),
     ]);
     assert.equal(unconverted.sawMarker, false, 'the unconverted guest must not boot on virtio-blk');
     assert.match(unconverted.serialLog, /does not exist|Gave up waiting for root/);

@@ -16,6 +16,8 @@ import { execa } from 'execa';
 import { domainStateOf, domainXmlOf, unregister } from '../src/register/libvirt.js';
 import { buildDebianGuest, buildLegacyGuest } from './support/fixtures.js';
 import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { bootBudget } from './support/boot-budget.js';
+import { cpuSeconds } from '../src/verify/boot.js';
 
 const URI = 'qemu:///system';
 const SUFFIX = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
@@ -66,11 +68,15 @@ async function registerJson(args: string[]): Promise<{ exitCode: number; result:
   return { exitCode: r.exitCode, result: last ? JSON.parse(last) : {}, stderr: r.stderr };
 }
 
-async function waitFor(file: string, re: RegExp, timeoutMs: number): Promise<RegExpExecArray | null> {
-  const end = Date.now() + timeoutMs;
+/** until the domain's serial log matches re: its QEMU may use timeoutMs of CPU time (boot-budget.ts), the wall clock is the backstop */
+async function waitFor(file: string, re: RegExp, timeoutMs: number, domain: string): Promise<RegExpExecArray | null> {
+  const { cpuTimeoutMs, timeoutMs: wallMs } = bootBudget(timeoutMs);
+  const end = Date.now() + wallMs;
   while (Date.now() < end) {
     const m = re.exec(await readFile(file, 'utf8').catch(() => ''));
     if (m) return m;
+    const pid = Number((await readFile(`/run/libvirt/qemu/${domain}.pid`, 'utf8').catch(() => '')).trim());
+    if (pid && ((await cpuSeconds(pid)) ?? 0) * 1000 > cpuTimeoutMs) return null;
     await new Promise(r => setTimeout(r, 1000));
   }
   return null;
@@ -116,7 +122,7 @@ describe('a job that converts, verifies and registers (real libvirtd, TCG)', () 
       assert.ok(job.steps.every((x: { state: string }) => x.state === 'done'));
       assert.deepEqual(await testDomains().then(d => d.filter(n => n === name)), [name]);
       assert.match((await domainXmlOf(URI, name))!, new RegExp(`<source file='${jobTarget}'`));
-      const m = await waitFor(`/var/log/libvirt/qemu/${name}-serial0.log`, MARKER, 300_000);
+      const m = await waitFor(`/var/log/libvirt/qemu/${name}-serial0.log`, MARKER, 300_000, name);
       assert.ok(m, 'the registered guest prints its boot marker');
       assert.equal(m![2], 'ferry-guest');
     } finally {
@@ -204,7 +210,7 @@ describe('ferry register on qemu:///system (real libvirtd, TCG)', () => {
       assert.match(xml, /<memory unit='KiB'>1048576<\/memory>/);
       assert.match(xml, /<vcpu placement='static'>1<\/vcpu>/);
 
-      const m = await waitFor(serialLog, MARKER, 300_000);
+      const m = await waitFor(serialLog, MARKER, 300_000, NAME);
       assert.ok(m, `no boot marker in ${serialLog}:\n${(await readFile(serialLog, 'utf8').catch(() => '')).slice(-2000)}`);
       assert.equal(m[1], rootUuid, 'the guest runs from the converted root file system');
       assert.equal(m[2], 'ferry-guest');

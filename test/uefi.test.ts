@@ -22,6 +22,7 @@ import type { PartitionTable } from '../src/layout/table.js';
 import { bootImage, OVMF_CODE, qemuArgs } from '../src/verify/boot.js';
 import { buildDebianGuest, buildPhonyWindows, buildUefiGuests, type UefiGuests } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { bootBudget } from './support/boot-budget.js';
 
 guardMachine();
 const dir = await tempDir();
@@ -59,7 +60,7 @@ const debugfsCat = async (dev: string, path: string) => (await execa('debugfs', 
 
 async function bootUefi(image: string, format: string, virtio: boolean) {
   const b = await bootImage({
-    image, format, firmware: 'uefi', timeoutMs: 480_000, failOn: /Kernel panic|Dropping to a shell/,
+    image, format, firmware: 'uefi', ...bootBudget(480_000), failOn: /Kernel panic|Dropping to a shell/,
     ...(virtio ? { diskBus: 'virtio' as const, machine: 'q35' as const } : {}),
   });
   const m = MARKER.exec(b.serialLog);

@@ -13,7 +13,7 @@
 // abort under it (see shared/ARCHITECTURE.md). A small Debian guest reaches
 // the marker in about half a minute with TCG.
 
-import { copyFile, mkdtemp, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -49,6 +49,11 @@ export interface BootOptions {
   format: BootFormat | string;
   /** Give up (and kill QEMU) after this long. Default 240000 ms. */
   timeoutMs?: number;
+  /** Give up once QEMU has used this much CPU time. Under TCG the guest advances
+   *  only while QEMU runs, so this budget does not shrink when the host is busy
+   *  (other VMs, a second test file): a wall-clock timeoutMs does. timeoutMs
+   *  stays the backstop for a guest that idles without the marker. */
+  cpuTimeoutMs?: number;
   /** Guest RAM. Default 1024 MiB. */
   memoryMiB?: number;
   /** How the disk is attached. Default 'ide' (works for unconverted guests). */
@@ -72,6 +77,30 @@ export type Firmware = 'bios' | 'uefi';
 /** Debian's `ovmf` package: 4 MiB code (read-only) and the empty variable store it is paired with. */
 export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+/** CPU seconds a process has used (user + system, from /proc/PID/stat), or undefined once it is gone. */
+export async function cpuSeconds(pid: number): Promise<number | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  if (!stat) return undefined;
+  // fields after the command (which may hold spaces), from field 3 on: utime is 14, stime 15
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+}
+/** USER_HZ: 100 on Linux for every architecture Ferry runs on */
+const CLOCK_TICKS = 100;
+
+/** Resolves with `value` once process `pid` has used `ms` of CPU time (polled each second; `timers` to clear). */
+function afterCpu<T>(pid: number | undefined, ms: number, value: T, timers: NodeJS.Timeout[]): Promise<T> {
+  return new Promise<T>((resolve) => {
+    if (!pid) return;
+    const poll = async () => {
+      const used = await cpuSeconds(pid);
+      if (used !== undefined && used * 1000 >= ms) resolve(value);
+      else if (used !== undefined) timers.push(setTimeout(() => void poll(), 1000));
+    };
+    timers.push(setTimeout(() => void poll(), 1000));
+  });
+}
 
 /** A boot that could not be run or watched (as opposed to a guest that did not
  *  print the marker, which is a normal result with sawMarker=false). */
@@ -258,6 +287,7 @@ async function runQemu(opts: BootOptions, args: string[]): Promise<BootResult> {
       failureSeen.then(() => 'failure' as const),
       exited.then(() => 'exit' as const),
       after(timeoutMs, 'timeout' as const),
+      ...(opts.cpuTimeoutMs ? [afterCpu(subprocess.pid, opts.cpuTimeoutMs, 'timeout' as const, timers)] : []),
       aborted,
     ]);
     ended = first;

@@ -13,9 +13,11 @@
 //     (netns.ts) or its name ends in -<pid> of another live process;
 //   - a loop is ours when its back-file is under our root; not when it is
 //     elsewhere in /tmp or /var/tmp; one on a shared file (a cached fixture in
-//     /var/cache/ferry/fixtures, opened read-only by both files) is another
-//     file's when a process of its marker holds it open, it is mounted outside
-//     our root, or a live run journal in another root names it — else ours;
+//     /var/cache/ferry/fixtures, opened read-only by both files) is ours when a
+//     process of ours holds it open; another's when only other processes do,
+//     it is mounted outside our root, or a live run journal not in our root
+//     names it; else ours, if it is still there a moment later (harness.ts:
+//     another run may be between its losetup and its first use);
 //   - work dirs are read from our own FERRY_TMP.
 import { execa } from 'execa';
 import { readFile, readdir, readlink } from 'node:fs/promises';
@@ -84,11 +86,11 @@ async function loopHolders(): Promise<Map<string, (string | undefined)[]>> {
   return held;
 }
 
-/** Text of the live run journals in other files' roots (FERRY_RUN_DIR=<root>/run). */
+/** Text of the live run journals in other files' roots (FERRY_RUN_DIR=<root>/run) and in the default /run/ferry/runs (runs without the harness). */
 async function otherJournals(s: TestScope): Promise<string> {
+  const dirs = [...(await readdir(s.scopes).catch(() => [] as string[])).map(r => join(s.scopes, r, 'run')), '/run/ferry/runs'];
   let text = '';
-  for (const r of await readdir(s.scopes).catch(() => [] as string[])) {
-    const dir = join(s.scopes, r, 'run');
+  for (const dir of dirs) {
     if (under(dir, s.root)) continue;
     for (const f of await readdir(dir).catch(() => [] as string[])) text += await readFile(join(dir, f), 'utf8').catch(() => '');
   }
@@ -109,7 +111,9 @@ export function loopIsOurs(backFile: string, facts: () => LoopFacts, s: TestScop
   const byPath = pathOwner(backFile.replace(/ \(deleted\)$/, ''), s);
   if (byPath !== undefined) return byPath;
   const f = facts();
-  if (f.holders.some(m => m !== undefined && m !== s.mark)) return false;
+  // every process of this file carries its marker: a holder without it (another file, a run without the harness) is someone else's
+  if (f.holders.includes(s.mark)) return true;
+  if (f.holders.length) return false;
   if (f.mountedAt.some(m => pathOwner(m, s) === false)) return false;
   return !f.inOtherJournal;
 }

@@ -45,7 +45,14 @@ export function guardMachine(): void {
   before(async () => { start = await machineState(); });
   after(async () => {
     await removeTempDirs();
-    const left = leftBehind(start, await machineState());
+    let left = leftBehind(start, await machineState());
+    // a loop on a shared fixture with no owner in sight may be another run's, between its losetup and its first
+    // use: it counts only if it is still there a moment later (a leak stays)
+    for (let i = 0; i < 3 && left.some(l => l.startsWith('loops: ')); i++) {
+      await new Promise(r => setTimeout(r, 1000));
+      const again = leftBehind(start, await machineState());
+      left = left.filter(l => !l.startsWith('loops: ') || again.includes(l));
+    }
     assert.deepEqual(left, [], `left behind on the machine by this file (${testScope.mark}, root ${testScope.root}):\n${left.join('\n')}`);
     leaveScope();
   });

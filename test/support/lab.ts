@@ -10,6 +10,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { makeNetnsLink, type NetnsLink } from './netns.js';
+import { bootBudget } from './boot-budget.js';
+import { cpuSeconds } from '../../src/verify/boot.js';
 
 export const LAN_ADDR = '10.234.0.1';
 export const LAN_PREFIX = '10.234.0.';
@@ -35,7 +37,7 @@ export interface Machine {
   proc: ResultPromise;
   /** the serial console so far */
   console(): Promise<string>;
-  /** wait until the console matches re (from offset `from` on); throws with the console's tail on timeout or exit */
+  /** wait until the console matches re (from offset `from` on); throws with the console's tail once QEMU has used timeoutMs of CPU time (or 3x that of wall time) or exited */
   waitFor(re: RegExp, timeoutMs: number, from?: number): Promise<RegExpExecArray>;
   /** pull the plug: qemu is killed at once */
   powerOff(): Promise<void>;
@@ -94,13 +96,17 @@ export async function makeLab(dir: string): Promise<Lab> {
         spec, serialLog, proc,
         console: () => readFile(serialLog, 'latin1'),
         async waitFor(re, timeoutMs, from = 0) {
-          const deadline = Date.now() + timeoutMs;
+          // the budget is QEMU's CPU time from now (boot-budget.ts: a busy host slows the guest, not its budget), the wall clock a backstop
+          const { cpuTimeoutMs, timeoutMs: wallMs } = bootBudget(timeoutMs);
+          const deadline = Date.now() + wallMs;
+          const cpuAtStart = await cpuSeconds(proc.pid!) ?? 0;
           for (;;) {
             const text = (await m.console()).slice(from);
             const hit = re.exec(text);
             if (hit) return hit;
-            if (Date.now() > deadline || m.exited()) {
-              throw new Error(`${spec.name}: no ${re} within ${timeoutMs / 1000} s${m.exited() ? ' (qemu exited)' : ''}; console tail:\n${text.slice(-3000)}`);
+            const cpu = (await cpuSeconds(proc.pid!) ?? 0) - cpuAtStart;
+            if (cpu * 1000 > cpuTimeoutMs || Date.now() > deadline || m.exited()) {
+              throw new Error(`${spec.name}: no ${re} within ${cpu.toFixed(0)} s of QEMU's CPU time (budget ${timeoutMs / 1000} s)${m.exited() ? ' (qemu exited)' : ''}; console tail:\n${text.slice(-3000)}`);
             }
             await new Promise(r => setTimeout(r, 500));
           }
