@@ -184,7 +184,8 @@ describe('deploy and capture through the network-booted agent', () => {
     assert.match(second.stderr, /MACHINE_BUSY/);
     // the agent that registered is still up and waiting: it gets the export
     await machine!.waitFor(/FERRY-AGENT: exporting \/dev\/sda rw/, 300_000);
-    await new Promise(r => setTimeout(r, 5000)); // the copy is under way
+    const cut = await waitForJob(jobId, 300_000, copying); // the copy is under way: bytes counted
+    assert.equal(cut.state, 'running', `the job was still running when the machine lost power: ${JSON.stringify(cut.error)}`);
     await machine!.powerOff();
     const failed = await waitForJob(jobId, 300_000);
     assert.equal(failed.state, 'failed');
@@ -196,7 +197,7 @@ describe('deploy and capture through the network-booted agent', () => {
     const from = (await machine.console()).length;
     const retry = await ferry(['jobs', 'retry', jobId], { env });
     assert.equal(retry.exitCode, 0, retry.stderr);
-    const job = await waitForJob(jobId, 900_000);
+    const job = await waitForJob(jobId, 300_000);
     assert.equal(job.state, 'done', JSON.stringify(job.error) + serveOut.slice(-2000));
     // this file's own reading of the deployed system's console
     const mark = await machine.waitFor(/FERRY-BOOT-OK root=(\S+) host=(\S+) net=(\S+)/, 300_000, from);
@@ -238,7 +239,7 @@ describe('deploy and capture through the network-booted agent', () => {
     assert.equal(sub.exitCode, 0, sub.stderr);
     await waitForStep(sub.stdout.trim(), 'request export');
     machine = await lab!.start(spec); // the operator powers it on: it network-boots the agent
-    const job = await waitForJob(sub.stdout.trim(), 900_000);
+    const job = await waitForJob(sub.stdout.trim(), 300_000);
     assert.equal(job.state, 'done', JSON.stringify(job.error) + serveOut.slice(-2000));
     assert.match(await machine.console(), /FERRY-AGENT: exporting \/dev\/sda ro/);
     // the agent was told to boot the machine from its disk again (the job waits for that): no need to watch it
@@ -257,18 +258,27 @@ describe('deploy and capture through the network-booted agent', () => {
 
 const TEMPLATE_MACHINE_ID = '0f3e2d1c4b5a69788796a5b4c3d2e1f0';
 
-/** poll `ferry jobs show ID --json` until the job ends */
-async function waitForJob(id: string, timeoutMs: number): Promise<any> {
-  const deadline = Date.now() + timeoutMs;
+/**
+ * Poll `ferry jobs show ID --json` until the job ends (or `until` holds). The
+ * job is given up on only once nothing moved for idleMs: no step changed, no
+ * progress bytes, nothing new on the machine's console (it boots under TCG, at
+ * whatever speed the host leaves it). A slow job on a busy host is still moving.
+ */
+async function waitForJob(id: string, idleMs: number, until?: (job: any) => boolean): Promise<any> {
+  let last = '', lastChange = Date.now();
   for (;;) {
     const r = await ferry(['jobs', 'show', id, '--json'], { env });
     assert.equal(r.exitCode, 0, r.stderr);
     const job = JSON.parse(r.stdout);
-    if (['done', 'failed', 'cancelled'].includes(job.state)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${job.state} after ${timeoutMs / 1000} s`);
+    if (['done', 'failed', 'cancelled'].includes(job.state) || until?.(job)) return job;
+    const seen = JSON.stringify([job.state, job.steps, machine && !machine.exited() ? (await machine.console()).length : 0]);
+    if (seen !== last) { last = seen; lastChange = Date.now(); }
+    if (Date.now() - lastChange > idleMs) throw new Error(`job ${id} still ${job.state}, nothing moved for ${idleMs / 1000} s: ${JSON.stringify(job.steps)}`);
     await new Promise(r2 => setTimeout(r2, 2000));
   }
 }
+/** some step of the job has copied bytes */
+const copying = (job: any) => job.steps.some((s: { progress?: { bytes: number } }) => (s.progress?.bytes ?? 0) > 0);
 
 /** poll until the job runs `step` (the machine's next network boot gets the agent from then on) */
 async function waitForStep(id: string, step: string): Promise<void> {
