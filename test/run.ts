@@ -84,4 +84,5 @@ async function main(): Promise<void> {
   process.exitCode = ok1 && ok2 ? 0 : 1;
 }
 
-await main();
+// only when run as the script (importing it for order() runs nothing)
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await main();
