@@ -6,6 +6,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { execa, type ResultPromise } from 'execa';
 import { guardMachine, tempDir, testScope } from './support/harness.js';
 import { machineState, markOf, netnsIsOurs } from './support/guard.js';
@@ -74,6 +75,16 @@ describe('the guard counts only this test file\'s leftovers', () => {
     procs.push(unmarked);
     await until('the unmarked holder has the loop open', async () => (await readlink(`/proc/${unmarked.pid}/fd/0`).catch(() => '')) === dev2);
     assert.ok(!(await machineState()).loops.some(l => l.startsWith(`${dev2} `)), 'held by an unmarked process: theirs');
+
+    // held by nobody, but a job of the other file's `ferry serve` has it in its store (job_resources)
+    const dev3 = await attach(join(sharedDir, 'fixture.img'));
+    assert.ok((await machineState()).loops.some(l => l.startsWith(`${dev3} `)), 'no owner in sight: ours');
+    await mkdir(join(otherRoot, 'home'), { recursive: true });
+    const db = new Database(join(otherRoot, 'home', 'ferry.db'));
+    db.exec('CREATE TABLE job_resources (seq INTEGER PRIMARY KEY, job_id TEXT, kind TEXT, res_id TEXT)');
+    db.prepare(`INSERT INTO job_resources (job_id, kind, res_id) VALUES ('j1', 'loop', ?)`).run(dev3);
+    db.close();
+    assert.ok(!(await machineState()).loops.some(l => l.startsWith(`${dev3} `)), 'held by the other file\'s job: theirs');
   });
 
   it('a daemon is ours by its marker, or unmarked by a path under our root on its command line', async () => {

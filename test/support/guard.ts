@@ -16,9 +16,10 @@
 //     /var/cache/ferry/fixtures, opened read-only by both files) is ours when a
 //     process of ours holds it open; another's when only other processes do,
 //     it is mounted outside our root, or a live run journal not in our root
-//     names it; else ours, if it is still there a moment later (harness.ts:
+//     or a job store in another root (a `ferry serve` job's loops) names it; else ours, if it is still there a moment later (harness.ts:
 //     another run may be between its losetup and its first use);
 //   - work dirs are read from our own FERRY_TMP.
+import Database from 'better-sqlite3';
 import { execa } from 'execa';
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -86,15 +87,49 @@ async function loopHolders(): Promise<Map<string, (string | undefined)[]>> {
   return held;
 }
 
-/** Text of the live run journals in other files' roots (FERRY_RUN_DIR=<root>/run) and in the default /run/ferry/runs (runs without the harness). */
-async function otherJournals(s: TestScope): Promise<string> {
+/** Loops still held (hold without its release) in run journals outside our root: other files' (<root>/run) and /run/ferry/runs (runs without the harness), plus other files' job stores. */
+async function othersLoops(s: TestScope): Promise<Set<string>> {
   const dirs = [...(await readdir(s.scopes).catch(() => [] as string[])).map(r => join(s.scopes, r, 'run')), '/run/ferry/runs'];
-  let text = '';
+  const held = new Set<string>();
   for (const dir of dirs) {
     if (under(dir, s.root)) continue;
-    for (const f of await readdir(dir).catch(() => [] as string[])) text += await readFile(join(dir, f), 'utf8').catch(() => '');
+    for (const f of await readdir(dir).catch(() => [] as string[])) {
+      const count = new Map<string, number>();
+      for (const line of (await readFile(join(dir, f), 'utf8').catch(() => '')).split('\n')) {
+        let e: { op?: string; r?: { kind?: string; id?: string } };
+        try { e = JSON.parse(line) as typeof e; } catch { continue; } // a line cut by a kill
+        if (e.r?.kind !== 'loop' || !e.r.id) continue;
+        count.set(e.r.id, (count.get(e.r.id) ?? 0) + (e.op === 'hold' ? 1 : e.op === 'release' ? -1 : 0));
+      }
+      for (const [dev, n] of count) if (n > 0) held.add(dev);
+    }
   }
-  return text;
+  for (const dev of await otherJobLoops(s)) held.add(dev);
+  return held;
+}
+
+/** Loops that jobs of `ferry serve` in other files' roots hold right now: a job journals into its store (job_resources), not into the run dir. */
+async function otherJobLoops(s: TestScope): Promise<string[]> {
+  const dbs: string[] = [];
+  const walk = async (dir: string, depth: number): Promise<void> => {
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (e.isFile() && e.name === 'ferry.db') dbs.push(join(dir, e.name));
+      else if (e.isDirectory() && depth > 0) await walk(join(dir, e.name), depth - 1);
+    }
+  };
+  for (const r of await readdir(s.scopes).catch(() => [] as string[])) {
+    if (!under(join(s.scopes, r), s.root)) await walk(join(s.scopes, r), 3); // <root>/home, <root>/ferrytest-*/home
+  }
+  const loops: string[] = [];
+  for (const file of dbs) {
+    try {
+      const db = new Database(file, { readonly: true, fileMustExist: true, timeout: 2000 });
+      try {
+        loops.push(...(db.prepare(`SELECT res_id FROM job_resources WHERE kind = 'loop'`).all() as { res_id: string }[]).map(x => x.res_id));
+      } finally { db.close(); }
+    } catch { /* a store being made or gone meanwhile, or without jobs: nothing held there */ }
+  }
+  return loops;
 }
 
 export interface LoopFacts {
@@ -144,18 +179,18 @@ export async function machineState(s: TestScope = testScope): Promise<MachineSta
   const loopLines = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout).split('\n').filter(Boolean);
   const loops: string[] = [];
   let holders: Map<string, (string | undefined)[]> | undefined;
-  let journals: string | undefined;
+  let others: Set<string> | undefined;
   for (const l of loopLines) {
     const [dev, ...rest] = l.trim().split(/\s+/);
     const back = rest.join(' ');
     if (pathOwner(back.replace(/ \(deleted\)$/, ''), s) === undefined) {
       holders ??= await loopHolders();
-      journals ??= await otherJournals(s);
+      others ??= await othersLoops(s);
     }
     const facts = (): LoopFacts => ({
       holders: holders?.get(dev) ?? [],
       mountedAt: mountLines.filter(m => { const src = m.split(' ')[0]; return src === dev || src.startsWith(`${dev}p`); }).map(m => unescape(m.split(' ')[1])),
-      inOtherJournal: !!journals?.includes(`"id":"${dev}"`),
+      inOtherJournal: !!others?.has(dev),
     });
     if (loopIsOurs(back, facts, s)) loops.push(l);
   }
