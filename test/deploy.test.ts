@@ -20,7 +20,7 @@ import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.j
 import { bootBudget } from './support/boot-budget.js';
 import { buildDebianGuest } from './support/fixtures.js';
 import { independentCompare } from './support/independent.js';
-import { LAB_ADDR, LAN_ADDR, makeLab, type Lab, type Machine, type MachineSpec } from './support/lab.js';
+import { LAN_ADDR, makeLab, type Lab, type Machine, type MachineSpec } from './support/lab.js';
 import { bootImage } from '../src/verify/boot.js';
 
 const ROOT_UUID = '1b7c4f2a-9d3e-4e51-8a60-f0e1d2c3b4a5';
@@ -113,7 +113,7 @@ describe('deploy and capture through the network-booted agent', () => {
 
   it('refuses bad input before anything is written: tokens, garbage, firmware, size, drivers', async () => {
     assert.ok(machineId, 'registered first');
-    const base = `http://${LAB_ADDR}:${PORT}`;
+    const base = `http://${lab!.addr}:${PORT}`;
     const enrol = (await readFile(join(home, 'enrol-token'), 'utf8')).trim();
     const real = (JSON.parse((await ferry(['machines', 'show', machineId, '--json'], { env })).stdout)).machine.inventory;
     const post = (token: string | undefined, body: string) => fetch(`${base}/machines/register`, {

@@ -1,7 +1,9 @@
 // A machine room for deploy and capture tests: a network namespace holding a
 // bridge (the "LAN", 10.234.0.1/24 inside) with one tap device per machine,
-// joined to this namespace by a veth pair (host 10.235.0.1/30, namespace
-// 10.235.0.2/30) so the test reaches services that listen inside. A
+// joined to this namespace by a veth pair (host 10.235.X.1/30, namespace
+// 10.235.X.2/30, X the first free from the pid on: two labs, of two test
+// runs, can exist at once) so the test reaches services that listen inside
+// (lab.addr). A
 // "physical machine" is a qemu VM on that bridge with hardware of its own: q35,
 // an AHCI (SATA) disk, an e1000e NIC, SMBIOS strings, network boot first.
 // remove() stops every machine and takes the namespace (bridge, taps, veth) away.
@@ -15,8 +17,6 @@ import { cpuSeconds } from '../../src/verify/boot.js';
 
 export const LAN_ADDR = '10.234.0.1';
 export const LAN_PREFIX = '10.234.0.';
-/** where the test (in this namespace) reaches services listening inside the lab */
-export const LAB_ADDR = '10.235.0.2';
 
 export interface MachineSpec {
   name: string;
@@ -46,6 +46,8 @@ export interface Machine {
 
 export interface Lab {
   ns: string;
+  /** where the test (in this namespace) reaches services listening inside the lab */
+  addr: string;
   dir: string;
   link: NetnsLink;
   /** a command run inside the namespace (with its own mount namespace: `ip netns exec`) */
@@ -59,7 +61,10 @@ const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' }
 export async function makeLab(dir: string): Promise<Lab> {
   const id = String(process.pid);
   const ns = `ferry-lab-${id}`;
-  const link = await makeNetnsLink({ ns, hostIf: `flabh${id}`.slice(0, 15), nsIf: `flabn${id}`.slice(0, 15), hostIp: '10.235.0.1', nsIp: LAB_ADDR });
+  const taken = String((await sh('ip', ['-4', '-o', 'addr', 'show'])).stdout);
+  const x = Array.from({ length: 256 }, (_, i) => (process.pid + i) % 256).find(n => !taken.includes(` 10.235.${n}.`));
+  assert.ok(x !== undefined, 'no free 10.235.X.0/30 for the lab');
+  const link = await makeNetnsLink({ ns, hostIf: `flabh${id}`.slice(0, 15), nsIf: `flabn${id}`.slice(0, 15), hostIp: `10.235.${x}.1`, nsIp: `10.235.${x}.2` });
   const machines: Machine[] = [];
   let taps = 0;
   try {
@@ -73,7 +78,7 @@ export async function makeLab(dir: string): Promise<Lab> {
   const inNs = (cmd: string, args: string[]) => ['netns', 'exec', ns, cmd, ...args];
 
   const lab: Lab = {
-    ns, dir, link, inNs,
+    ns, addr: link.nsIp!, dir, link, inNs,
     async start(spec) {
       const tap = `tap${taps++}`;
       await sh('ip', ['-n', ns, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
