@@ -88,9 +88,13 @@ class Readback {
     await execa('qemu-img', ['convert', '-O', 'raw', `json:${JSON.stringify(spec)}`, part]);
     return new Readback(part);
   }
+  /** a file's bytes, undefined only when ntfscat says the path does not exist; any other failure fails the test */
   async file(guestPath: string): Promise<Buffer | undefined> {
     const r = await execa('ntfscat', ['-f', this.part, guestPath], { encoding: 'buffer', stripFinalNewline: false, reject: false });
-    return r.exitCode === 0 ? Buffer.from(r.stdout as Uint8Array) : undefined;
+    if (r.exitCode === 0) return Buffer.from(r.stdout as Uint8Array);
+    const why = Buffer.from(r.stderr as Uint8Array).toString();
+    assert.match(why, /Couldn't open inode: No such file or directory/, `ntfscat reads ${guestPath}: ${why}`);
+    return undefined;
   }
   async sha(guestPath: string): Promise<string | undefined> {
     const b = await this.file(guestPath);
