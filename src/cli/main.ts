@@ -28,6 +28,7 @@ import { agentCommand } from './agent.js';
 import { machinesCommand } from './machines.js';
 import { pxeCommand } from './pxe.js';
 import { cleanupCommand } from './cleanup.js';
+import { customizeCommand } from './customize.js';
 import { openRunJournal, reclaimDeadRuns } from '../jobs/run-journal.js';
 import { withResourceJournal } from '../util/scope.js';
 
@@ -120,6 +121,7 @@ async function parseCommandLine(): Promise<void> {
     })
     .command(imagesCommand)
     .command(reconfigureCommand)
+    .command(customizeCommand)
     .command(profilesCommand)
     .command(driversCommand)
     .command(registerCommand)
@@ -132,7 +134,7 @@ async function parseCommandLine(): Promise<void> {
     .command(captureCommand)
     .command(agentCommand)
     .command(cleanupCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, customize, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();
