@@ -176,6 +176,24 @@ describe('without boots: --dry-run, the untouched template, bad input', () => {
     assert.equal(await sha256(template), templateSum);
   });
 
+  it('a conversion customizes on the way (convert --hostname --new-identity --timezone)', async () => {
+    const target = join(dir, 'converted.qcow2');
+    const r = await ferry(['convert', template, target, '--mode', 'block', '--no-verify', '--no-progress', '--hostname', 'converted-1', '--new-identity', '--timezone', 'Europe/Berlin', '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const result = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    assert.ok(result.customized.some((c: any) => c.file === '/etc/hostname'), JSON.stringify(result.customized));
+    const f = await readGuest(target, 'qcow2', ['etc/hostname', 'etc/machine-id', 'etc/ssh/ssh_host_ed25519_key', 'etc/localtime']);
+    assert.equal(f['etc/hostname']?.text, 'converted-1\n');
+    assert.equal(f['etc/machine-id']?.text, '');
+    assert.equal(f['etc/ssh/ssh_host_ed25519_key'], undefined);
+    assert.equal(f['etc/localtime']?.link, '../usr/share/zoneinfo/Europe/Berlin');
+    // refused on the source before the target exists
+    const bad = join(dir, 'converted-bad.qcow2');
+    const refused = await ferry(['convert', template, bad, '--mode', 'block', '--no-verify', '--no-progress', '--timezone', 'Nowhere/Zone']);
+    assert.match(refused.stderr, /^ferry: CUSTOMIZE_UNKNOWN_TIMEZONE: /);
+    assert.equal(await stat(bad).catch(() => undefined), undefined, 'no target');
+  });
+
   it('refuses each bad input with a typed error before writing: image unchanged, no overlay left', async () => {
     const notKey = join(dir, 'not-a-key.pub');
     await writeFile(notKey, 'ssh-ed25519 this-is-not-base64-of-a-key user@host\n');
