@@ -134,7 +134,7 @@ describe('two clones of one template, customized with --overlay, boot side by si
   });
 
   it('both boot on one bridge: own hostnames, the addresses given, new machine-ids and SSH host keys, and they reach each other', async () => {
-    lab = await makeLab(dir);
+    lab = await makeLab(dir, { isolated: true });
     const machines = await Promise.all(CLONES.map((c, i) => lab!.start({ name: c.name, disk: overlays[i], mac: c.mac, uuid: c.uuid, serial: `FERRY-CL-${i}`, boot: 'disk', memoryMiB: 768 })));
     const seen = await Promise.all(machines.map(async m => {
       const probe = await m.waitFor(/FERRY-PROBE host=(\S+) machine-id=(\S*) ssh-ed25519=(\S+) ping=(\S+)/, 240_000);
@@ -213,9 +213,11 @@ describe('without boots: --dry-run, the untouched template, bad input', () => {
       { args: ['--hostname', 'fine'], image: noOs, code: 'NO_OS_FOUND', re: /no operating system/ },
       { args: [], code: 'USAGE', re: /nothing to customize/ },
     ];
+    // run side by side: most wait on node's start-up and the image's open, not on a CPU
+    const runs = await Promise.all(cases.map((c, i) => ferry(['customize', c.image ?? template, '--overlay', join(dir, `bad-${i}.qcow2`), ...c.args])));
     for (const [i, c] of cases.entries()) {
       const overlay = join(dir, `bad-${i}.qcow2`);
-      const r = await ferry(['customize', c.image ?? template, '--overlay', overlay, ...c.args]);
+      const r = runs[i];
       const what = `${c.args.join(' ')}: exit ${r.exitCode} ${r.stderr}`;
       assert.notEqual(r.exitCode, 0, what);
       assert.match(r.stderr, new RegExp(`^ferry: ${c.code}: `), what);

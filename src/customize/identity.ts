@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import type { Change } from '../../converters/linux/change.js';
 import { FerryError, usageError } from '../errors.js';
 import type { GuestFs } from '../inspect/guest-fs.js';
+import { networkKind, writeIfcfg, writeNetplan, writeNetworkManager } from './network.js';
 import { addAuthorizedKey, checkTimezoneName, clearIdentityState, setTimezone, type AuthorizedKey } from './linux.js';
 
 export interface IpSetting { iface: string; address: string; prefix: number; gateway?: string; dns: string[] }
@@ -121,9 +122,9 @@ const DHCP_CLIENTS = ['/sbin/dhclient', '/usr/sbin/dhclient', '/sbin/dhcpcd', '/
  */
 export async function customizeProblem(fs: GuestFs, c: Customization, firstBoot: boolean): Promise<string | undefined> {
   if (c.ip?.length || c.dhcp?.length) {
-    const ifupdown = await fs.exists('/etc/network/interfaces');
-    if (!ifupdown && !(await fs.isDir('/etc/systemd/network'))) return 'the guest configures its network with neither ifupdown (/etc/network/interfaces) nor systemd-networkd; Ferry cannot set --ip/--dhcp on it yet';
-    if (ifupdown && c.dhcp?.length) {
+    const kind = await networkKind(fs);
+    if (!kind) return NO_NETWORK_CONFIG;
+    if (kind === 'ifupdown' && c.dhcp?.length) {
       let found = false;
       for (const p of DHCP_CLIENTS) if (await fs.exists(p)) { found = true; break; }
       if (!found) return `--dhcp ${c.dhcp.join(', ')}: the guest has no DHCP client for ifupdown (isc-dhcp-client, dhcpcd or udhcpc); give --ip instead or install one in the image`;
@@ -137,7 +138,9 @@ const summary = (text: string) => text === '' ? '(empty)' : text.length <= 200 ?
 
 type Writer = (path: string, text: string, reason: string, mode?: number) => Promise<void>;
 
-/** ifupdown (Debian) or systemd-networkd: whichever the guest uses; anything else is refused before writing. */
+const NO_NETWORK_CONFIG = 'the guest configures its network with none of ifupdown, netplan, NetworkManager, ifcfg or systemd-networkd; Ferry cannot set --ip/--dhcp on it';
+
+/** whichever of ifupdown, netplan, NetworkManager, ifcfg or systemd-networkd the guest uses (networkKind); anything else is refused before writing. */
 async function writeNetwork(fs: GuestFs, c: Customization, write: Writer): Promise<Change[]> {
   const ifaces = [...(c.ip ?? []).map(i => i.iface), ...(c.dhcp ?? [])];
   const interfaces = await fs.readText('/etc/network/interfaces');
@@ -151,7 +154,11 @@ async function writeNetwork(fs: GuestFs, c: Customization, write: Writer): Promi
     await write('/etc/network/interfaces', `${kept.trimEnd()}\n\n${stanzas.join('\n\n')}\n`, 'the address given for this machine (ifupdown)');
     return [];
   }
-  if (await fs.isDir('/etc/systemd/network')) {
+  const kind = await networkKind(fs);
+  if (kind === 'netplan') return (await writeNetplan(fs, c.ip ?? [], c.dhcp ?? [], write), []);
+  if (kind === 'networkmanager') return (await writeNetworkManager(c.ip ?? [], c.dhcp ?? [], write), []);
+  if (kind === 'ifcfg') return (await writeIfcfg(fs, c.ip ?? [], c.dhcp ?? [], write), []);
+  if (kind === 'networkd') {
     for (const i of c.ip ?? []) {
       await write(`/etc/systemd/network/10-ferry-${i.iface}.network`, [`[Match]`, `Name=${i.iface}`, '', '[Network]', `Address=${i.address}/${i.prefix}`,
         ...(i.gateway ? [`Gateway=${i.gateway}`] : []), ...i.dns.map(d => `DNS=${d}`)].join('\n') + '\n', 'the address given for this machine (systemd-networkd)');
@@ -159,7 +166,7 @@ async function writeNetwork(fs: GuestFs, c: Customization, write: Writer): Promi
     for (const d of c.dhcp ?? []) await write(`/etc/systemd/network/10-ferry-${d}.network`, `[Match]\nName=${d}\n\n[Network]\nDHCP=yes\n`, 'DHCP asked for this interface (systemd-networkd)');
     return [];
   }
-  throw customizeUnsupported('the guest configures its network with neither ifupdown (/etc/network/interfaces) nor systemd-networkd; Ferry cannot set --ip/--dhcp on it yet');
+  throw customizeUnsupported(NO_NETWORK_CONFIG);
 }
 
 /** /etc/network/interfaces without the stanzas (and auto/allow-hotplug lines) of these interfaces */

@@ -140,7 +140,8 @@ WantedBy=multi-user.target
     await writeFile(host, unit, { mode: 0o644 });
     changes.push({ file: SSH_KEYGEN_UNIT, before: before === undefined ? 'absent' : 'an older unit', after: 'runs ssh-keygen -A before ssh.service while the host keys are missing', reason: 'Debian\'s sshd does not make missing host keys itself' });
   }
-  const wants = (await fs.hostPathForWrite(SSH_KEYGEN_WANTS))!;
+  // the wants directory may not exist yet: it is made below the guest's own /etc/systemd/system
+  const wants = posix.join((await fs.resolve('/etc/systemd/system'))!, 'multi-user.target.wants', posix.basename(SSH_KEYGEN_WANTS));
   if (!(await lstat(wants).catch(() => undefined))) {
     await mkdir(posix.dirname(wants), { recursive: true });
     await symlink(SSH_KEYGEN_UNIT, wants);

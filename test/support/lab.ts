@@ -54,10 +54,11 @@ export interface Lab {
 
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
 
-export async function makeLab(dir: string): Promise<Lab> {
+/** opts.isolated: no veth to this namespace (LAB_ADDR unreachable), so labs of tests running at once cannot clash */
+export async function makeLab(dir: string, opts: { isolated?: boolean } = {}): Promise<Lab> {
   const id = String(process.pid);
   const ns = `ferry-lab-${id}`;
-  const link = await makeNetnsLink({ ns, hostIf: `flabh${id}`.slice(0, 15), nsIf: `flabn${id}`.slice(0, 15), hostIp: '10.235.0.1', nsIp: LAB_ADDR });
+  const link = await makeNetnsLink({ ns, hostIf: `flabh${id}`.slice(0, 15), nsIf: `flabn${id}`.slice(0, 15), hostIp: '10.235.0.1', nsIp: LAB_ADDR, isolated: opts.isolated });
   const machines: Machine[] = [];
   let taps = 0;
   try {
