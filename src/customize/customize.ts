@@ -7,7 +7,8 @@
 import { rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Change } from '../../converters/linux/change.js';
-import { openSource, openWritable } from '../blockdev/disk.js';
+import { openWritable } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { notRoot, sourceMissing, targetExists, usageError } from '../errors.js';
 import { createOverlay } from '../refit/reconfigure.js';

@@ -4,7 +4,8 @@
 // and several re-fits of it can run at once.
 import { rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { openSource, openWritable } from '../blockdev/disk.js';
+import { openWritable } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { checkCustomizable, customizeDisk } from '../customize/disk.js';
 import { checkCustomization, type Customization } from '../customize/identity.js';
 import { parseEndpoint } from '../sources/endpoint.js';
