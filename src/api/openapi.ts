@@ -26,11 +26,18 @@ export const jobSpecSchema = {
     customize: {
       type: 'object',
       additionalProperties: false,
-      description: 'deploy: the identity the machine gets (a fresh machine-id always)',
+      description: 'convert, deploy: the identity the image gets on the way, as `ferry customize` gives it (a deploy always gets a new identity)',
       properties: {
         hostname: str('the new hostname'),
         ip: { type: 'array', items: { type: 'string' }, description: 'IF=ADDRESS/PREFIX[,gw=G][,dns=D]' },
         dhcp: { type: 'array', items: { type: 'string' }, description: 'interfaces that take DHCP' },
+        newIdentity: { type: 'boolean', description: 'empty machine-id (systemd makes one at first boot), SSH host keys made anew at first boot, no D-Bus id, random seed, DHCP leases or persistent-net rules' },
+        sshAuthorizedKey: {
+          type: 'object', additionalProperties: false, required: ['user', 'keys'],
+          description: "public keys appended to the guest user's ~/.ssh/authorized_keys",
+          properties: { user: str('a user of the guest (/etc/passwd)'), keys: { type: 'array', minItems: 1, items: { type: 'string' }, description: 'OpenSSH public key lines' } },
+        },
+        timezone: str('a zone of the guest\'s tzdata, e.g. Europe/Berlin'),
       },
     },
     format: { type: 'string', enum: ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'], description: 'default: from the extension, else qcow2' },

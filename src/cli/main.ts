@@ -28,6 +28,9 @@ import { agentCommand } from './agent.js';
 import { machinesCommand } from './machines.js';
 import { pxeCommand } from './pxe.js';
 import { cleanupCommand } from './cleanup.js';
+import { customizeCommand } from './customize.js';
+import { customizationFromArgs, customizeOptions } from './customize-options.js';
+import { customizationToSpec } from '../customize/spec.js';
 import { openRunJournal, reclaimDeadRuns } from '../jobs/run-journal.js';
 import { withResourceJournal } from '../util/scope.js';
 
@@ -62,7 +65,7 @@ async function parseCommandLine(): Promise<void> {
     })
     .scriptName('ferry')
     .strict()
-    .command('convert SOURCE TARGET', 'rebuild a disk into a new sparse image (or copy its blocks)', y => credentialOptions(y)
+    .command('convert SOURCE TARGET', 'rebuild a disk into a new sparse image (or copy its blocks)', y => customizeOptions(credentialOptions(y))
       .positional('SOURCE', { type: 'string', demandOption: true, describe: SOURCE_FORMS })
       .positional('TARGET', { type: 'string', demandOption: true, describe: 'image to write' })
       .option('format', { type: 'string', describe: 'qcow2|raw|vmdk|vhdx|vdi (default: from the extension, else qcow2)' })
@@ -79,16 +82,17 @@ async function parseCommandLine(): Promise<void> {
       .option('firmware', { choices: ['bios', 'uefi'] as const, describe: 'uefi: a BIOS/MBR Linux guest becomes GPT with an EFI system partition and GRUB for UEFI (bios: keep the source\'s)' })
       .option('detach', { type: 'boolean', default: false, describe: "queue it as a job instead (see 'ferry jobs'); prints the job's id" }),
     async a => {
+      const customize = await customizationFromArgs(a);
       if (a.detach) {
         const cred = (k: string) => a[k] as string | undefined;
         return submitDetached({
-          source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac, firmware: a.firmware,
+          source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, profile: a.profile, mac: a.mac, firmware: a.firmware, customize: customizationToSpec(customize),
           options: { mode: a.mode, verify: a.verify, force: a.force, inventory: a.inventory, forceNtfsDirty: a['force-ntfs-dirty'] },
           credentials: { chapSecretFile: cred('chap-secret-file'), mutualChapSecretFile: cred('mutual-chap-secret-file'), tlsPskFile: cred('tls-psk-file'), tlsCerts: cred('tls-certs') },
         }, a.json);
       }
       const progress = createProgress(a.json ? 'json' : a.progress ? 'bar' : 'none');
-      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac, firmware: a.firmware, forceNtfsDirty: a['force-ntfs-dirty'] }, progress);
+      const r = await convert({ source: a.SOURCE!, target: a.TARGET!, format: a.format, size: a.size, mode: a.mode, force: a.force, verify: a.verify, inventory: a.inventory, profile: a.profile, mac: a.mac, firmware: a.firmware, forceNtfsDirty: a['force-ntfs-dirty'], customize }, progress);
       if (a.json) process.stdout.write(JSON.stringify({ event: 'result', ...r }) + '\n');
       else process.stdout.write(formatConvert(r));
     })
@@ -120,6 +124,7 @@ async function parseCommandLine(): Promise<void> {
     })
     .command(imagesCommand)
     .command(reconfigureCommand)
+    .command(customizeCommand)
     .command(profilesCommand)
     .command(driversCommand)
     .command(registerCommand)
@@ -132,7 +137,7 @@ async function parseCommandLine(): Promise<void> {
     .command(captureCommand)
     .command(agentCommand)
     .command(cleanupCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, customize, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

@@ -3,6 +3,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { listProfiles, loadProfile, type Profile } from '../profiles/profiles.js';
 import { reconfigure } from '../refit/reconfigure.js';
+import { customizationFromArgs, customizeOptions } from './customize-options.js';
+import { formatCustomizeChanges } from './customize.js';
 import type { RefitResult } from '../refit/refit.js';
 
 export function formatChanges(r: RefitResult): string[] {
@@ -17,7 +19,7 @@ const profileLine = (p: Profile) => `${p.name.padEnd(12)} ${p.machine.padEnd(12)
 export const reconfigureCommand: CommandModule = {
   command: 'reconfigure IMAGE',
   describe: 're-fit an existing image to a hardware profile (with --overlay the image itself stays untouched)',
-  builder: (y: Argv) => y
+  builder: (y: Argv) => customizeOptions(y)
     .positional('IMAGE', { type: 'string', demandOption: true, describe: 'disk image to re-fit (or the template of --overlay)' })
     .option('profile', { type: 'string', demandOption: true, describe: "hardware profile (see 'ferry profiles list')" })
     .option('overlay', { type: 'string', describe: 'write every change into this new qcow2 whose backing file is IMAGE' })
@@ -26,8 +28,8 @@ export const reconfigureCommand: CommandModule = {
     .option('firmware', { choices: ['bios', 'uefi'] as const, describe: 'uefi: a BIOS/MBR Linux guest becomes GPT with an EFI system partition after its last partition (the image grows by it)' })
     .option('json', { type: 'boolean', default: false }),
   handler: async a => {
-    const r = await reconfigure({ image: a.IMAGE as string, profile: a.profile as string, overlay: a.overlay as string | undefined, mac: a.mac as string | undefined, inventory: a.inventory as string | undefined, firmware: a.firmware as string | undefined });
-    process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : [`${r.written}${r.overlay ? ` (overlay on ${r.image})` : ''}`, ...(r.firmware?.changes ?? []).map(c => `  ${c.file}: ${c.before} -> ${c.after}  (${c.reason})`), ...formatChanges(r)].join('\n') + '\n');
+    const r = await reconfigure({ image: a.IMAGE as string, profile: a.profile as string, overlay: a.overlay as string | undefined, mac: a.mac as string | undefined, inventory: a.inventory as string | undefined, firmware: a.firmware as string | undefined, customize: await customizationFromArgs(a) });
+    process.stdout.write(a.json ? JSON.stringify(r, null, 2) + '\n' : [`${r.written}${r.overlay ? ` (overlay on ${r.image})` : ''}`, ...(r.firmware?.changes ?? []).map(c => `  ${c.file}: ${c.before} -> ${c.after}  (${c.reason})`), ...formatChanges(r), ...(r.customized ? [`customized: ${r.customized.length} change(s)`, ...formatCustomizeChanges(r.customized)] : [])].join('\n') + '\n');
   },
 };
 

@@ -2,11 +2,13 @@
 import type { Argv, CommandModule } from 'yargs';
 import { DEFAULT_REGISTER_PROFILE, register } from '../register/register.js';
 import { DEFAULT_URI } from '../register/libvirt.js';
+import { customizationFromArgs, customizeOptions } from './customize-options.js';
+import { formatCustomizeChanges } from './customize.js';
 
 export const registerCommand: CommandModule = {
   command: 'register IMAGE',
   describe: 'define a libvirt domain for a converted image, with the hardware of a profile (never replaces a domain)',
-  builder: (y: Argv) => y
+  builder: (y: Argv) => customizeOptions(y)
     .positional('IMAGE', { type: 'string', demandOption: true, describe: 'a finished (verified) target image' })
     .option('libvirt', { type: 'string', describe: `libvirt URI (default ${DEFAULT_URI} when given without a value)`, demandOption: true, coerce: (v: unknown) => (typeof v === 'string' && v) ? v : DEFAULT_URI })
     .option('name', { type: 'string', demandOption: true, describe: 'domain name' })
@@ -24,13 +26,14 @@ export const registerCommand: CommandModule = {
       image: a.IMAGE as string, uri: a.libvirt as string, name: a.name as string, profile: a.profile as string,
       memory: a.memory as string | undefined, cpus: a.cpus as number | undefined, mac: a.mac as string | undefined,
       start: a.start as boolean, domainType: a['domain-type'] as 'qemu' | 'kvm', serialLog: a['serial-log'] as string | undefined,
-      network: a.network as string | undefined,
+      network: a.network as string | undefined, customize: await customizationFromArgs(a),
     });
     const hw = r.hardware;
     process.stdout.write(a.json ? JSON.stringify({ event: 'result', ...r }) + '\n' : [
       `domain ${r.name} (${r.uuid}) defined on ${r.uri}${r.started ? ' and started' : ''}; state ${r.state}`,
       `  profile ${r.profile}: ${hw.machine} ${hw.firmware}, ${hw.cpus} CPU(s), ${hw.memoryMiB} MiB, disk ${hw.disk.bus} (${r.format} ${r.image})`,
       `  NIC ${hw.nic.model} ${hw.nic.mac} (${hw.nic.macSource}); domain type ${r.domainType}; serial console -> ${r.serialLog}`,
+      ...(r.customized ? [`  customized: ${r.customized.length} change(s)`, ...formatCustomizeChanges(r.customized).map(l => `  ${l}`)] : []),
     ].join('\n') + '\n');
   },
 };

@@ -2,6 +2,7 @@
 import type { ConvertResult } from '../convert/convert.js';
 import type { DiskInfo } from '../info.js';
 import { formatChanges } from './refit.js';
+import { formatCustomizeChanges } from './customize.js';
 
 export const human = (n: number) => {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -20,6 +21,7 @@ export function formatConvert(r: ConvertResult): string {
   lines.push(r.verified ? '  verified: equivalent to the source' : '  not verified (--no-verify)');
   if (r.inventory) lines.push(`  inventory kept: ${r.inventory}`);
   if (r.refit) lines.push(...formatChanges(r.refit).map(l => `  ${l}`));
+  if (r.customized) lines.push(`  customized: ${r.customized.length} change(s)`, ...formatCustomizeChanges(r.customized).map(l => `  ${l}`));
   return lines.join('\n') + '\n';
 }
 

@@ -20,6 +20,7 @@ import { checkRequest, type ConvertPlan, type ConvertRequest } from './options.j
 import { rebuild, type RebuildReport } from './rebuild.js';
 import { checkUefiSource, fitUefiTarget } from './to-uefi.js';
 import type { Change } from '../../converters/linux/change.js';
+import { checkCustomizable, customizeDisk } from '../customize/disk.js';
 
 export interface ConvertResult {
   source: string;
@@ -39,6 +40,8 @@ export interface ConvertResult {
   refit?: RefitResult;
   /** --firmware uefi: what the guest's boot got (ESP, loader, fstab, grub.cfg); empty when it booted UEFI already */
   firmware?: { to: 'uefi'; changes: Change[] };
+  /** what the customization (--hostname, --new-identity, …) changed, after the re-fit */
+  customized?: Change[];
 }
 
 export async function convert(req: ConvertRequest, progress: ProgressSink): Promise<ConvertResult> {
@@ -55,6 +58,8 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
     if (plan.profile) await withScope(s => preflightRefit(s, source, work, plan.profile!, { mac: plan.mac, modaliases: plan.modaliases }));
     // a guest that cannot boot UEFI (Windows, 32-bit, no x86_64-efi GRUB) stops here too
     if (plan.firmware === 'uefi') await withScope(s => checkUefiSource(s, source, work));
+    // an unknown user or zone, a network setup Ferry cannot write, stops here too
+    if (plan.customize) await withScope(s => checkCustomizable(s, source, work, plan.customize!, false));
     let layout: RebuildReport | undefined;
     let partialPath: string;
     let targetSize: number;
@@ -92,6 +97,12 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
       refit = await withScope(async rs => refitDisk(rs, await openWritable(rs, partialPath, work), work, plan.profile!, { mac: plan.mac, modaliases: plan.modaliases }));
     }
     throwIfAborted();
+    let customized: Change[] | undefined;
+    if (plan.customize) {
+      progress.phase('customize', 0);
+      customized = await withScope(async cs => customizeDisk(cs, await openWritable(cs, partialPath, work), work, plan.customize!));
+    }
+    throwIfAborted();
     const commitInventory = await stageInventory(owner, plan.targetPath, plan.inventory);
     await commitTarget({ partialPath, finalPath: plan.targetPath });
     const inventory = await commitInventory();
@@ -100,7 +111,7 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
       source: req.source, target: plan.targetPath, format: plan.format, mode: plan.mode,
       virtualSize: (await imageInfo(plan.targetPath, plan.format)).virtualSize ?? targetSize,
       allocatedBytes: st.blocks * 512, seconds: (Date.now() - started) / 1000,
-      layout, verified: !!verify, verify, inventory, refit, firmware,
+      layout, verified: !!verify, verify, inventory, refit, firmware, ...(customized ? { customized } : {}),
     };
   }));
 }

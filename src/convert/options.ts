@@ -7,6 +7,7 @@ import { parseEndpoint, type Endpoint } from '../sources/endpoint.js';
 import { unsupportedEndpoint } from '../errors.js';
 import { inventoryModaliases, readInventory } from './inventory.js';
 import { loadProfile, type Profile } from '../profiles/profiles.js';
+import { checkCustomization, isEmptyCustomization, type Customization } from '../customize/identity.js';
 import { checkRefitRequest } from '../refit/refit.js';
 import type { FirmwareChoice } from './to-uefi.js';
 
@@ -32,6 +33,8 @@ export interface ConvertRequest {
   forceNtfsDirty?: boolean;
   /** 'uefi': a BIOS guest becomes a GPT/UEFI guest (convert/to-uefi.ts) */
   firmware?: string;
+  /** identity given to the target on the way (ferry customize's options) */
+  customize?: Customization;
 }
 
 export interface ConvertPlan {
@@ -52,6 +55,7 @@ export interface ConvertPlan {
   firmware?: FirmwareChoice;
   /** copy NTFS volumes Windows left dirty or hibernated as they are */
   forceNtfsDirty?: boolean;
+  customize?: Customization;
 }
 
 /** --firmware: only 'uefi' changes anything ('bios' keeps what the source has) */
@@ -93,7 +97,9 @@ export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
     inventory: r.inventory === undefined ? undefined : await readInventory(r.inventory),
     profile: r.profile === undefined ? undefined : await loadProfile(r.profile),
     mac: r.mac?.toLowerCase(), modaliases: [], firmware: parseFirmware(r.firmware), forceNtfsDirty: !!r.forceNtfsDirty,
+    customize: isEmptyCustomization(r.customize) ? undefined : r.customize,
   };
+  if (plan.customize) checkCustomization(plan.customize);
   if (plan.firmware && mode === 'block') throw usageError('--firmware uefi changes the partition table: it needs --mode rebuild');
   if (plan.mac && !plan.profile) throw usageError('--mac is part of a re-fit; give --profile too');
   if (plan.profile) checkRefitRequest(plan.profile, r.mac, !!plan.inventory);

@@ -6,6 +6,7 @@ import { findLinuxRoots, readLinux } from '../inspect/linux/index.js';
 import { nothingToRefit } from '../refit/refit.js';
 import type { Scope } from '../util/scope.js';
 import type { Change } from '../../converters/linux/change.js';
+import { linuxExtrasProblem } from './linux.js';
 import { customizeLinux, customizeProblem, customizeUnsupported, type Customization, type FirstBootReport } from './identity.js';
 
 export async function customizeDisk(scope: Scope, disk: OpenDisk, work: string, c: Customization, firstBoot?: FirstBootReport): Promise<Change[]> {
@@ -29,5 +30,7 @@ export async function checkCustomizable(scope: Scope, disk: OpenDisk, work: stri
     const { fs } = await readLinux(root, readable, table?.label, work);
     const problem = await customizeProblem(fs, c, firstBoot);
     if (problem) throw customizeUnsupported(problem);
+    const refused = await linuxExtrasProblem(fs, c.authorizedKey, c.timezone);
+    if (refused) throw refused;
   }
 }

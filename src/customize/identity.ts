@@ -3,12 +3,13 @@
 // a static address or DHCP per interface, and a one-shot first-boot hook.
 // Written statically into the guest's tree, like the re-fit, and reported as
 // a list of changes (file, before, after, reason).
-import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Change } from '../../converters/linux/change.js';
 import { FerryError, usageError } from '../errors.js';
 import type { GuestFs } from '../inspect/guest-fs.js';
+import { networkKind, writeIfcfg, writeNetplan, writeNetworkManager } from './network.js';
+import { addAuthorizedKey, checkTimezoneName, clearIdentityState, setTimezone, type AuthorizedKey } from './linux.js';
 
 export interface IpSetting { iface: string; address: string; prefix: number; gateway?: string; dns: string[] }
 
@@ -18,9 +19,17 @@ export interface Customization {
   ip?: IpSetting[];
   /** interfaces that take DHCP */
   dhcp?: string[];
-  /** a fresh machine-id (deploy always asks for one) */
+  /** a fresh machine-id at first boot, new SSH host keys, no random seed, leases or persistent-net rules (deploy always asks for it) */
   newIdentity?: boolean;
+  /** --ssh-authorized-key FILE --user U (the key lines read and checked by readAuthorizedKey) */
+  authorizedKey?: AuthorizedKey;
+  /** --timezone ZONE, e.g. Europe/Berlin */
+  timezone?: string;
 }
+
+/** nothing asked for: a conversion without customization options skips the whole step */
+export const isEmptyCustomization = (c: Customization | undefined) =>
+  !c || (!c.hostname && !c.ip?.length && !c.dhcp?.length && !c.newIdentity && !c.authorizedKey && !c.timezone);
 
 /** run once at the deployed system's first boot: tell the server it came up */
 export interface FirstBootReport { host: string; port: number; path: string; token: string }
@@ -58,6 +67,7 @@ export function checkCustomization(c: Customization): void {
   for (const d of c.dhcp ?? []) if (!IFACE_RE.test(d)) throw usageError(`--dhcp ${d}: not an interface name`);
   const both = (c.ip ?? []).find(i => c.dhcp?.includes(i.iface));
   if (both) throw usageError(`interface ${both.iface} has both --ip and --dhcp; give one`);
+  if (c.timezone !== undefined) checkTimezoneName(c.timezone);
 }
 
 /** A Linux guest's tree: set what `c` asks for; returns the changes. */
@@ -86,14 +96,19 @@ export async function customizeLinux(fs: GuestFs, c: Customization, firstBoot?: 
       lines.splice(at + 1, 0, `127.0.1.1\t${name}`);
       await write('/etc/hosts', lines.join('\n'), `${old ?? 'the old name'} no longer names this machine`);
     }
+    const sysconfig = await fs.readText('/etc/sysconfig/network');
+    if (sysconfig !== undefined && /^HOSTNAME=/m.test(sysconfig)) {
+      await write('/etc/sysconfig/network', sysconfig.replace(/^HOSTNAME=.*$/m, `HOSTNAME=${c.hostname}`), 'older Red Hat systems take the name from here');
+    }
   }
   if (c.newIdentity) {
-    const id = randomBytes(16).toString('hex');
-    await write('/etc/machine-id', `${id}\n`, 'a clone must not share the template\'s machine-id (journal, DHCP client id, D-Bus)', 0o444);
-    const dbus = await fs.hostPathForWrite('/var/lib/dbus/machine-id');
-    if (dbus && (await lstat(dbus).catch(() => undefined))?.isFile()) await write('/var/lib/dbus/machine-id', `${id}\n`, 'D-Bus keeps its own copy of the machine-id');
+    // empty, not absent: systemd makes a new id at boot and keeps it (systemd-machine-id-commit); absent would mean "first boot" presets
+    await write('/etc/machine-id', '', 'a clone must not share the template\'s machine-id (journal, DHCP client id, D-Bus); systemd makes a new one at first boot', 0o444);
+    changes.push(...await clearIdentityState(fs));
   }
   if (c.ip?.length || c.dhcp?.length) changes.push(...await writeNetwork(fs, c, write));
+  if (c.authorizedKey) changes.push(...await addAuthorizedKey(fs, c.authorizedKey));
+  if (c.timezone) changes.push(...await setTimezone(fs, c.timezone));
   if (firstBoot) changes.push(...await installFirstBoot(fs, firstBoot, write));
   return changes;
 }
@@ -107,9 +122,9 @@ const DHCP_CLIENTS = ['/sbin/dhclient', '/usr/sbin/dhclient', '/sbin/dhcpcd', '/
  */
 export async function customizeProblem(fs: GuestFs, c: Customization, firstBoot: boolean): Promise<string | undefined> {
   if (c.ip?.length || c.dhcp?.length) {
-    const ifupdown = await fs.exists('/etc/network/interfaces');
-    if (!ifupdown && !(await fs.isDir('/etc/systemd/network'))) return 'the guest configures its network with neither ifupdown (/etc/network/interfaces) nor systemd-networkd; Ferry cannot set --ip/--dhcp on it yet';
-    if (ifupdown && c.dhcp?.length) {
+    const kind = await networkKind(fs);
+    if (!kind) return NO_NETWORK_CONFIG;
+    if (kind === 'ifupdown' && c.dhcp?.length) {
       let found = false;
       for (const p of DHCP_CLIENTS) if (await fs.exists(p)) { found = true; break; }
       if (!found) return `--dhcp ${c.dhcp.join(', ')}: the guest has no DHCP client for ifupdown (isc-dhcp-client, dhcpcd or udhcpc); give --ip instead or install one in the image`;
@@ -119,11 +134,13 @@ export async function customizeProblem(fs: GuestFs, c: Customization, firstBoot:
   return undefined;
 }
 
-const summary = (text: string) => text.length <= 200 ? text : `${text.slice(0, 200)}… (${text.length} bytes)`;
+const summary = (text: string) => text === '' ? '(empty)' : text.length <= 200 ? text : `${text.slice(0, 200)}… (${text.length} bytes)`;
 
 type Writer = (path: string, text: string, reason: string, mode?: number) => Promise<void>;
 
-/** ifupdown (Debian) or systemd-networkd: whichever the guest uses; anything else is refused before writing. */
+const NO_NETWORK_CONFIG = 'the guest configures its network with none of ifupdown, netplan, NetworkManager, ifcfg or systemd-networkd; Ferry cannot set --ip/--dhcp on it';
+
+/** whichever of ifupdown, netplan, NetworkManager, ifcfg or systemd-networkd the guest uses (networkKind); anything else is refused before writing. */
 async function writeNetwork(fs: GuestFs, c: Customization, write: Writer): Promise<Change[]> {
   const ifaces = [...(c.ip ?? []).map(i => i.iface), ...(c.dhcp ?? [])];
   const interfaces = await fs.readText('/etc/network/interfaces');
@@ -137,7 +154,11 @@ async function writeNetwork(fs: GuestFs, c: Customization, write: Writer): Promi
     await write('/etc/network/interfaces', `${kept.trimEnd()}\n\n${stanzas.join('\n\n')}\n`, 'the address given for this machine (ifupdown)');
     return [];
   }
-  if (await fs.isDir('/etc/systemd/network')) {
+  const kind = await networkKind(fs);
+  if (kind === 'netplan') return (await writeNetplan(fs, c.ip ?? [], c.dhcp ?? [], write), []);
+  if (kind === 'networkmanager') return (await writeNetworkManager(c.ip ?? [], c.dhcp ?? [], write), []);
+  if (kind === 'ifcfg') return (await writeIfcfg(fs, c.ip ?? [], c.dhcp ?? [], write), []);
+  if (kind === 'networkd') {
     for (const i of c.ip ?? []) {
       await write(`/etc/systemd/network/10-ferry-${i.iface}.network`, [`[Match]`, `Name=${i.iface}`, '', '[Network]', `Address=${i.address}/${i.prefix}`,
         ...(i.gateway ? [`Gateway=${i.gateway}`] : []), ...i.dns.map(d => `DNS=${d}`)].join('\n') + '\n', 'the address given for this machine (systemd-networkd)');
@@ -145,7 +166,7 @@ async function writeNetwork(fs: GuestFs, c: Customization, write: Writer): Promi
     for (const d of c.dhcp ?? []) await write(`/etc/systemd/network/10-ferry-${d}.network`, `[Match]\nName=${d}\n\n[Network]\nDHCP=yes\n`, 'DHCP asked for this interface (systemd-networkd)');
     return [];
   }
-  throw customizeUnsupported('the guest configures its network with neither ifupdown (/etc/network/interfaces) nor systemd-networkd; Ferry cannot set --ip/--dhcp on it yet');
+  throw customizeUnsupported(NO_NETWORK_CONFIG);
 }
 
 /** /etc/network/interfaces without the stanzas (and auto/allow-hotplug lines) of these interfaces */

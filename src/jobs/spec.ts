@@ -7,6 +7,7 @@ import { FerryError, SpecInvalidError } from '../errors.js';
 import { TARGET_FORMATS, parseSize } from '../convert/options.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import type { FieldError, JobSpec } from './types.js';
+import { customizeSpecErrors } from '../customize/spec.js';
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 const DOMAIN_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
@@ -45,7 +46,8 @@ export function validateSpec(obj: unknown): FieldError[] {
     // the machine's disk stands where the other end would be
     obj = kind === 'deploy' ? { ...obj, target: '/machine-disk' } : { ...obj, source: '/machine-disk' };
   } else {
-    for (const k of ['machine', 'disk', 'customize']) if (obj[k] !== undefined) err(k, 'belongs to a deploy or capture job (kind: deploy or capture)');
+    for (const k of ['machine', 'disk']) if (obj[k] !== undefined) err(k, 'belongs to a deploy or capture job (kind: deploy or capture)');
+    if (obj.customize !== undefined) customizeSpecErrors(obj.customize, err);
   }
 
   if (!isObject(obj)) return errors;
@@ -138,16 +140,7 @@ function machineFields(obj: Record<string, unknown>, kind: string, err: (f: stri
   if (kind === 'deploy') {
     if (obj.target !== undefined) err('target', 'a deploy writes the machine\'s disk; give no target');
     for (const k of ['format', 'size', 'profile', 'mac', 'register']) if (obj[k] !== undefined) err(k, 'does not apply to a deploy (the disk is the machine\'s, the profile is its own hardware)');
-    if (obj.customize !== undefined) {
-      if (!isObject(obj.customize)) err('customize', 'must be a mapping with hostname, ip, dhcp');
-      else {
-        for (const [k, v] of Object.entries(obj.customize)) {
-          if (k === 'hostname') str('customize.hostname', v);
-          else if (k === 'ip' || k === 'dhcp') { if (!Array.isArray(v) || v.some(x => typeof x !== 'string')) err(`customize.${k}`, 'must be a list of strings'); }
-          else err(`customize.${k}`, 'unknown; the fields are hostname, ip, dhcp');
-        }
-      }
-    }
+    if (obj.customize !== undefined) customizeSpecErrors(obj.customize, err);
   } else {
     if (obj.source !== undefined) err('source', 'a capture reads the machine\'s disk; give no source');
     if (obj.customize !== undefined) err('customize', 'does not apply to a capture');

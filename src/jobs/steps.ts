@@ -3,6 +3,9 @@
 // job skips the steps that are done (re-opening what they produced: the
 // source, the partial target) and redoes the one that was interrupted; a
 // partition's step reformats it, so a half-copied file system never counts.
+import { checkCustomizable, customizeDisk } from '../customize/disk.js';
+import { customizationFromSpec } from '../customize/spec.js';
+import type { Change } from '../../converters/linux/change.js';
 import { access, open, rm, stat } from 'node:fs/promises';
 import { commitTarget, createTargetAt, openWritable, partialPathFor, type OpenDisk } from '../blockdev/disk.js';
 import { openSource } from '../sources/open.js';
@@ -119,6 +122,7 @@ export function requestOf(spec: JobSpec): ConvertRequest {
     source: spec.source, target: spec.target, format: spec.format, size: spec.size,
     mode: spec.options?.mode, force: spec.options?.force, verify: spec.options?.verify,
     inventory: spec.options?.inventory, profile: spec.profile, mac: spec.mac, firmware: spec.firmware, forceNtfsDirty: spec.options?.forceNtfsDirty,
+    customize: customizationFromSpec(spec.customize),
   };
 }
 
@@ -131,6 +135,7 @@ export function initialSteps(spec: JobSpec): string[] {
     ...(spec.options?.verify === false ? [] : ['verify']),
     ...(spec.firmware === 'uefi' ? ['firmware'] : []),
     ...(spec.profile ? ['re-fit'] : []),
+    ...(spec.customize && customizationFromSpec(spec.customize) ? ['customize'] : []),
     'commit',
     ...(spec.register ? ['register'] : []),
   ];
@@ -146,6 +151,7 @@ export interface JobResult {
   refit?: RefitResult; inventory?: string;
   firmware?: ConvertResult['firmware'];
   registered?: Registered;
+  customized?: Change[];
 }
 
 const exists = (p: string) => access(p).then(() => true, () => false);
@@ -185,6 +191,7 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
     // a driver the re-fit will need and cannot find stops the job here, before the target exists
     if (plan.profile) await withScope(s => preflightRefit(s, source, work, plan.profile!, { mac: plan.mac, modaliases: plan.modaliases }));
     if (plan.firmware === 'uefi') await withScope(s => checkUefiSource(s, source, work));
+    if (plan.customize) await withScope(s => checkCustomizable(s, source, work, plan.customize!, false));
     return source;
   };
   const source = await steps.run('open source', openIt, {
@@ -200,7 +207,7 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
   };
   if (steps.started && !steps.isDone('commit') && (steps.isDone('create target') || steps.isDone('block copy')) && !(await exists(partialPath))) {
     rebuildAll(`the partial target ${partialPath} is gone; building it again`);
-  } else if (steps.running?.name === 're-fit' || steps.running?.name === 'firmware') {
+  } else if (steps.running?.name === 're-fit' || steps.running?.name === 'firmware' || steps.running?.name === 'customize') {
     rebuildAll('the re-fit was interrupted on a half-changed image; building the target again from the source');
   }
 
@@ -252,6 +259,15 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
   }
   throwIfAborted();
 
+  let customized: Change[] | undefined;
+  if (plan.customize) {
+    customized = await steps.run('customize', async () => {
+      progress.phase('customize', 0);
+      return withScope(async cs => customizeDisk(cs, await openWritable(cs, partialPath, work), work, plan.customize!));
+    }, { resumable: false });
+  }
+  throwIfAborted();
+
   const inventory = await steps.run('commit', async () => {
     if (!(await exists(partialPath)) && await exists(plan.targetPath)) return undefined; // renamed just before a crash
     const commitInventory = await stageInventory(owner, plan.targetPath, plan.inventory);
@@ -278,7 +294,7 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
     virtualSize: (await imageInfo(plan.targetPath, plan.format)).virtualSize ?? targetSize,
     allocatedBytes: st.blocks * 512, seconds: (Date.now() - started) / 1000,
     layout, verified: !!verify, verify: verify && { equivalent: verify.equivalent, filesystems: verify.filesystems },
-    refit, firmware, inventory, registered,
+    refit, firmware, inventory, registered, ...(customized ? { customized } : {}),
   };
 }
 

@@ -3,6 +3,8 @@
 // PostgreSQL-backed queue (several conversion hosts sharing work) can be added
 // without touching the steps.
 
+import type { CustomizeSpec } from '../customize/spec.js';
+
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
 /**
@@ -19,8 +21,8 @@ export interface JobSpec {
   machine?: string;
   /** which of the machine's disks: name, path, serial, WWN, by-id link or model */
   disk?: string;
-  /** deploy: the identity the machine gets */
-  customize?: { hostname?: string; ip?: string[]; dhcp?: string[] };
+  /** convert, deploy: the identity the image gets (src/customize/spec.ts) */
+  customize?: CustomizeSpec;
   format?: string;
   size?: string;
   profile?: string;

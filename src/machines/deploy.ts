@@ -15,7 +15,8 @@ import { workDir } from '../blockdev/mount.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport } from '../convert/rebuild.js';
 import type { ConvertPlan } from '../convert/options.js';
 import { checkCustomizable, customizeDisk } from '../customize/disk.js';
-import { checkCustomization, parseIpOption, type Customization } from '../customize/identity.js';
+import type { Customization } from '../customize/identity.js';
+import { customizationFromSpec } from '../customize/spec.js';
 import { FerryError, verifyFailed } from '../errors.js';
 import { inspect } from '../inspect/inspect.js';
 import { loadProfile } from '../profiles/profiles.js';
@@ -67,10 +68,7 @@ const machineLost = (machine: string, where: string, jobHint: string) =>
 
 /** the customization a spec asks for; a deploy always gives the machine a fresh machine-id */
 export function customizationOf(spec: Pick<JobSpec, 'customize'>): Customization {
-  const c = spec.customize ?? {};
-  const customization: Customization = { hostname: c.hostname, ip: (c.ip ?? []).map(parseIpOption), dhcp: c.dhcp ?? [], newIdentity: true };
-  checkCustomization(customization);
-  return customization;
+  return { ...(customizationFromSpec(spec.customize) ?? {}), newIdentity: true };
 }
 
 /**

@@ -3,6 +3,9 @@
 // image, the URI, the name and the disk's reachability are all checked
 // before the domain is defined, and a domain that does not start is
 // undefined again.
+import type { Change } from '../../converters/linux/change.js';
+import { customizeImage } from '../customize/customize.js';
+import { checkCustomization, type Customization } from '../customize/identity.js';
 import { usageError } from '../errors.js';
 import { loadProfile } from '../profiles/profiles.js';
 import { describeHardware, NAME_RE, parseMemory, type VirtualHardware } from './hardware.js';
@@ -30,6 +33,8 @@ export interface RegisterRequest {
   serialLog?: string;
   /** a libvirt network for the NIC; default QEMU's user-mode network */
   network?: string;
+  /** identity given to the image (in place) before the domain is defined */
+  customize?: Customization;
 }
 
 export interface RegisterResult {
@@ -45,6 +50,8 @@ export interface RegisterResult {
   serialLog: string;
   hardware: VirtualHardware;
   xml: string;
+  /** what the customization changed in the image */
+  customized?: Change[];
 }
 
 const checkName = (name: string) => {
@@ -71,6 +78,7 @@ export async function register(req: RegisterRequest): Promise<RegisterResult> {
   checkName(req.name);
   const domainType = req.domainType ?? 'qemu';
   if (domainType !== 'qemu' && domainType !== 'kvm') throw usageError(`--domain-type must be qemu or kvm, not ${String(domainType)}`);
+  if (req.customize) checkCustomization(req.customize);
   const profile = await loadProfile(req.profile ?? DEFAULT_REGISTER_PROFILE);
   const memoryMiB = req.memory === undefined ? undefined : parseMemory(req.memory);
   const image = await readyImage(req.image);
@@ -79,13 +87,15 @@ export async function register(req: RegisterRequest): Promise<RegisterResult> {
   return withConnection(uri, async h => {
     await refuseExisting(h, uri, req.name);
     await checkDiskReachable(uri, image.path);
+    // the image gets its identity before libvirt ever sees it; customizeImage checks everything before it writes
+    const customized = req.customize && (await customizeImage({ image: image.path, customization: req.customize })).changes;
     // the guest's own MAC binding is only needed when no --mac was given
     const guest = await readGuest(image.path, req.mac === undefined);
     const hardware = describeHardware(profile, { name: req.name, memoryMiB, cpus: req.cpus, mac: req.mac },
       { path: image.path, format: image.format, virtualSize: image.virtualSize }, guest);
     const xml = domainXml(hardware, { domainType, serialLog, network: req.network });
     const d = await defineDomain(h, uri, req.name, xml, !!req.start);
-    return { uri, ...d, image: image.path, format: image.format, profile: profile.name, domainType, serialLog, hardware, xml };
+    return { uri, ...d, image: image.path, format: image.format, profile: profile.name, domainType, serialLog, hardware, xml, ...(customized ? { customized } : {}) };
   });
 }
 

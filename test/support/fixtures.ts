@@ -165,3 +165,10 @@ export function buildUefiGuests(): Promise<UefiGuests> {
   })();
   return uefiGuests;
 }
+
+let customizeGuest: Promise<string> | undefined;
+/** The Debian 12 guest with openssh-server (host keys of its own), ping and a probe unit that prints identity and peer reachability, booted with ferry.stay (raw). */
+export function buildCustomizeGuest(): Promise<string> {
+  customizeGuest ??= lastLines('build-customize-guest.sh').then(l => l.at(-1)!);
+  return customizeGuest;
+}

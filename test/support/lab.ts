@@ -58,13 +58,14 @@ export interface Lab {
 
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
 
-export async function makeLab(dir: string): Promise<Lab> {
+/** opts.isolated: no veth to this namespace (LAB_ADDR unreachable), so labs of tests running at once cannot clash */
+export async function makeLab(dir: string, opts: { isolated?: boolean } = {}): Promise<Lab> {
   const id = String(process.pid);
   const ns = `ferry-lab-${id}`;
   const taken = String((await sh('ip', ['-4', '-o', 'addr', 'show'])).stdout);
   const x = Array.from({ length: 256 }, (_, i) => (process.pid + i) % 256).find(n => !taken.includes(` 10.235.${n}.`));
   assert.ok(x !== undefined, 'no free 10.235.X.0/30 for the lab');
-  const link = await makeNetnsLink({ ns, hostIf: `flabh${id}`.slice(0, 15), nsIf: `flabn${id}`.slice(0, 15), hostIp: `10.235.${x}.1`, nsIp: `10.235.${x}.2` });
+  const link = await makeNetnsLink({ ns, hostIf: `flabh${id}`.slice(0, 15), nsIf: `flabn${id}`.slice(0, 15), hostIp: `10.235.${x}.1`, nsIp: `10.235.${x}.2`, isolated: opts.isolated });
   const machines: Machine[] = [];
   let taps = 0;
   try {

@@ -22,9 +22,13 @@ export interface NetnsLink {
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
 const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
 
-/** Make the namespace and the pair, addresses up, lo up inside; refuses a /30 this host already uses. */
-export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp?: string; prefix?: number }): Promise<NetnsLink> {
+/**
+ * Make the namespace and the pair, addresses up, lo up inside; refuses a /30 this host already uses.
+ * isolated: the namespace alone, no pair (nothing of it is reachable from here, so nothing can clash with another test's).
+ */
+export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp?: string; prefix?: number; isolated?: boolean }): Promise<NetnsLink> {
   const prefix = o.prefix ?? 30;
+  if (o.isolated) return isolatedNamespace(o);
   const taken = String((await sh('ip', ['-4', '-o', 'addr', 'show'])).stdout);
   const subnet = o.hostIp.replace(/\.\d+$/, '.');
   assert.ok(!taken.includes(` ${subnet}`), `${subnet}0/${prefix} is already in use on this host (a leftover or a clash):\n${taken}`);
@@ -59,6 +63,31 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
     await sh('ip', ['link', 'set', o.hostIf, 'up']);
     if (o.nsIp) await sh('ip', ['-n', o.ns, 'addr', 'add', `${o.nsIp}/${prefix}`, 'dev', o.nsIf]);
     await sh('ip', ['-n', o.ns, 'link', 'set', o.nsIf, 'up']);
+    await sh('ip', ['-n', o.ns, 'link', 'set', 'lo', 'up']);
+  } catch (e) {
+    await link.remove();
+    throw e;
+  }
+  return link;
+}
+
+async function isolatedNamespace(o: { ns: string; hostIf: string; nsIf: string; hostIp: string }): Promise<NetnsLink> {
+  const mountedBefore = await netnsMounted();
+  const link: NetnsLink = {
+    ...o,
+    async exec(cmd, args) {
+      const r = await sh('ip', ['netns', 'exec', o.ns, cmd, ...args]);
+      return { stdout: String(r.stdout), stderr: String(r.stderr) };
+    },
+    async remove() {
+      await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
+      const others = String((await execa('ip', ['netns', 'list'], { reject: false, stdin: 'ignore' })).stdout).trim();
+      if (!mountedBefore && !others && await netnsMounted()) await sh('umount', ['/run/netns']);
+      assert.ok(!others.split('\n').some(l => l.split(' ')[0] === o.ns), `netns ${o.ns} left behind`);
+    },
+  };
+  await sh('ip', ['netns', 'add', o.ns]);
+  try {
     await sh('ip', ['-n', o.ns, 'link', 'set', 'lo', 'up']);
   } catch (e) {
     await link.remove();

@@ -1,0 +1,34 @@
+// The customization options every command that writes an image accepts
+// (customize, convert, reconfigure, register): the same names, the same checks.
+import type { Argv } from 'yargs';
+import { checkCustomization, isEmptyCustomization, parseIpOption, type Customization } from '../customize/identity.js';
+import { readAuthorizedKey } from '../customize/linux.js';
+import { usageError } from '../errors.js';
+
+const many = (v: unknown) => (v === undefined ? [] : [v].flat().map(String));
+
+export function customizeOptions<T>(y: Argv<T>): Argv<T> {
+  return y
+    .option('hostname', { type: 'string', describe: 'the name the system gets (/etc/hostname, /etc/hosts, …)' })
+    .option('ip', { type: 'string', array: true, describe: 'IF=ADDRESS/PREFIX[,gw=G][,dns=D]: a static address (repeatable)' })
+    .option('dhcp', { type: 'string', array: true, describe: 'IF takes its address by DHCP (repeatable)' })
+    .option('new-identity', { type: 'boolean', describe: 'a new machine-id at first boot, new SSH host keys, no random seed, DHCP leases or persistent-net rules' })
+    .option('ssh-authorized-key', { type: 'string', describe: "an OpenSSH public key file appended to --user's ~/.ssh/authorized_keys" })
+    .option('user', { type: 'string', describe: 'with --ssh-authorized-key: the guest user' })
+    .option('timezone', { type: 'string', describe: 'a zone of the guest\'s tzdata, e.g. Europe/Berlin' }) as unknown as Argv<T>;
+}
+
+/** the options as a Customization (the key file read and checked), or undefined when none was given */
+export async function customizationFromArgs(a: Record<string, unknown>): Promise<Customization | undefined> {
+  if (a.user !== undefined && a['ssh-authorized-key'] === undefined) throw usageError('--user goes with --ssh-authorized-key FILE');
+  const c: Customization = {
+    hostname: a.hostname as string | undefined,
+    ip: many(a.ip).map(parseIpOption),
+    dhcp: many(a.dhcp),
+    newIdentity: a['new-identity'] === true || undefined,
+    authorizedKey: a['ssh-authorized-key'] !== undefined ? await readAuthorizedKey(String(a['ssh-authorized-key']), a.user as string | undefined) : undefined,
+    timezone: a.timezone as string | undefined,
+  };
+  checkCustomization(c);
+  return isEmptyCustomization(c) ? undefined : c;
+}
