@@ -9,6 +9,8 @@ import { dirname } from 'node:path';
 import type { Change } from '../../converters/linux/change.js';
 import { FerryError, usageError } from '../errors.js';
 import type { GuestFs } from '../inspect/guest-fs.js';
+import type { DomainJoin } from './domain-join.js';
+import type { ToolRef } from './tools.js';
 
 export interface IpSetting { iface: string; address: string; prefix: number; gateway?: string; dns: string[] }
 
@@ -18,15 +20,20 @@ export interface Customization {
   ip?: IpSetting[];
   /** interfaces that take DHCP */
   dhcp?: string[];
-  /** a fresh machine-id (deploy always asks for one) */
+  /** a fresh machine-id (deploy always asks for one); Windows: the registered sysprep tool run once at next boot */
   newIdentity?: boolean;
+  /** --domain-join SPEC (Windows: written into the answer file; see domain-join.ts) */
+  domainJoin?: DomainJoin;
+  /** --run TOOL[@VERSION]: registered tools run once at first boot (see tools.ts, run-linux.ts, windows.ts) */
+  run?: ToolRef[];
 }
 
 /** run once at the deployed system's first boot: tell the server it came up */
 export interface FirstBootReport { host: string; port: number; path: string; token: string }
 
 const HOSTNAME_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
-const IFACE_RE = /^[A-Za-z0-9_.:-]{1,15}$/;
+// a Linux interface name, or a Windows adapter's GUID ({3C9E1F24-…})
+const IFACE_RE = /^([A-Za-z0-9_.:-]{1,15}|\{[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}\})$/;
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 
 export const customizeUnsupported = (what: string) =>
