@@ -19,7 +19,7 @@ import { findWindowsRoot, inspectWindows } from '../inspect/windows/index.js';
 import { findCi } from '../inspect/windows/paths.js';
 import type { WindowsNic, WindowsOs } from '../inspect/report.js';
 import { nothingToRefit } from '../refit/refit.js';
-import type { Scope } from '../util/scope.js';
+import { withScope, type Scope } from '../util/scope.js';
 import type { Change } from '../../converters/linux/change.js';
 import { describe, sameValue, windowsHiveUnreadable } from '../../converters/windows/index.js';
 import { mergeIntoHive, showValue, type RegData, type RegEdit } from '../../converters/windows/registry.js';
@@ -349,17 +349,28 @@ export interface WindowsCustomizeResult {
 }
 
 /**
- * Customize the Windows guests of a disk: opened writable and changed, or
- * (dryRun) opened read-only and only planned. A disk with no Windows is refused.
+ * Customize the Windows guests of a disk. Everything is planned on a
+ * read-only open first — even mounting NTFS writable changes the volume — so
+ * a refused customization leaves the image byte for byte as it was; then
+ * (unless dryRun) the disk is opened writable, planned again and changed.
+ * A disk with no Windows is refused.
  */
 export async function customizeWindowsDisk(scope: Scope, disk: OpenDisk, work: string, c: Customization, opts: { dryRun?: boolean; store?: ToolStore } = {}): Promise<WindowsCustomizeResult> {
-  const { readable } = await openFileSystems(scope, disk.file, disk.size, work, { writable: !opts.dryRun });
-  const plans = await planWindowsGuests(readable, work, c, opts.store);
-  if (!plans.length) throw nothingToRefit(disk.describe);
-  const changes: Change[] = [];
-  for (const p of plans) changes.push(...(opts.dryRun ? plannedChanges(p) : await applyWindowsCustomization(p, work)));
+  const planOn = async (s: Scope, writable: boolean) => {
+    const { readable } = await openFileSystems(s, disk.file, disk.size, work, { writable });
+    const plans = await planWindowsGuests(readable, work, c, opts.store);
+    if (!plans.length) throw nothingToRefit(disk.describe);
+    return plans;
+  };
+  const checked = await withScope(s => planOn(s, false).then(plans => ({ plans, changes: plans.flatMap(plannedChanges) })));
+  const done = opts.dryRun ? checked : await (async () => {
+    const plans = await planOn(scope, true);
+    const changes: Change[] = [];
+    for (const p of plans) changes.push(...await applyWindowsCustomization(p, work));
+    return { plans, changes };
+  })();
   return {
-    systems: plans.map(p => ({ type: 'windows' as const, name: p.os.productName ?? 'Windows', partition: p.os.partition })),
-    changes, tools: plans.flatMap(p => p.tools), dryRun: !!opts.dryRun,
+    systems: done.plans.map(p => ({ type: 'windows' as const, name: p.os.productName ?? 'Windows', partition: p.os.partition })),
+    changes: done.changes, tools: done.plans.flatMap(p => p.tools), dryRun: !!opts.dryRun,
   };
 }
