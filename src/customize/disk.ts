@@ -21,9 +21,10 @@ async function runTools(c: Customization, store: ToolStore): Promise<Tool[]> {
 }
 
 export async function customizeDisk(scope: Scope, disk: OpenDisk, work: string, c: Customization, firstBoot?: FirstBootReport): Promise<Change[]> {
-  const { table, readable } = await openFileSystems(scope, disk.file, disk.size, work, { writable: true });
+  // an unknown tool is refused before the disk is opened writable (a writable mount alone changes it)
   const store = new ToolStore();
   const tools = await runTools(c, store);
+  const { table, readable } = await openFileSystems(scope, disk.file, disk.size, work, { writable: true });
   const windows = await planWindowsGuests(readable, work, c, store);
   const roots = await findLinuxRoots(readable);
   if (!roots.length && !windows.length) throw nothingToRefit(disk.describe);
