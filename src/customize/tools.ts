@@ -5,7 +5,7 @@
 // Layout: $FERRY_TOOLS, else $FERRY_HOME/tools:
 //   <name>/<version>/tool.json   what the version is (entry, files, hashes)
 //   <name>/<version>/files/...   the unpacked container
-// A version is written in the store's tmp/ and renamed into place, so a
+// A version is written in the store's .tmp/ and renamed into place, so a
 // container that does not unpack leaves the store as it was. Registered
 // versions never change; the highest version (dpkg's ordering, like
 // drivers-db's kernel versions) is the one later customizations use.
@@ -40,6 +40,8 @@ export interface Tool {
 export interface ToolRef { name: string; version?: string }
 
 const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/i;
+/** the store's scratch space: no tool name starts with a dot */
+const TMP = '.tmp';
 const VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9.+~_-]{0,63}$/;
 
 /** Windows kinds of entry, by extension */
@@ -132,7 +134,7 @@ export class ToolStore {
     if (!NAME_RE.test(name)) throw usageError(`--name ${name}: letters, digits, '.', '_' and '-', up to 64 characters`);
     if (opts.version !== undefined && !VERSION_RE.test(opts.version)) throw usageError(`--version ${opts.version}: letters, digits and . + ~ _ -, starting with a letter or digit`);
     const path = resolve(container);
-    const tmpRoot = join(this.dir, 'tmp');
+    const tmpRoot = join(this.dir, TMP);
     try { await mkdir(tmpRoot, { recursive: true }); } catch (e) { throw toolsStoreNotWritable(this.dir, (e as NodeJS.ErrnoException).code ?? String(e)); }
     const scratch = join(tmpRoot, `add-${randomBytes(6).toString('hex')}`);
     await mkdir(scratch);
@@ -164,7 +166,15 @@ export class ToolStore {
       const tool: Tool = { name, version, entry: entryFile.path, os: entryOs(entryFile.path, entryFile.mode), container: c.name, kind: c.kind, files, digest, addedAt: now() };
       await writeFile(join(stage, 'tool.json'), JSON.stringify(tool, null, 2) + '\n');
       await mkdir(join(this.dir, name), { recursive: true });
-      await rename(stage, this.versionDir(name, version));
+      try {
+        await rename(stage, this.versionDir(name, version));
+      } catch (e) {
+        // another `tools add` registered this version meanwhile: the same answer as if it had come first
+        if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw toolsStoreNotWritable(this.dir, (e as Error).message);
+        const now = (await this.list(name)).find(t => t.version === version);
+        if (now?.digest === digest && now.entry === entryFile.path) return { ...now, status: 'present' };
+        throw toolVersionExists(name, version);
+      }
       return { ...tool, status: 'new' };
     } finally {
       removeTree(scratch);
@@ -178,8 +188,8 @@ export class ToolStore {
     if (!gone.length) throw toolNotFound(ref, (ref.version ? versions : await this.list()).map(toolLabel));
     for (const t of gone) {
       // renamed aside first: a reader never sees half a version
-      const aside = join(this.dir, 'tmp', `rm-${randomBytes(6).toString('hex')}`);
-      await mkdir(join(this.dir, 'tmp'), { recursive: true });
+      const aside = join(this.dir, TMP, `rm-${randomBytes(6).toString('hex')}`);
+      await mkdir(join(this.dir, TMP), { recursive: true });
       await rename(this.versionDir(t.name, t.version), aside);
       await rm(aside, { recursive: true, force: true });
     }
