@@ -1,6 +1,7 @@
 // `ferry info`: what a disk is — format, size, partition table, file systems
 // and how full they are — read without changing a byte.
-import { openSource, type OpenDisk } from './blockdev/disk.js';
+import type { OpenDisk } from './blockdev/disk.js';
+import { openSource } from './sources/open.js';
 import { reportingLostSources } from './sources/watchdog.js';
 import { workDir } from './blockdev/mount.js';
 import { readSourceLayout, type SourcePart } from './layout/source-parts.js';

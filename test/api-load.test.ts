@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runLoad, type LoadResult } from './support/api-load.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
 
 guardMachine();
 const dir = await tempDir('ferry-api-load-');
@@ -32,9 +33,10 @@ describe('ferry serve under load', () => {
     assert.ok(!r.serveOutput.includes(r.token), 'the token is in the service output');
   });
 
-  it('every target verifies with ferry verify too', { timeout: 600_000 }, async () => {
+  it('every target is equivalent to its source, judged independently and by ferry verify', { timeout: 600_000 }, async () => {
     assert.ok(r, 'the load ran');
     for (const j of r.records) {
+      await assertSameFiles(j.source, j.target, j.id);
       const v = await ferry(['verify', j.source, j.target]);
       assert.equal(v.exitCode, 0, `${j.id}: ${v.stdout}${v.stderr}`);
       assert.equal(await sha256(j.source), r.sourceSha256, `${j.id}: its source is unchanged`);

@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { Api, readEvents, startServe, type Serve, type SseEvent } from './support/api-client.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
 import { machineState } from './support/guard.js';
 import { makeSmallDisk } from './support/small-disk.js';
 
@@ -21,9 +22,10 @@ let srcSum: string;
 after(async () => {
   if (!serve) return;
   const code = await serve.stop();
+  // the sources first: a failed assertion below must not hide a changed source
+  assert.equal(await sha256(src) + await sha256(big), srcSum, 'the sources are unchanged');
   assert.equal(code, 0, `ferry serve exit status; its output:\n${serve.output()}`);
   assert.ok(!serve.output().includes(token), 'the token is in the service output');
-  assert.equal(await sha256(src) + await sha256(big), srcSum, 'the sources are unchanged');
 });
 guardMachine();
 const dir = await tempDir('ferry-api-');
@@ -113,6 +115,7 @@ describe('ferry serve', () => {
     const job = (await api.get(`/jobs/${id}`)).body;
     assert.equal(job.state, 'done');
     assert.ok(job.steps.every((s: any) => s.state === 'done'), JSON.stringify(job.steps));
+    await assertSameFiles(big, out);
     const v = await ferry(['verify', big, out]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     // listed, and by state
@@ -248,6 +251,7 @@ describe('ferry serve', () => {
     const done = await waitDone(job.id, 240_000);
     assert.equal(done.state, 'done', JSON.stringify(done.error));
     assert.ok(done.attempts >= 2, `attempts ${done.attempts}`);
+    await assertSameFiles(big, out);
     const v = await ferry(['verify', big, out]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     const all = (await api.get('/jobs')).body.jobs;

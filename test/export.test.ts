@@ -12,6 +12,7 @@ import { before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { buildDebianGuest } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
 
 guardMachine();
 const dir = await tempDir();
@@ -125,6 +126,7 @@ describe('ferry export', () => {
     const back = join(dir, 'back.qcow2');
     const c = await ferry(['convert', ova, back, '--no-progress']);
     assert.equal(c.exitCode, 0, c.stderr);
+    await assertSameFiles(image, back);
     const v = await ferry(['verify', image, back, '--json']);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     assert.equal(JSON.parse(v.stdout).equivalent, true);

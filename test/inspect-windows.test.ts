@@ -13,7 +13,7 @@ import { execa } from 'execa';
 import { findWindowsRoot, inspectWindows } from '../src/inspect/windows/index.js';
 import type { InspectReport, WindowsOs } from '../src/inspect/report.js';
 import { buildPhonyWindows, type PhonyWindows, type PhonyWindowsDisk } from './support/fixtures.js';
-import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { ferry, guardMachine, sha256, sha256All, tempDir } from './support/harness.js';
 
 guardMachine();
 const work = await tempDir('ferry-winspect-');
@@ -28,7 +28,7 @@ before(async () => {
   }
 });
 after(async () => {
-  for (const [image, sum] of sums) assert.equal(await sha256(image), sum, `${image} was never written`);
+  assert.deepEqual(await sha256All([...sums.keys()]), Object.fromEntries(sums), 'no image was ever written');
 });
 
 /** mount one partition of a disk image read-only (loop + ntfs-3g), run fn, and release both */

@@ -16,6 +16,7 @@ import Database from 'better-sqlite3';
 import type { InspectReport, LinuxOs } from '../src/inspect/report.js';
 import { buildLegacyGuest } from './support/fixtures.js';
 import { ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
 
 guardMachine();
 const dir = await tempDir('ferrycrash-');
@@ -196,9 +197,10 @@ describe('kill -9 of ferry serve in the middle of a copy', () => {
       if (r.kind === 'daemon' && r.pid) assert.equal(await qsdAlive(r.pid), false, `qsd ${r.pid} gone`);
     }
 
+    assert.equal(await sha256(source), sourceSum, 'source unchanged');
+    await assertSameFiles(source, target);
     const v = await ferry(['verify', source, target]);
     assert.equal(v.exitCode, 0, `verify: ${v.stdout}\n${v.stderr}`);
-    assert.equal(await sha256(source), sourceSum, 'source unchanged');
 
     second.kill('SIGTERM');
     const end = await second;

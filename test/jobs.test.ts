@@ -10,6 +10,7 @@ import { access, copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
 import { startNbdkit } from './support/servers.js';
 import { makeSmallDisk } from './support/small-disk.js';
 
@@ -60,6 +61,7 @@ describe('ferry jobs', () => {
     assert.equal(job.state, 'done');
     assert.deepEqual(job.steps.map(s => s.name), ['open source', 'plan layout', 'create target', 'copy p1', 'copy p2', 'verify', 'commit']);
     assert.ok(job.steps.every(s => s.state === 'done'));
+    await assertSameFiles(small, join(dir, 'out/a.qcow2'));
     const v = await ferry(['verify', small, join(dir, 'out/a.qcow2')]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     assert.equal(await exists(join(dir, 'out/.a.qcow2.ferry-partial')), false);
@@ -74,6 +76,7 @@ describe('ferry jobs', () => {
     assert.equal(job.state, 'done');
     assert.equal(job.result.verified, true);
     assert.equal(job.result.format, 'raw');
+    await assertSameFiles(small, join(dir, 'out/b.raw'));
     const v = await ferry(['verify', small, join(dir, 'out/b.raw')]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
   });
@@ -202,6 +205,7 @@ describe('ferry jobs', () => {
       assert.ok(j.state === 'queued' || j.state === 'running', `${j.state}: ${j.error?.message}`);
       assert.ok(Date.now() - t0 < 120_000, 'detached job did not finish');
     }
+    await assertSameFiles(small, target);
     const v = await ferry(['verify', small, target]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     assert.deepEqual((await readdir(join(dir, 'out'))).filter(n => n.includes('ferry-partial')), []);
@@ -234,6 +238,8 @@ describe('ferry jobs', () => {
       for (const id of ids) assert.equal((await show(id)).state, 'done', `job ${id}: ${JSON.stringify((await show(id)).error)}`);
       assert.equal(bothNbd, 0, 'the two jobs on one server never ran at once');
       assert.ok(nbdBesideLocal > 0, 'a job on the server ran beside the local one (the global bound is 2)');
+      for (const name of ['nbd-a', 'nbd-b']) await assertSameFiles(small, join(dir, `out/host-${name}.qcow2`));
+      await assertSameFiles(big, join(dir, 'out/host-local.qcow2'));
       const v = await ferry(['verify', small, join(dir, 'out/host-nbd-b.qcow2')]);
       assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     } finally {

@@ -10,6 +10,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
 import { makeSmallDisk } from './support/small-disk.js';
 import { startNbdkit, startTgtd, stopAllServers, type Server } from './support/servers.js';
 
@@ -101,6 +102,7 @@ describe('a connection dropped mid-copy', () => {
       const said = notes(r.events);
       assert.ok(said.some(n => n.startsWith(`lost the connection to ${where} 127.0.0.1:${portOf(server)}`) && /reconnecting, attempt 1\b/.test(n)), said.join('\n'));
       assert.ok(said.some(n => /is back after \d+ s/.test(n)), said.join('\n'));
+      await assertSameFiles(disk, target);
       const v = await ferry(['verify', disk, target]);
       assert.equal(v.exitCode, 0, v.stdout + v.stderr);
       assert.match(v.stdout, /^equivalent: p1 ext4/);

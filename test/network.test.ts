@@ -11,6 +11,7 @@ import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { execa } from 'execa';
 import { ferry, ferryProcess, guardMachine, sha256, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
 import { buildDataDisks } from './support/fixtures.js';
 import { mutualChapShim } from '../src/sources/iscsi-mutual-chap.js';
 import {
@@ -121,6 +122,7 @@ describe('network sources: NBD and iSCSI from real servers', () => {
       ? await ferryWatched(['convert', ...args, target, '--json'], secrets)
       : { ...(await ferry(['convert', ...args, target, '--no-progress'])), scans: 0, sawSecretObject: false, sawMutualHelper: false };
     assert.equal(r.exitCode, 0, r.stderr);
+    await assertSameFiles(mbr, target);
     const v = await ferry(['verify', mbr, target]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     assert.match(v.stdout, /^equivalent: p1 ext2.*p2 ext3.*p5 ext4.*p6 swap/);

@@ -13,7 +13,7 @@ import { lstat, open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, before, after } from 'node:test';
 import { execa } from 'execa';
-import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { ferry, guardMachine, sha256, sha256All, tempDir } from './support/harness.js';
 import { validateSpec } from '../src/jobs/spec.js';
 import { buildNtfsDisk, buildPhonyWindows, type NtfsDiskManifest, type PhonyWindows } from './support/fixtures.js';
 
@@ -33,7 +33,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const [f, s] of sums) assert.equal(await sha256(f), s, `source ${f} unchanged`);
+  assert.deepEqual(await sha256All([...sums.keys()]), Object.fromEntries(sums), 'every source is unchanged');
 });
 
 // ---- the test's own readers -------------------------------------------------

@@ -90,10 +90,13 @@ before(async () => {
   rootUuid = info.partitions.find((p: { fs?: string }) => p.fs === 'ext4').uuid;
 });
 after(async () => {
-  assert.equal(await sha256(await buildDebianGuest()), guestSum, 'the converted source is byte for byte unchanged');
-  // whatever a failed test left: every domain of this run goes, then the daemons this file started
-  for (const n of await testDomains().catch(() => [])) await unregister(URI, n, { removeLogs: true });
-  await stopStartedDaemons();
+  try {
+    assert.equal(await sha256(await buildDebianGuest()), guestSum, 'the converted source is byte for byte unchanged');
+  } finally {
+    // whatever a failed test left: every domain of this run goes, then the daemons this file started
+    for (const n of await testDomains().catch(() => [])) await unregister(URI, n, { removeLogs: true });
+    await stopStartedDaemons();
+  }
 });
 
 describe('a job that converts, verifies and registers (real libvirtd, TCG)', () => {

@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { connect } from 'node:net';
 import { execa, type ResultPromise } from 'execa';
 import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
 import { makeSmallDisk } from './support/small-disk.js';
 import { makeNetnsLink, type NetnsLink } from './support/netns.js';
 
@@ -130,6 +131,7 @@ describe('a slow link: NBD from a network namespace over a shaped veth pair', ()
     assert.equal(r.exitCode, 0, String(r.stderr));
     assert.equal(events.at(-1)!.ev.event, 'result');
 
+    await assertSameFiles(disk, target);
     const v = await ferry(['verify', disk, target]);
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);
     assert.match(v.stdout, /^equivalent: p1 ext4/);

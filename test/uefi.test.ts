@@ -21,7 +21,7 @@ import { validateSpec } from '../src/jobs/spec.js';
 import type { PartitionTable } from '../src/layout/table.js';
 import { bootImage, OVMF_CODE, qemuArgs } from '../src/verify/boot.js';
 import { buildDebianGuest, buildPhonyWindows, buildUefiGuests, type UefiGuests } from './support/fixtures.js';
-import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { ferry, guardMachine, sha256, sha256All, tempDir } from './support/harness.js';
 
 guardMachine();
 const dir = await tempDir();
@@ -36,7 +36,7 @@ before(async () => {
   g = await buildUefiGuests();
   for (const f of [g.uefi, g.bios]) sums[f] = await sha256(f);
 });
-after(async () => { for (const [f, s] of Object.entries(sums)) assert.equal(await sha256(f), s, `${f} is unchanged`); });
+after(async () => assert.deepEqual(await sha256All(Object.keys(sums)), sums, 'both sources are unchanged'));
 
 async function convertJson(args: string[]): Promise<Record<string, any>> {
   const r = await ferry(['convert', ...args, '--json']);

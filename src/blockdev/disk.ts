@@ -1,77 +1,15 @@
-// Opening whole disks: a source read-only, a target writable, each as a
-// plain file (raw directly, any other format through a qemu-storage-daemon
-// FUSE export) that loop devices and sfdisk can work on.
-import { access, constants, open, rename, rm, stat } from 'node:fs/promises';
+// Target disks: created as a hidden partial file, opened writable as a plain
+// file (raw directly, any other format through a qemu-storage-daemon FUSE
+// export), committed by rename; and raw byte reads and writes.
+// (Sources are opened in src/sources/open.ts.)
+import { access, constants, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { corruptImage, notADiskImage, sourceMissing } from '../errors.js';
-import { describeEndpoint, type Endpoint } from '../sources/endpoint.js';
-import { openNetworkSource } from '../sources/network.js';
 import type { Scope } from '../util/scope.js';
-import { checkImage, createImage, imageInfoChain, type ImageInfo } from './qemu-img.js';
-import { cutExport, exportAsFile, exportReadBytes, fileBlockdevs } from './qsd.js';
-import { attachLoop } from './loop.js';
-import { watchConnection } from '../sources/watchdog.js';
-import type { ProgressSink } from '../util/progress.js';
-import { readTable } from '../layout/table.js';
-import { probeDevice } from '../fs/detect.js';
-import { looksLikeTar, openOva } from '../sources/ova.js';
+import { createImage, imageInfoChain } from './qemu-img.js';
+import { exportAsFile, fileBlockdevs } from './qsd.js';
 import type { OpenDisk } from './open-disk.js';
 
 export type { OpenDisk } from './open-disk.js';
-
-
-export const SOURCE_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi'];
-
-/** Open a source read-only; a network source is watched while open, its reconnects shown on `progress`. */
-export async function openSource(scope: Scope, ep: Endpoint, work: string, name = 'source', progress?: ProgressSink, opts: { allowBlank?: boolean } = {}): Promise<OpenDisk> {
-  if (ep.kind !== 'file') {
-    const disk = await openNetworkSource(scope, ep, work, name, { requireDisk: true });
-    watchConnection(scope, ep, progress, { readBytes: () => exportReadBytes(disk.file), cutOff: () => cutExport(disk.file) });
-    // One loop device over the export for the whole run: a FUSE file drops its
-    // page cache at every open, a block device keeps it, so what the copy read
-    // is still in memory when verify reads it again (the server is not asked twice).
-    // Direct I/O to the export: the FUSE file keeps no second copy of each page, and the loop
-    // device asks for larger pieces (a sequential read: 351 against 269 MB/s buffered).
-    const dev = await attachLoop(scope, disk.file, { offset: 0, size: disk.size, readOnly: true, directIo: true });
-    // held open: the kernel drops a block device's cache when its last opener closes it
-    const held = await open(dev, 'r');
-    scope.defer(`open ${dev}`, () => held.close());
-    return { ...disk, file: dev, remote: true };
-  }
-  const describe = describeEndpoint(ep);
-  const st = await stat(ep.path).catch(() => undefined);
-  if (!st) throw sourceMissing(ep.path);
-  if (!st.isFile() && !st.isBlockDevice()) throw notADiskImage(ep.path, 'not a regular file or block device');
-  if (st.isFile() && st.size === 0) throw notADiskImage(ep.path, 'the file is empty');
-  // an OVA (a tar): the disk its envelope names is read in place, the archive is neither extracted nor changed
-  if (st.isFile() && await looksLikeTar(ep.path)) return openOva(scope, ep.path, work, name, describe);
-  let chain: ImageInfo[];
-  try {
-    chain = await imageInfoChain(ep.path);
-  } catch (e) {
-    throw corruptImage(ep.path, (e as Error).message);
-  }
-  const info = chain[0];
-  if (!SOURCE_FORMATS.includes(info.format)) throw notADiskImage(ep.path, `format ${info.format} is not supported`);
-  if (info.corrupt) throw corruptImage(ep.path, 'the image marks itself corrupt');
-  for (const link of chain.slice(1)) {
-    if (!(await stat(link.filename).catch(() => undefined))) throw corruptImage(ep.path, `its backing file ${link.filename} is missing`);
-  }
-  if (info.format === 'qcow2') {
-    const problems = await checkImage(ep.path, 'qcow2');
-    if (problems.length) throw corruptImage(ep.path, problems.join(', '));
-  }
-  if (info.format === 'raw') {
-    // qemu calls any file raw; a disk has a partition table or a file system at its start
-    if (!opts.allowBlank && !(await readTable(ep.path)) && !(await probeDevice(ep.path)).type) {
-      throw notADiskImage(ep.path, 'no partition table or file system found');
-    }
-    return { file: ep.path, size: info.virtualSize, format: 'raw', describe, info };
-  }
-  const file = await exportAsFile(scope, work, name, fileBlockdevs(ep.path, info.format, false), { writable: false, describe });
-  const size = (await stat(file)).size;
-  return { file, size, format: info.format, describe, info };
-}
 
 export interface NewTarget extends OpenDisk {
   /** where the image is written until it is complete */

@@ -1,5 +1,5 @@
 // An opened disk: the one shape every layer passes around, from the block
-// adapter (blockdev/disk.ts) and the network sources (sources/network.ts) up.
+// adapter (blockdev/) and the sources (sources/open.ts, sources/network.ts) up.
 import type { ImageInfo } from './qemu-img.js';
 
 export interface OpenDisk {

@@ -1,5 +1,5 @@
 // `ferry verify SOURCE TARGET`: both opened read-only, compared, every difference listed.
-import { openSource } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { notRoot } from '../errors.js';
 import { parseEndpoint } from '../sources/endpoint.js';

@@ -2,7 +2,8 @@
 // target under a partial name, verify it, then give it its real name.
 // Whatever happens, every daemon, loop device, mount and partial file goes.
 import { stat } from 'node:fs/promises';
-import { commitTarget, openSource, openWritable, type OpenDisk } from '../blockdev/disk.js';
+import { commitTarget, openWritable, type OpenDisk } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { compareImages, imageInfo } from '../blockdev/qemu-img.js';
 import { verifyFailed } from '../errors.js';

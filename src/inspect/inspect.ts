@@ -3,7 +3,7 @@
 // systems are mounted read-only without journal replay, and no guest program
 // runs. A part that cannot be read becomes an error entry in the report; only
 // a source that cannot be opened at all fails the command.
-import { openSource } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { notRoot } from '../errors.js';
 import { parseEndpoint } from '../sources/endpoint.js';

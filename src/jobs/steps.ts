@@ -4,7 +4,8 @@
 // source, the partial target) and redoes the one that was interrupted; a
 // partition's step reformats it, so a half-copied file system never counts.
 import { access, open, rm, stat } from 'node:fs/promises';
-import { commitTarget, createTargetAt, openSource, openWritable, partialPathFor, type OpenDisk } from '../blockdev/disk.js';
+import { commitTarget, createTargetAt, openWritable, partialPathFor, type OpenDisk } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { compareImages, imageInfo } from '../blockdev/qemu-img.js';
 import { blockCopy } from '../convert/block.js';

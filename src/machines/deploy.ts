@@ -9,7 +9,8 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { modaliasesOf } from '../convert/inventory.js';
-import { openSource, openWritable, type OpenDisk } from '../blockdev/disk.js';
+import { openWritable, type OpenDisk } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport } from '../convert/rebuild.js';
 import type { ConvertPlan } from '../convert/options.js';

@@ -4,7 +4,7 @@
 // verified) and is not marked corrupt. Then what the guest on it needs.
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { SOURCE_FORMATS } from '../blockdev/disk.js';
+import { SOURCE_FORMATS } from '../sources/open.js';
 import { checkImage, imageInfo } from '../blockdev/qemu-img.js';
 import { corruptImage, FerryError, notADiskImage, notRoot, sourceMissing, usageError } from '../errors.js';
 import { inspect } from '../inspect/inspect.js';

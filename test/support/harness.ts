@@ -23,7 +23,7 @@ export function ferryProcess(args: string[], opts: { env?: Record<string, string
   return execa('node', [FERRY, ...args], { reject: false, env: opts.env, stdin: 'ignore' });
 }
 
-export { sha256 } from './hash.js';
+export { sha256, sha256All } from './hash.js';
 
 /** temp dirs to remove; the guard removes them too, since node:test skips later `after` hooks once one fails */
 const tempDirs: string[] = [];

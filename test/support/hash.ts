@@ -8,3 +8,14 @@ export async function sha256(path: string): Promise<string> {
   for await (const c of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(c as Buffer);
   return h.digest('hex');
 }
+
+/**
+ * Every file's sha256 keyed by path, a failed read recorded as its error: one
+ * deepEqual against the sums taken before judges all sources at once, so a
+ * first mismatch never hides whether the others changed.
+ */
+export async function sha256All(paths: string[]): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const p of paths) out[p] = await sha256(p).catch((e: Error) => `unreadable: ${e.message}`);
+  return out;
+}

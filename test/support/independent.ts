@@ -162,3 +162,14 @@ function firstDifference(a: string, b: string): string {
   }
   return '';
 }
+
+/** the format qemu-img sees (never a guess from the name); -U: a source may be open elsewhere read-only */
+async function formatOf(image: string): Promise<string> {
+  return (JSON.parse(String((await execa('qemu-img', ['info', '-U', '--output=json', image])).stdout)) as { format: string }).format;
+}
+
+/** Assert two images hold the same file systems, judged without Ferry's code (any tool failure fails). */
+export async function assertSameFiles(source: string, target: string, what = `${target} against ${source}`): Promise<void> {
+  const diffs = await independentCompare(source, await formatOf(source), target, await formatOf(target));
+  if (diffs.length) throw new Error(`${what}: the independent comparison found differences:\n${diffs.join('\n')}`);
+}
