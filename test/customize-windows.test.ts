@@ -11,7 +11,8 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
-import { openSource, openWritable } from '../src/blockdev/disk.js';
+import { openWritable } from '../src/blockdev/disk.js';
+import { openSource } from '../src/sources/open.js';
 import { workDir } from '../src/blockdev/mount.js';
 import { parseDomainJoin } from '../src/customize/domain-join.js';
 import { parseIpOption, type Customization } from '../src/customize/identity.js';
@@ -80,8 +81,12 @@ class Readback {
     assert.equal(r.exitCode, 0, `ntfscat ${guestPath}: ${r.stderr}`);
     return String(r.stdout);
   }
+  /** absent only when ntfscat says the path does not exist; any other failure fails the test */
   async absent(guestPath: string): Promise<boolean> {
-    return (await execa('ntfscat', ['-f', this.part, guestPath], { reject: false })).exitCode !== 0;
+    const r = await execa('ntfscat', ['-f', this.part, guestPath], { reject: false });
+    if (r.exitCode === 0) return false;
+    assert.match(String(r.stderr), /Couldn't open inode: No such file or directory/, `ntfscat reads ${guestPath}: ${r.stderr}`);
+    return true;
   }
   private hives = new Map<string, string>();
   async hive(guestPath: string): Promise<string> {
