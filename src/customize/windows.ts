@@ -348,6 +348,16 @@ export interface WindowsCustomizeResult {
   dryRun: boolean;
 }
 
+/** What can be refused before the disk is opened at all: the computer name, the tools, the password file. */
+export async function checkWindowsRequest(c: Customization, store: ToolStore): Promise<void> {
+  if (c.hostname) windowsComputerName(c.hostname);
+  for (const ref of c.run ?? []) {
+    const t = await store.resolve(ref);
+    if (t.os === 'linux') throw toolWrongOs(t, 'windows');
+  }
+  if (c.domainJoin) await readJoinPassword(c.domainJoin);
+}
+
 /**
  * Customize the Windows guests of a disk. Everything is planned on a
  * read-only open first — even mounting NTFS writable changes the volume — so
@@ -356,6 +366,7 @@ export interface WindowsCustomizeResult {
  * A disk with no Windows is refused.
  */
 export async function customizeWindowsDisk(scope: Scope, disk: OpenDisk, work: string, c: Customization, opts: { dryRun?: boolean; store?: ToolStore } = {}): Promise<WindowsCustomizeResult> {
+  await checkWindowsRequest(c, opts.store ?? new ToolStore());
   const planOn = async (s: Scope, writable: boolean) => {
     const { readable } = await openFileSystems(s, disk.file, disk.size, work, { writable });
     const plans = await planWindowsGuests(readable, work, c, opts.store);
