@@ -363,7 +363,7 @@ export async function applyWindowsRefit({ plan, work }: WindowsApplyInput): Prom
 }
 
 /** does the key already hold this value (strings compare as text, REG_SZ and REG_EXPAND_SZ alike) */
-function sameValue(key: RegKey | undefined, name: string, v: RegData): boolean {
+export function sameValue(key: RegKey | undefined, name: string, v: RegData): boolean {
   const have = key?.value(name);
   if (!key || !have) return false;
   if ('dword' in v) return have.type === REG_DWORD && key.num(name) === v.dword;
@@ -372,7 +372,7 @@ function sameValue(key: RegKey | undefined, name: string, v: RegData): boolean {
   return (have.type === REG_SZ || have.type === REG_EXPAND_SZ) && key.str(name) === text;
 }
 
-function describe(key: RegKey, name: string): string {
+export function describe(key: RegKey, name: string): string {
   const v = key.value(name);
   if (!v) return '(none)';
   if (v.type === REG_MULTI_SZ) return `[${key.strings(name).join(', ')}]`;

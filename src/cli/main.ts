@@ -19,6 +19,7 @@ import { credentialOptions, SOURCE_FORMS } from './source-options.js';
 import { imagesCommand } from './images.js';
 import { profilesCommand, reconfigureCommand } from './refit.js';
 import { driversCommand } from './drivers.js';
+import { toolsCommand } from './tools.js';
 import { registerCommand } from './register.js';
 import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
@@ -127,6 +128,7 @@ async function parseCommandLine(): Promise<void> {
     .command(customizeCommand)
     .command(profilesCommand)
     .command(driversCommand)
+    .command(toolsCommand)
     .command(registerCommand)
     .command(exportCommand)
     .command(serveCommand)
@@ -137,7 +139,7 @@ async function parseCommandLine(): Promise<void> {
     .command(captureCommand)
     .command(agentCommand)
     .command(cleanupCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, customize, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, tools, profiles, reconfigure, customize, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

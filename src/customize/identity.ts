@@ -10,6 +10,8 @@ import { FerryError, usageError } from '../errors.js';
 import type { GuestFs } from '../inspect/guest-fs.js';
 import { networkKind, writeIfcfg, writeNetplan, writeNetworkManager } from './network.js';
 import { addAuthorizedKey, checkTimezoneName, clearIdentityState, setTimezone, type AuthorizedKey } from './linux.js';
+import type { DomainJoin } from './domain-join.js';
+import type { ToolRef } from './tools.js';
 
 export interface IpSetting { iface: string; address: string; prefix: number; gateway?: string; dns: string[] }
 
@@ -19,23 +21,28 @@ export interface Customization {
   ip?: IpSetting[];
   /** interfaces that take DHCP */
   dhcp?: string[];
-  /** a fresh machine-id at first boot, new SSH host keys, no random seed, leases or persistent-net rules (deploy always asks for it) */
+  /** a fresh machine-id at first boot (Windows: the registered sysprep tool run once at next boot), new SSH host keys, no random seed, leases or persistent-net rules (deploy always asks for it) */
   newIdentity?: boolean;
   /** --ssh-authorized-key FILE --user U (the key lines read and checked by readAuthorizedKey) */
   authorizedKey?: AuthorizedKey;
   /** --timezone ZONE, e.g. Europe/Berlin */
   timezone?: string;
+  /** --domain-join SPEC (Windows: written into the answer file; see domain-join.ts) */
+  domainJoin?: DomainJoin;
+  /** --run TOOL[@VERSION]: registered tools run once at first boot (see tools.ts, run-linux.ts, windows.ts) */
+  run?: ToolRef[];
 }
 
 /** nothing asked for: a conversion without customization options skips the whole step */
 export const isEmptyCustomization = (c: Customization | undefined) =>
-  !c || (!c.hostname && !c.ip?.length && !c.dhcp?.length && !c.newIdentity && !c.authorizedKey && !c.timezone);
+  !c || (!c.hostname && !c.ip?.length && !c.dhcp?.length && !c.newIdentity && !c.authorizedKey && !c.timezone && !c.domainJoin && !c.run?.length);
 
 /** run once at the deployed system's first boot: tell the server it came up */
 export interface FirstBootReport { host: string; port: number; path: string; token: string }
 
 const HOSTNAME_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
-const IFACE_RE = /^[A-Za-z0-9_.:-]{1,15}$/;
+// a Linux interface name, or a Windows adapter's GUID ({3C9E1F24-…})
+const IFACE_RE = /^([A-Za-z0-9_.:-]{1,15}|\{[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}\})$/;
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 
 export const customizeUnsupported = (what: string) =>
