@@ -28,6 +28,9 @@ import { agentCommand } from './agent.js';
 import { machinesCommand } from './machines.js';
 import { pxeCommand } from './pxe.js';
 import { cleanupCommand } from './cleanup.js';
+import { diffCommand } from './diff.js';
+import { deltaCommand } from './delta.js';
+import { factoryCommand } from './factory.js';
 import { openRunJournal, reclaimDeadRuns } from '../jobs/run-journal.js';
 import { withResourceJournal } from '../util/scope.js';
 
@@ -132,7 +135,10 @@ async function parseCommandLine(): Promise<void> {
     .command(captureCommand)
     .command(agentCommand)
     .command(cleanupCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
+    .command(diffCommand)
+    .command(deltaCommand)
+    .command(factoryCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, profiles, reconfigure, jobs, serve, machines, pxe, agent, deploy, capture, register, export, cleanup, diff, delta or factory')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();
