@@ -148,6 +148,7 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
     if (st?.isDirectory()) parents.set(key, { host: join(volumeOf(vols, op.volume)!.dir, parent), atime: String(st.atimeNs), mtime: String(st.mtimeNs) });
   }
   // removals deepest first, then additions and changes parents first, then the registry, then directory times
+  const pending = new Pending();
   const removes = ops.filter(o => o.op === 'remove').sort((x, y) => y.path.localeCompare(x.path));
   for (const op of removes) await rm(host(op), { recursive: true, force: true });
   const writes = ops.filter((o): o is Extract<Op, { op: 'add' | 'change' }> => o.op === 'add' || o.op === 'change')
@@ -176,7 +177,7 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
       if ((await lstat(h).catch(() => undefined))?.isFile() === false) await rm(h, { recursive: true, force: true });
       await writeFile(h, data);
     }
-    await setMeta(h, n, ntfs(op), op.op === 'change' && !op.aspects.includes('xattrs'));
+    await setMeta(h, n, ntfs(op), op.op === 'change' && op.aspects.includes('xattrs'), pending);
   }
   for (const op of ops) {
     if (op.op !== 'registry') continue;
@@ -184,30 +185,49 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
   }
   const dirs = writes.filter(o => o.new.kind === 'dir').sort((x, y) => y.path.localeCompare(x.path));
   // an addition or a removal changed its parent's times: put back those the delta recorded, deepest first
-  for (const op of dirs) await setTimes(host(op), op.new);
-  for (const p of parents.values()) await setTimes(p.host, p);
+  for (const op of dirs) pending.time(host(op), op.new);
+  for (const p of parents.values()) pending.time(p.host, p);
+  await pending.flush(work);
 }
 
-/** @SECONDS.NANOSECONDS for touch: node's utimes takes a double and loses the last digits */
-const touchTime = (ns: string) => { const n = BigInt(ns); return `@${n / 1000000000n}.${String(n % 1000000000n).padStart(9, '0')}`; };
+/**
+ * Times to the nanosecond for many paths in one process: node's utimes takes
+ * seconds as a double and loses the last digits, touch is one process per
+ * time. Python's os.utime takes integer nanoseconds (python3 is a Ferry
+ * dependency, scripts/setup.sh). Links are not followed.
+ */
+const UTIME_PY = 'import json,os,sys\nfor p,a,m in json.load(sys.stdin): os.utime(p, ns=(int(a), int(m)), follow_symlinks=False)\n';
 
-async function setTimes(h: string, n: { atime: string; mtime: string }): Promise<void> {
-  await run('touch', ['-h', '-a', '-d', touchTime(n.atime), h]);
-  await run('touch', ['-h', '-m', '-d', touchTime(n.mtime), h]);
+class Pending {
+  readonly times: [string, string, string][] = [];
+  readonly xattrs: string[] = [];
+  time(h: string, t: { atime: string; mtime: string }) { this.times.push([h, t.atime, t.mtime]); }
+  async flush(work: string): Promise<void> {
+    if (this.xattrs.length) {
+      const file = join(work, 'xattrs.dump');
+      await writeFile(file, this.xattrs.join('\n') + '\n');
+      await run('setfattr', ['-h', `--restore=${file}`]);
+    }
+    if (this.times.length) await run('python3', ['-c', UTIME_PY], { input: JSON.stringify(this.times) });
+  }
 }
 
-async function setMeta(h: string, n: NewState, ntfs: boolean, keepXattrs: boolean): Promise<void> {
+/** a path as getfattr/setfattr dumps write it: unusual bytes as \ooo */
+const dumpPath = (p: string) => [...Buffer.from(p, 'utf8')].map(b => b <= 0x20 || b === 0x5c || b >= 0x7f ? '\\' + b.toString(8).padStart(3, '0') : String.fromCharCode(b)).join('');
+
+async function setMeta(h: string, n: NewState, ntfs: boolean, xattrsChanged: boolean, pending: Pending): Promise<void> {
   if (!ntfs) {
     // NTFS keeps ACLs, not modes and owners: ntfs-3g's are made up
     await lchown(h, n.uid, n.gid);
     if (n.kind !== 'symlink') await chmod(h, n.mode);
-    if (!keepXattrs) {
+    if (xattrsChanged) {
       const now = await run('getfattr', ['-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', h], { okCodes: [1] });
       for (const m of now.stdout.matchAll(/^([^#=\n][^=\n]*)=/gm)) if (!(m[1] in (n.xattrs ?? {}))) await run('setfattr', ['-h', '-x', m[1], h]);
-      for (const [name, value] of Object.entries(n.xattrs ?? {})) await run('setfattr', ['-h', '-n', name, '-v', value, h]);
     }
+    const xs = Object.entries(n.xattrs ?? {});
+    if (xs.length) pending.xattrs.push(`# file: ${dumpPath(h)}`, ...xs.map(([k, v]) => `${k}=${v}`), '');
   }
-  await setTimes(h, n);
+  pending.time(h, n);
 }
 
 export function formatApply(r: ApplyResult): string {
