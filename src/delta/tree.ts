@@ -36,16 +36,22 @@ export type Tree = Map<string, Entry>;
 /** Every entry below dir ('/'-rooted paths, the root itself as '/'), with its xattrs. */
 export async function walkTree(dir: string, opts: { xattrs?: boolean } = {}): Promise<Tree> {
   const tree: Tree = new Map();
-  const todo = ['/'];
-  while (todo.length) {
-    const path = todo.pop()!;
-    const host = join(dir, path);
-    const st = await lstat(host, { bigint: true });
-    const kind: Kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
-    const e: Entry = { kind, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), size: Number(st.size), mtime: String(st.mtimeNs), atime: String(st.atimeNs) };
-    if (kind === 'symlink') e.link = await readlink(host);
-    tree.set(path, e);
-    if (kind === 'dir') for (const name of await readdir(host)) todo.push(posix.join(path, name));
+  // breadth first, each level's entries stat'ed many at a time (the libuv pool works them in parallel)
+  let level = ['/'];
+  while (level.length) {
+    const next: string[] = [];
+    for (let i = 0; i < level.length; i += 256) {
+      await Promise.all(level.slice(i, i + 256).map(async path => {
+        const host = join(dir, path);
+        const st = await lstat(host, { bigint: true });
+        const kind: Kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+        const e: Entry = { kind, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), size: Number(st.size), mtime: String(st.mtimeNs), atime: String(st.atimeNs) };
+        if (kind === 'symlink') e.link = await readlink(host);
+        tree.set(path, e);
+        if (kind === 'dir') for (const name of await readdir(host)) next.push(posix.join(path, name));
+      }));
+    }
+    level = next;
   }
   if (opts.xattrs !== false) await readXattrs(dir, tree);
   return tree;
