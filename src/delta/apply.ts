@@ -11,7 +11,7 @@ import { createOverlay } from '../refit/reconfigure.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { run } from '../util/exec.js';
 import { withScope } from '../util/scope.js';
-import { readBlob, readDelta, type DeltaFile, type NewState, type Op } from './format.js';
+import { copyBlob, readBlob, readDelta, type DeltaFile, type NewState, type Op } from './format.js';
 import { applyLineEdits, mergeRegistry, readHive, registryConflicts } from './parts.js';
 import { sha256File } from './tree.js';
 import { displayPath, openVolumes, type Volume, type Volumes } from './volumes.js';
@@ -165,17 +165,18 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
         await symlink(n.link!, h);
       }
     } else if (n.kind === 'file' && n.blob) {
-      let data = await readBlob(delta, n.blob);
       // --force over a file that is not the base: the line edits go into the target's own text
+      let merged: string | undefined;
       if (force && op.op === 'change' && op.lines && op.baseBlob) {
         const now = await entryState(h);
         if (now?.kind === 'file' && now.sha256 !== op.base.sha256 && now.sha256 !== n.blob) {
-          data = Buffer.from(applyLineEdits(await readFile(h, 'utf8'), (await readBlob(delta, op.baseBlob)).toString('utf8'), op.lines));
+          merged = applyLineEdits(await readFile(h, 'utf8'), (await readBlob(delta, op.baseBlob)).toString('utf8'), op.lines);
         }
       }
       // an existing file is rewritten in place: its directory's times stay as they are
       if ((await lstat(h).catch(() => undefined))?.isFile() === false) await rm(h, { recursive: true, force: true });
-      await writeFile(h, data);
+      if (merged !== undefined) await writeFile(h, merged);
+      else await copyBlob(delta, n.blob, h);
     }
     await setMeta(h, n, ntfs(op), op.op === 'change' && op.aspects.includes('xattrs'), pending);
   }

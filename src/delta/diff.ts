@@ -12,7 +12,7 @@ import { readPackages } from '../inspect/linux/packages.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { writeDelta, type BaseState, type DeltaManifest, type NewState, type Op } from './format.js';
-import { isText, lineEdits, packageChanges, readHive, registryChanges, type LineEdit, type PackageChange, type RegChange } from './parts.js';
+import { TEXT_LIMIT, isText, lineEdits, packageChanges, readHive, registryChanges, type LineEdit, type PackageChange, type RegChange } from './parts.js';
 import { compareTrees, globMatcher, sha256File, walkTree, type Entry, type TreeChange } from './tree.js';
 import { displayPath, openVolumes, type OsFamily, type Volume, type Volumes } from './volumes.js';
 
@@ -93,7 +93,7 @@ async function compareImages(_scope: Scope, r: DiffRequest, va: Volumes, vb: Vol
       }
       const content = c.aspects!.includes('content');
       const op: Extract<Op, { op: 'change' }> = { op: 'change', volume: b.name, path: c.path, aspects: c.aspects!, base: content ? await baseOf(c.a!) : { kind: c.a!.kind }, new: await newOf(c.b!, content) };
-      if (content && c.kind === 'file' && b.name.startsWith('/') && shown.startsWith('/etc/')) {
+      if (content && c.kind === 'file' && c.a!.kind === 'file' && b.name.startsWith('/') && shown.startsWith('/etc/') && c.a!.size <= TEXT_LIMIT && c.b!.size <= TEXT_LIMIT) {
         const [x, y] = await Promise.all([readFile(join(a.dir, c.path)), readFile(join(b.dir, c.path))]);
         const edits = isText(x) && isText(y) ? lineEdits(x.toString('utf8'), y.toString('utf8')) : undefined;
         if (edits) {

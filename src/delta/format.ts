@@ -121,6 +121,29 @@ export async function readDelta(file: string): Promise<DeltaFile> {
   return { file, manifest, dataStart: HEAD + mlen };
 }
 
+/** Write one blob into dest (created or rewritten in place, same inode), streamed: a blob may be larger than memory. */
+export async function copyBlob(d: DeltaFile, sha: string, dest: string): Promise<void> {
+  const b = d.manifest.blobs[sha];
+  if (!b) throw deltaCorrupt(d.file, `it names blob ${sha} but holds no such blob`);
+  const out = createWriteStream(dest, { flags: 'w' });
+  const h = createHash('sha256');
+  try {
+    if (b.size > 0) {
+      for await (const chunk of createReadStream(d.file, { start: d.dataStart + b.offset, end: d.dataStart + b.offset + b.size - 1 })) {
+        h.update(chunk as Buffer);
+        if (!out.write(chunk)) await once(out, 'drain');
+      }
+    }
+    out.end();
+    await once(out, 'finish');
+  } catch (e) {
+    out.destroy();
+    throw e;
+  }
+  // the file's checksum was checked whole when it was opened; this catches a delta changed since
+  if (h.digest('hex') !== sha) throw deltaCorrupt(d.file, `blob ${sha} does not match its checksum`);
+}
+
 /** the bytes of one blob */
 export async function readBlob(d: DeltaFile, sha: string): Promise<Buffer> {
   const b = d.manifest.blobs[sha];

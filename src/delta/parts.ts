@@ -11,7 +11,7 @@ import type { Package } from '../inspect/report.js';
 /** one edit of a text file: `-` a line of the base at index `at`, `+` a line inserted before base line `at` */
 export interface LineEdit { op: '-' | '+'; at: number; line: string }
 
-const TEXT_LIMIT = 1 << 20;
+export const TEXT_LIMIT = 1 << 20;
 const LCS_LIMIT = 4000;
 
 export function isText(data: Buffer): boolean {
