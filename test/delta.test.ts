@@ -40,6 +40,32 @@ async function withMounted<T>(raw: string, offset: number, size: number | undefi
   }
 }
 
+/**
+ * Mount a partition of a qcow2 read-only without converting it: the test's own
+ * qemu-storage-daemon exports it as a file (FUSE), a read-only loop device
+ * reads the partition from it. Everything is undone whatever happens.
+ */
+async function withQcow2Mounted<T>(qcow2: string, offset: number, fn: (mnt: string) => Promise<T>): Promise<T> {
+  const tag = Math.random().toString(36).slice(2);
+  const exp = join(dir, `export-${tag}.img`);
+  const pid = join(dir, `qsd-${tag}.pid`);
+  await writeFile(exp, '');
+  await execa('qemu-storage-daemon', [
+    '--blockdev', JSON.stringify({ driver: 'file', 'node-name': 'f', filename: qcow2, 'read-only': true }),
+    '--blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'd', file: 'f', 'read-only': true }),
+    '--export', JSON.stringify({ type: 'fuse', id: 'e', 'node-name': 'd', mountpoint: exp, writable: false }),
+    '--pidfile', pid, '--daemonize']);
+  try {
+    return await withMounted(exp, offset, undefined, 'ext4', fn, true);
+  } finally {
+    const p = Number((await readFile(pid, 'utf8')).trim());
+    process.kill(p, 'SIGTERM');
+    // the daemon removes its FUSE mount as it exits
+    for (let i = 0; i < 100 && await execa('kill', ['-0', String(p)], { reject: false }).then(r => r.exitCode === 0); i++) await new Promise(r => setTimeout(r, 50));
+    await execa('rm', ['-f', exp, pid]);
+  }
+}
+
 const cp = (from: string, to: string) => execa('cp', ['--sparse=always', from, to]);
 const json = (s: string) => JSON.parse(s) as Record<string, any>;
 
@@ -140,12 +166,9 @@ describe('ferry diff and delta on the Debian guest', () => {
     const overlay = join(dir, 'forced.qcow2');
     const r = await ferry(['delta', 'apply', delta, template, '--overlay', overlay, '--force']);
     assert.equal(r.exitCode, 0, r.stderr);
-    const raw = join(dir, 'forced.raw');
-    await execa('qemu-img', ['convert', '-O', 'raw', overlay, raw]);
-    const hosts = await withMounted(raw, P1, undefined, 'ext4', m => readFile(join(m, 'etc', 'hosts'), 'utf8'), true);
+    const hosts = await withQcow2Mounted(overlay, P1, m => readFile(join(m, 'etc', 'hosts'), 'utf8'));
     assert.match(hosts, /^10\.1\.1\.1 template-host$/m);
     assert.match(hosts, /^10\.9\.8\.7 delta-host$/m);
-    await execa('rm', [raw]);
   });
 
   it('bad deltas: truncated, corrupted, wrong OS family, missing --overlay, existing overlay: typed errors, nothing written', async () => {
@@ -203,14 +226,11 @@ describe('ferry diff and delta on the Debian guest', () => {
     assert.deepEqual(s.recipe.customize, { hostname: 'factory-1' });
     const text = await ferry(['images', 'show', 'debian-hello'], { env });
     assert.match(text.stdout, /made by: ferry factory build .*web\.yaml/);
-    // independently: the new image's files, read from a raw copy on a read-only mount
-    const raw = join(dir, 'factory.raw');
-    await execa('qemu-img', ['convert', '-O', 'raw', s.source, raw]);
-    const [hostname, hello] = await withMounted(raw, P1, undefined, 'ext4', async m => [await readFile(join(m, 'etc', 'hostname'), 'utf8'), await sha256(join(m, 'usr', 'bin', 'hello'))] as const, true);
+    // independently: the new image's files, on a read-only mount of the test's own export of the qcow2
+    const [hostname, hello] = await withQcow2Mounted(s.source, P1, async m => [await readFile(join(m, 'etc', 'hostname'), 'utf8'), await sha256(join(m, 'usr', 'bin', 'hello'))] as const);
     const want = await withMounted(installed, P1, undefined, 'ext4', m => sha256(join(m, 'usr', 'bin', 'hello')), true);
     assert.equal(hostname.trim(), 'factory-1');
     assert.equal(hello, want);
-    await execa('rm', [raw]);
     // a recipe naming a corrupt delta: refused before anything is written, the catalog unchanged
     const bad = join(dir, 'bad.yaml');
     const truncated = join(dir, 'short.ferrydelta');
