@@ -204,14 +204,14 @@ describe('ferry diff and delta on the Debian guest', () => {
     await execa('rm', [overlay]);
   });
 
-  it('factory build: the fixture + the delta + a hostname → a catalog image whose recipe `images show` gives; its files checked on a read-only mount', async () => {
+  it('factory build: the fixture + the delta + a hostname + a profile → a catalog image whose recipe `images show` gives; its files checked on a read-only mount', async () => {
     const home = join(dir, 'home');
     const env = { FERRY_HOME: home };
     const add = await ferry(['images', 'add', guest, '--name', 'debian-base'], { env });
     assert.equal(add.exitCode, 0, add.stderr);
     const recipe = join(dir, 'web.yaml');
     await writeFile(recipe, ['name: debian-hello', 'base: debian-base', 'output: debian-hello.qcow2', 'deltas:', `  - ${delta}`,
-      'customize:', '  hostname: factory-1', 'tags: [factory]', ''].join('\n'));
+      'customize:', '  hostname: factory-1', 'profile: kvm-virtio', 'tags: [factory]', ''].join('\n'));
     const t0 = Date.now();
     const r = await ferry(['factory', 'build', recipe, '--json'], { env });
     assert.equal(r.exitCode, 0, r.stderr);
@@ -224,6 +224,7 @@ describe('ferry diff and delta on the Debian guest', () => {
     assert.equal(s.recipe.base, 'debian-base');
     assert.deepEqual(s.recipe.deltas, [delta]);
     assert.deepEqual(s.recipe.customize, { hostname: 'factory-1' });
+    assert.equal(s.recipe.profile, 'kvm-virtio');
     const text = await ferry(['images', 'show', 'debian-hello'], { env });
     assert.match(text.stdout, /made by: ferry factory build .*web\.yaml/);
     // independently: the new image's files, on a read-only mount of the test's own export of the qcow2
