@@ -266,7 +266,7 @@ describe('ferry diff and delta between phony Windows disks', () => {
     }
   }
 
-  it('registry values and added files of one disk, applied to a third through an overlay; read back with ntfscat and hivexget', async () => {
+  it('registry values and added files of one disk, applied to a third through an overlay; read back with ntfscat and hivexget; a registry conflict names the value', async () => {
     w = await buildPhonyWindows();
     const [a, b, c] = ['wa.raw', 'wb.raw', 'wc.raw'].map(n => join(dir, n));
     await Promise.all([a, b, c].map(x => cp(w.win2019.image, x)));
@@ -313,6 +313,22 @@ describe('ferry diff and delta between phony Windows disks', () => {
       assert.equal(await file('/Program Files/Tool/tool.txt'), 'ferry tool 1.2');
       assert.equal(await file('/third.txt'), 'mine');
     });
+
+    // a fourth disk whose RegisteredOwner changed another way: the conflict names the value; nothing written
+    const e = join(dir, 'we.raw');
+    await cp(w.win2019.image, e);
+    await withMounted(e, off().start, off().size, 'ntfs', async m => {
+      const reg = join(dir, 'e.reg');
+      await writeFile(reg, ['Windows Registry Editor Version 5.00', '', '[HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion]', '"RegisteredOwner"="Someone"', ''].join('\r\n'));
+      await execa('hivexregedit', ['--merge', '--prefix', 'HKEY_LOCAL_MACHINE\\SOFTWARE', join(m, 'Windows', 'System32', 'config', 'SOFTWARE'), reg]);
+    });
+    const eSum = await sha256(e);
+    const o3 = join(dir, 'we.qcow2');
+    const conflict = await ferry(['delta', 'apply', wdelta, e, '--overlay', o3]);
+    assert.equal(conflict.exitCode, 5, conflict.stderr);
+    assert.match(conflict.stderr, /DELTA_CONFLICT: .* at 1 path\(s\): C:\/Windows\/System32\/config\/SOFTWARE:Microsoft\\Windows NT\\CurrentVersion\\RegisteredOwner;/);
+    assert.equal(await stat(o3).catch(() => undefined), undefined);
+    assert.equal(await sha256(e), eSum);
 
     // a Windows delta on the Linux guest: DELTA_WRONG_OS, nothing written
     const guestImage = await buildDebianGuest();
