@@ -179,6 +179,8 @@ const MIGRATIONS: string[] = [
      at TEXT NOT NULL,
      PRIMARY KEY (machine_id, ticket)
    );`,
+  // how `ferry factory build` made an image: its recipe, as JSON (issue 15)
+  `ALTER TABLE images ADD COLUMN recipe TEXT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

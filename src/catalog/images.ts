@@ -42,13 +42,15 @@ export interface ImageSummary {
   addedAt: string;
   inspectedAt: string;
   os: OsSummary[];
+  /** how `ferry factory build` made it */
+  recipe?: unknown;
 }
 
 export interface ImageFailure { name: string; source: string; code: string; message: string }
 
 interface ImageRow {
   id: number; name: string; source: string; kind: string; credentials: string | null;
-  added_at: string; identity: string; inspected_at: string; report: string;
+  added_at: string; identity: string; inspected_at: string; report: string; recipe?: string | null;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._+@-]{0,127}$/;
@@ -123,7 +125,7 @@ function summary(db: Db, row: ImageRow): ImageSummary {
     if (o.firmware) s.firmware = o.firmware;
     return s;
   });
-  return { name: row.name, source: row.source, tags, addedAt: row.added_at, inspectedAt: row.inspected_at, os };
+  return { name: row.name, source: row.source, tags, addedAt: row.added_at, inspectedAt: row.inspected_at, os, ...(row.recipe ? { recipe: JSON.parse(row.recipe) as unknown } : {}) };
 }
 
 // ——— identity and refresh ———
@@ -223,7 +225,7 @@ export function checkName(name: string): void {
   if (!NAME.test(name)) throw usageError(`image name '${name}' is not usable; use letters, digits and . _ + @ - (starting with a letter or digit, at most 128)`);
 }
 
-export interface AddOptions { name?: string; tags?: string[]; credentials?: NetworkCredentials }
+export interface AddOptions { name?: string; tags?: string[]; credentials?: NetworkCredentials; recipe?: unknown }
 
 export async function addImage(c: Catalog, source: string, opts: AddOptions = {}): Promise<ImageSummary & { report: InspectReport }> {
   const ep = parseEndpoint(source);
@@ -243,9 +245,9 @@ export async function addImage(c: Catalog, source: string, opts: AddOptions = {}
   let id: number;
   try {
     id = c.db.transaction(() => {
-      const r = c.db.prepare(`INSERT INTO images (name, source, kind, credentials, added_at, identity, inspected_at, report)
-                              VALUES (?, ?, ?, ?, ?, '', '', '')`)
-        .run(name, spec, ep.kind, ep.kind === 'file' ? null : JSON.stringify(credentials), new Date().toISOString());
+      const r = c.db.prepare(`INSERT INTO images (name, source, kind, credentials, added_at, identity, inspected_at, report, recipe)
+                              VALUES (?, ?, ?, ?, ?, '', '', '', ?)`)
+        .run(name, spec, ep.kind, ep.kind === 'file' ? null : JSON.stringify(credentials), new Date().toISOString(), opts.recipe === undefined ? null : JSON.stringify(opts.recipe));
       const newId = Number(r.lastInsertRowid);
       const insTag = c.db.prepare('INSERT INTO image_tags (image_id, tag) VALUES (?, ?)');
       for (const t of tags) insTag.run(newId, t);
@@ -286,6 +288,11 @@ export async function showImage(c: Catalog, name: string): Promise<ImageSummary 
   if (ch.state === 'failed') throw ch.error;
   const now = rowNamed(c.db, name);
   return { ...summary(c.db, now), refreshed: changed, report: JSON.parse(now.report) as InspectReport };
+}
+
+/** The source of a catalog image (IMAGE_NOT_FOUND when there is none by that name). */
+export function imageSource(c: Catalog, name: string): string {
+  return rowNamed(c.db, name).source;
 }
 
 /** Forget an image; its file is never touched. */

@@ -99,6 +99,11 @@ function formatShow(r: Awaited<ReturnType<typeof showImage>>): string {
   for (const fs of r.report.fileSystems) {
     lines.push(`  p${fs.partition} ${fs.type ?? '?'}${fs.label ? ` LABEL=${fs.label}` : ''}${fs.uuid ? ` UUID=${fs.uuid}` : ''}${fs.error ? ` (${fs.error.code})` : ''}`);
   }
+  if (r.recipe) {
+    const rc = r.recipe as { base?: string; deltas?: string[]; customize?: unknown; profile?: string; builtAt?: string; file?: string };
+    lines.push(`  made by: ferry factory build ${rc.file ?? ''} at ${rc.builtAt ?? '?'}`, `    base: ${rc.base}`, `    deltas: ${(rc.deltas ?? []).join(', ') || '-'}`,
+      `    customize: ${rc.customize ? JSON.stringify(rc.customize) : '-'}`, `    profile: ${rc.profile ?? '-'}`);
+  }
   if (!r.report.operatingSystems.length) lines.push(`  no operating system found${r.report.note ? `: ${r.report.note}` : ''}`);
   for (const os of r.report.operatingSystems) {
     if (os.type === 'linux') {

@@ -32,6 +32,9 @@ import { cleanupCommand } from './cleanup.js';
 import { customizeCommand } from './customize.js';
 import { customizationFromArgs, customizeOptions } from './customize-options.js';
 import { customizationToSpec } from '../customize/spec.js';
+import { diffCommand } from './diff.js';
+import { deltaCommand } from './delta.js';
+import { factoryCommand } from './factory.js';
 import { openRunJournal, reclaimDeadRuns } from '../jobs/run-journal.js';
 import { withResourceJournal } from '../util/scope.js';
 
@@ -139,7 +142,10 @@ async function parseCommandLine(): Promise<void> {
     .command(captureCommand)
     .command(agentCommand)
     .command(cleanupCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, tools, profiles, reconfigure, customize, jobs, serve, machines, pxe, agent, deploy, capture, register, export or cleanup')
+    .command(diffCommand)
+    .command(deltaCommand)
+    .command(factoryCommand)
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, tools, profiles, reconfigure, customize, jobs, serve, machines, pxe, agent, deploy, capture, register, export, cleanup, diff, delta or factory')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

@@ -1,7 +1,7 @@
 // A Linux installation found on a disk: its root file system, the other file
 // systems its fstab mounts, and everything read from them.
 import { posix } from 'node:path';
-import { GuestFs, type GuestMount } from '../guest-fs.js';
+import { GuestFs } from '../guest-fs.js';
 import type { ReadableFs } from '../filesystems.js';
 import type { LinuxKernel, LinuxOs } from '../report.js';
 import { readBoot } from './bootloader.js';
@@ -26,24 +26,30 @@ export async function inspectLinux(root: ReadableFs, all: ReadableFs[], tableLab
   return (await readLinux(root, all, tableLabel, work)).os;
 }
 
-/** the report and the guest's assembled file tree (a re-fit edits through it) */
-export async function readLinux(root: ReadableFs, all: ReadableFs[], tableLabel: string | undefined, work: string): Promise<{ os: LinuxOs; fs: GuestFs }> {
+/** the file systems a Linux root's fstab mounts, each at its guest mount point (the root first) */
+export async function guestMounts(root: ReadableFs, all: ReadableFs[]): Promise<{ fstab: ReturnType<typeof parseFstab>; mounts: { mountpoint: string; fs: ReadableFs }[]; layout: Record<string, number> }> {
   const rootOnly = new GuestFs([{ mountpoint: '/', dir: root.dir }]);
   const fstab = parseFstab((await rootOnly.readText('/etc/fstab')) ?? '');
-  const mounts: GuestMount[] = [{ mountpoint: '/', dir: root.dir }];
+  const mounts: { mountpoint: string; fs: ReadableFs }[] = [{ mountpoint: '/', fs: root }];
   const layout: Record<string, number> = { '/': root.entry.partition };
   for (const e of fstab) {
     if (!e.mountpoint.startsWith('/') || e.mountpoint === '/') continue;
     const fs = all.find(f => f !== root && names(f, e.spec));
     if (!fs) continue;
-    mounts.push({ mountpoint: posix.normalize(e.mountpoint), dir: fs.dir });
+    mounts.push({ mountpoint: posix.normalize(e.mountpoint), fs });
     layout[e.mountpoint] = fs.entry.partition;
   }
-  const fs = new GuestFs(mounts);
+  return { fstab, mounts, layout };
+}
+
+/** the report and the guest's assembled file tree (a re-fit edits through it) */
+export async function readLinux(root: ReadableFs, all: ReadableFs[], tableLabel: string | undefined, work: string): Promise<{ os: LinuxOs; fs: GuestFs }> {
+  const { fstab, mounts, layout } = await guestMounts(root, all);
+  const fs = new GuestFs(mounts.map(m => ({ mountpoint: m.mountpoint, dir: m.fs.dir })));
   const release = (await readRelease(fs))!;
   // EFI system partitions: the one the guest mounts, else any FAT volume with an EFI directory
   const mountedEsp = mounts.find(m => m.mountpoint === '/boot/efi' || m.mountpoint === '/efi');
-  const esps = (mountedEsp ? [mountedEsp.dir] : all.filter(f => f.entry.type === 'vfat').map(f => f.dir)).map(dir => new GuestFs([{ mountpoint: '/', dir }]));
+  const esps = (mountedEsp ? [mountedEsp.fs.dir] : all.filter(f => f.entry.type === 'vfat').map(f => f.dir)).map(dir => new GuestFs([{ mountpoint: '/', dir }]));
   const boot = await readBoot(fs, esps, tableLabel);
   const kernels = await findKernels(fs);
   markBootEntries(kernels, boot.entries, boot.defaultEntry);
