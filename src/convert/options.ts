@@ -86,7 +86,8 @@ export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
   const source = parseEndpoint(r.source);
   const target = parseEndpoint(r.target);
   if (target.kind !== 'file') throw unsupportedEndpoint(r.target, 'network targets are not supported yet; write to a file');
-  const mode = r.mode ?? 'rebuild';
+  // unset: the used-block path wherever it can serve (choosePath decides per file system), unless the table changes
+  const mode = r.mode ?? (parseFirmware(r.firmware) ? 'rebuild' : 'clone');
   if (!MODES.includes(mode)) throw usageError(`--mode must be rebuild, clone or block, not ${mode}`);
   if (r.firmware === 'uefi' && mode === 'clone') throw usageError('--firmware uefi changes the partition table: it needs --mode rebuild');
   const plan: ConvertPlan = {
