@@ -139,9 +139,10 @@ describe('--mode clone', () => {
     await rm(raw);
   });
 
-  it('grown to raw: the last file system (xfs) grown with xfs_growfs after the copy', async () => {
+  it('grown to raw, --mode unset (the default picks clone): the last file system (xfs) grown with xfs_growfs after the copy', async () => {
     const t = join(dir, 'grown.raw');
-    const { result: r } = await convertOk([src, t, '--mode', 'clone', '--size', `${SIZE + 200}M`]);
+    const { result: r } = await convertOk([src, t, '--size', `${SIZE + 200}M`]);
+    assert.equal(r.mode, 'clone');
     assert.deepEqual(r.layout.partitions.map((p: any) => `${p.fs}:${p.method}`), ['ext4:clone', 'xfs:clone']);
     assert.match(r.layout.partitions[1].why, /grown from 310 MiB to 510 MiB/);
     const parts = await partsOf(t);
@@ -153,6 +154,14 @@ describe('--mode clone', () => {
     assert.deepEqual(await extIdentity(t, parts[0]), await extIdentity(src, P1));
     assert.equal(await holds(t, STALE.ext4), false);
     assert.equal(await holds(t, STALE.xfs), false);
+  });
+
+  it('--mode clone with --firmware uefi (a table change) is a usage error before anything is written', async () => {
+    const t = join(dir, 'uefi.qcow2');
+    const r = await ferry(['convert', src, t, '--mode', 'clone', '--firmware', 'uefi', '--json']);
+    assert.equal(r.exitCode, 2, r.stderr);
+    assert.match(r.stderr + r.stdout, /needs --mode rebuild/);
+    assert.equal(await execa('ls', ['-A', dir]).then(x => x.stdout.split('\n').some(n => n.includes('uefi'))), false, 'nothing written');
   });
 
   it('shrunk below the xfs file system: that partition falls back to the file-level rebuild and says so', async () => {
