@@ -12,7 +12,7 @@
 // the Debian guest and the legacy guest, where libguestfs can run here.
 import { execa, type ResultPromise } from 'execa';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -26,10 +26,20 @@ const CLI = join(REPO, 'dist/src/cli/main.js');
 
 interface Step { name: string; seconds: number }
 /** load1: the host's 1-minute load average when the run started (other work skews the times) */
-interface Run { tool: string; seconds: number; allocatedBytes: number; load1: number; steps?: Step[]; allSeconds?: number[]; source?: string }
+/** cpuSeconds: user + sys of the command's whole process tree (daemons it started included), from a cpuacct cgroup */
+interface Run { tool: string; seconds: number; cpuSeconds?: number; allocatedBytes: number; load1: number; steps?: Step[]; allSeconds?: number[]; source?: string }
 interface InputResult {
   name: string; image: string; virtualSize: number; sourceUsedBytes: number; runs: Run[];
-  ratios: { ferryWallVsQemu: number; ferryNoVerifyWallVsQemu: number; ferryAllocVsUsed: number; qemuAllocVsUsed: number };
+  /** the --size of the shrink rows (bytes) */
+  shrinkSize?: number;
+  ratios: {
+    ferryWallVsQemu: number; ferryNoVerifyWallVsQemu: number; ferryAllocVsUsed: number; qemuAllocVsUsed: number;
+    /** ferry (verify included) / (qemu-img convert + qemu-img compare) */
+    ferryWallVsQemuVerified?: number;
+    /** ferry --size (shrunk) / qemu-img convert + compare, and --no-verify / qemu-img convert */
+    shrinkWallVsQemuVerified?: number; shrinkNoVerifyWallVsQemu?: number; shrinkAllocVsUsed?: number;
+    ferryCpuVsQemu?: number; ferryNoVerifyCpuVsQemu?: number;
+  };
 }
 
 /** Run a fixture builder; the image path is its last stdout line (fromEnd 1) or the one before (2). */
@@ -48,6 +58,33 @@ async function dropCaches(): Promise<void> {
 
 const allocated = async (file: string) => (await stat(file)).blocks * 512;
 
+/**
+ * CPU time (user + sys) of a command and everything it starts, daemons that
+ * detach from it included (qemu-storage-daemon --daemonize is reparented to
+ * init, so getrusage(RUSAGE_CHILDREN) and /usr/bin/time miss it): the child is
+ * put into a cgroup v1 cpuacct group of its own right after it is spawned
+ * (node takes tens of ms to start, before it forks anything), and its
+ * descendants inherit the group. undefined where no such cgroup can be made.
+ */
+const CPUACCT = '/sys/fs/cgroup/cpuacct';
+let cpuGroups = 0;
+async function inCpuGroup<T>(spawn: () => ResultPromise, body: (child: ResultPromise) => Promise<T>): Promise<{ value: T; cpuSeconds?: number }> {
+  const dir = join(CPUACCT, `ferry-bench-${process.pid}-${cpuGroups++}`);
+  const made = await mkdir(dir).then(() => true, () => false);
+  const child = spawn();
+  if (made) await writeFile(join(dir, 'cgroup.procs'), String(child.pid)).catch(() => undefined);
+  try {
+    const value = await body(child);
+    if (!made) return { value };
+    const ns = async (f: string) => Number((await readFile(join(dir, f), 'utf8')).trim());
+    // a daemonized helper may still be exiting: its CPU is counted once the group is empty
+    for (let i = 0; i < 100 && (await readFile(join(dir, 'cgroup.procs'), 'utf8')).trim(); i++) await sleep(20);
+    return { value, cpuSeconds: ((await ns('cpuacct.usage_user')) + (await ns('cpuacct.usage_sys'))) / 1e9 };
+  } finally {
+    if (made) await rmdir(dir).catch(() => undefined);
+  }
+}
+
 async function sourceUsed(image: string): Promise<{ used: number; size: number }> {
   const r = await execa(process.execPath, [CLI, 'info', image, '--json'], { stdin: 'ignore' });
   const info = JSON.parse(r.stdout) as { virtualSize: number; partitions: { usedBytes?: number; lvm?: { lvs: { usedBytes?: number }[] } }[] };
@@ -60,35 +97,49 @@ async function sourceUsed(image: string): Promise<{ used: number; size: number }
  * Time `ferry convert --json`; split the wall time into steps by the arrival
  * time of its NDJSON events: start-up, each `phase` (the last is `verify`), exit.
  */
-async function ferry(image: string, out: string, verify: boolean): Promise<Run> {
+async function ferry(image: string, out: string, verify: boolean, opts: { size?: number } = {}): Promise<Run> {
   await dropCaches();
-  const args = [CLI, 'convert', image, out, '--json', ...(verify ? [] : ['--no-verify'])];
+  const args = [CLI, 'convert', image, out, '--json', ...(verify ? [] : ['--no-verify']), ...MODE_ARGS,
+    ...(opts.size ? ['--size', String(opts.size)] : [])];
   const load1 = loadavg()[0];
   const t0 = performance.now();
   const marks: Step[] = [{ name: 'start-up, probe, create', seconds: 0 }];
-  const child = execa(process.execPath, args, { stdin: 'ignore', stderr: 'inherit' });
-  for await (const line of child.iterable()) {
-    const at = (performance.now() - t0) / 1000;
-    const ev = JSON.parse(String(line)) as { event: string; phase?: string; message?: string };
-    if (ev.event === 'phase') marks.push({ name: ev.phase!, seconds: at });
-    else if (ev.event === 'result') marks.push({ name: 'exit', seconds: at });
-  }
-  await child;
+  const { cpuSeconds } = await inCpuGroup(() => execa(process.execPath, args, { stdin: 'ignore', stderr: 'inherit' }), async child => {
+    for await (const line of child.iterable()) {
+      const at = (performance.now() - t0) / 1000;
+      const ev = JSON.parse(String(line)) as { event: string; phase?: string; message?: string };
+      if (ev.event === 'phase') marks.push({ name: ev.phase!, seconds: at });
+      else if (ev.event === 'result') marks.push({ name: 'exit', seconds: at });
+    }
+    await child;
+  });
   const seconds = (performance.now() - t0) / 1000;
   const steps = marks.map((m, i) => ({ name: m.name, seconds: (marks[i + 1]?.seconds ?? seconds) - m.seconds }));
-  const run = { tool: verify ? 'ferry' : 'ferry --no-verify', seconds, allocatedBytes: await allocated(out), load1, steps };
+  const tool = `ferry${verify ? '' : ' --no-verify'}${opts.size ? ' --size' : ''}`;
+  const run = { tool, seconds, cpuSeconds, allocatedBytes: await allocated(out), load1, steps };
   await rm(out, { force: true });
   return run;
 }
 
-/** image: a file or a network URL (qemu-img opens nbd:// and iscsi:// itself) */
-async function qemuImg(image: string, out: string): Promise<Run> {
+/** FERRY_BENCH_MODE=clone|rebuild|block: ferry convert --mode X (default: ferry's own choice) */
+const MODE_ARGS = process.env.FERRY_BENCH_MODE ? ['--mode', process.env.FERRY_BENCH_MODE] : [];
+
+/**
+ * image: a file or a network URL (qemu-img opens nbd:// and iscsi:// itself).
+ * compare: then `qemu-img compare` of the two, timed with the convert: the peer of a verified conversion.
+ */
+async function qemuImg(image: string, out: string, compare = false): Promise<Run> {
   await dropCaches();
   const load1 = loadavg()[0];
   const t0 = performance.now();
-  await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', image, out], { stdin: 'ignore', stderr: 'inherit' });
+  const timed = (args: string[]) => inCpuGroup(() => execa('qemu-img', args, { stdin: 'ignore', stderr: 'inherit' }), async c => { await c; });
+  let cpu = (await timed(['convert', '-f', 'raw', '-O', 'qcow2', image, out])).cpuSeconds;
+  if (compare) {
+    const c = (await timed(['compare', '-f', 'raw', '-F', 'qcow2', image, out])).cpuSeconds;
+    cpu = cpu === undefined || c === undefined ? undefined : cpu + c;
+  }
   const seconds = (performance.now() - t0) / 1000;
-  const run = { tool: 'qemu-img', seconds, allocatedBytes: await allocated(out), load1 };
+  const run = { tool: compare ? 'qemu-img + compare' : 'qemu-img', seconds, cpuSeconds: cpu, allocatedBytes: await allocated(out), load1 };
   await rm(out, { force: true });
   return run;
 }
@@ -102,22 +153,37 @@ async function median<T extends { seconds: number }>(fn: () => Promise<T>): Prom
   return { ...runs[(REPEAT - 1) >> 1], allSeconds: runs.map(r => r.seconds) };
 }
 
+/** The shrink rows' --size: three quarters of the source, in whole MiB (below the source, above what its files need). */
+const shrinkSizeOf = (size: number) => Math.floor(size * 0.75 / 2 ** 20) * 2 ** 20;
+
 async function measure(name: string, image: string, work: string): Promise<InputResult> {
   const { used, size } = await sourceUsed(image);
   console.error(`bench: ${name}: ${image}`);
+  const out = join(work, 'out.qcow2');
+  const shrinkSize = shrinkSizeOf(size);
   const runs = [
-    await median(() => ferry(image, join(work, 'out.qcow2'), true)),
-    await median(() => ferry(image, join(work, 'out.qcow2'), false)),
+    await median(() => ferry(image, out, true)),
+    await median(() => ferry(image, out, false)),
+    await median(() => ferry(image, out, true, { size: shrinkSize })),
+    await median(() => ferry(image, out, false, { size: shrinkSize })),
     await median(() => qemuImg(image, join(work, 'out-qemu.qcow2'))),
+    await median(() => qemuImg(image, join(work, 'out-qemu.qcow2'), true)),
   ];
-  const [f, fnv, q] = runs;
+  const [f, fnv, s, snv, q, qc] = runs;
+  const cpuRatio = (a: Run, b: Run) => a.cpuSeconds !== undefined && b.cpuSeconds ? a.cpuSeconds / b.cpuSeconds : undefined;
   return {
-    name, image, virtualSize: size, sourceUsedBytes: used, runs,
+    name, image, virtualSize: size, sourceUsedBytes: used, runs, shrinkSize,
     ratios: {
       ferryWallVsQemu: f.seconds / q.seconds,
       ferryNoVerifyWallVsQemu: fnv.seconds / q.seconds,
       ferryAllocVsUsed: f.allocatedBytes / used,
       qemuAllocVsUsed: q.allocatedBytes / used,
+      ferryWallVsQemuVerified: f.seconds / qc.seconds,
+      shrinkWallVsQemuVerified: s.seconds / qc.seconds,
+      shrinkNoVerifyWallVsQemu: snv.seconds / q.seconds,
+      shrinkAllocVsUsed: s.allocatedBytes / used,
+      ferryCpuVsQemu: cpuRatio(f, qc),
+      ferryNoVerifyCpuVsQemu: cpuRatio(fnv, q),
     },
   };
 }
@@ -427,16 +493,22 @@ function reportInspect(r: InspectResult): string {
 const MiB = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
 const pad = (s: string, n: number) => s.padEnd(n);
 
+const cpuText = (run: Run) => run.cpuSeconds === undefined ? '-' : run.cpuSeconds.toFixed(1) + ' s';
+const ratioText = (x: number | undefined, digits = 2) => x === undefined ? '-' : x.toFixed(digits);
+
 function report(r: InputResult): string {
-  const lines = [`\n${r.name}  (${MiB(r.virtualSize)} disk, source used ${MiB(r.sourceUsedBytes)})`,
-    `  ${pad('tool', 20)}${pad('wall', 10)}${pad('allocated', 12)}${pad('alloc/used', 12)}load`];
+  const lines = [`\n${r.name}  (${MiB(r.virtualSize)} disk, source used ${MiB(r.sourceUsedBytes)}${r.shrinkSize ? `; --size rows: ${MiB(r.shrinkSize)}` : ''})`,
+    `  ${pad('tool', 26)}${pad('wall', 10)}${pad('cpu', 10)}${pad('allocated', 12)}${pad('alloc/used', 12)}load`];
   for (const run of r.runs) {
-    lines.push(`  ${pad(run.tool, 20)}${pad(run.seconds.toFixed(1) + ' s', 10)}${pad(MiB(run.allocatedBytes), 12)}${pad((run.allocatedBytes / r.sourceUsedBytes).toFixed(3), 12)}${run.load1.toFixed(1)}${REPEAT > 1 ? `  (runs: ${run.allSeconds!.map(x => x.toFixed(1)).join(', ')} s)` : ''}`);
+    lines.push(`  ${pad(run.tool, 26)}${pad(run.seconds.toFixed(1) + ' s', 10)}${pad(cpuText(run), 10)}${pad(MiB(run.allocatedBytes), 12)}${pad((run.allocatedBytes / r.sourceUsedBytes).toFixed(3), 12)}${run.load1.toFixed(1)}${REPEAT > 1 ? `  (runs: ${run.allSeconds!.map(x => x.toFixed(1)).join(', ')} s)` : ''}`);
     for (const s of run.steps ?? []) lines.push(`      ${pad(s.name, 24)}${s.seconds.toFixed(1)} s`);
   }
   const x = r.ratios;
-  lines.push(`  ferry wall / qemu-img wall:            ${x.ferryWallVsQemu.toFixed(2)}  (goal <= 1.0; --no-verify: ${x.ferryNoVerifyWallVsQemu.toFixed(2)})`);
-  lines.push(`  ferry allocated / source used:         ${x.ferryAllocVsUsed.toFixed(3)} (goal <= 1.05)`);
+  lines.push(`  ferry wall / qemu-img wall:            ${x.ferryWallVsQemu.toFixed(2)}  (--no-verify: ${x.ferryNoVerifyWallVsQemu.toFixed(2)}, goal <= 1.0)`);
+  lines.push(`  ferry wall / (qemu-img + compare):     ${ratioText(x.ferryWallVsQemuVerified)}  (goal <= 1.0)`);
+  lines.push(`  --size: / (qemu-img + compare):        ${ratioText(x.shrinkWallVsQemuVerified)}  (--no-verify / qemu-img: ${ratioText(x.shrinkNoVerifyWallVsQemu)}, goal <= 2.0)`);
+  lines.push(`  cpu: ferry / (qemu-img + compare):     ${ratioText(x.ferryCpuVsQemu)}  (--no-verify / qemu-img: ${ratioText(x.ferryNoVerifyCpuVsQemu)})`);
+  lines.push(`  ferry allocated / source used:         ${x.ferryAllocVsUsed.toFixed(3)} (--size: ${ratioText(x.shrinkAllocVsUsed, 3)}; goal <= 1.05)`);
   lines.push(`  qemu-img allocated / source used:      ${x.qemuAllocVsUsed.toFixed(3)}`);
   return lines.join('\n');
 }

@@ -93,7 +93,7 @@ describe('LVM guest converted larger, re-fitted to kvm-virtio, booted', () => {
     const pv = (result.layout.partitions as any[]).find(p => p.number === 2);
     assert.equal(pv.method, 'lvm');
     assert.equal(pv.lvm.vg, VG.name);
-    assert.deepEqual(pv.lvm.lvs.map((l: any) => [l.name, l.method, l.fs]), [['root', 'rebuild', 'ext4'], ['srv', 'rebuild', 'xfs']]);
+    assert.deepEqual(pv.lvm.lvs.map((l: any) => [l.name, l.method, l.fs]), [['root', 'clone', 'ext4'], ['srv', 'clone', 'xfs']]);
     assert.equal(result.verified, true);
   });
 

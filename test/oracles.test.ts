@@ -50,7 +50,14 @@ const mutations: [string, (img: string) => Promise<void>][] = [
   ['an extra file', img => onRoot(img, m => sh(m, 'touch', ['-d', '2020-01-01', 'extra']))],
   ['a symlink\'s target', img => onRoot(img, async m => { await sh(m, 'rm', ['link']); await sh(m, 'ln', ['-s', 'etc/elsewhere', 'link']); })],
   ['a hard link split', img => onRoot(img, async m => { await sh(m, 'rm', ['hostname.link']); await sh(m, 'cp', ['-a', 'etc/hostname', 'hostname.link']); })],
-  ['the file system UUID', img => onRootDev(img, 'tune2fs', d => ['-f', '-U', '0a1b2c3d-0000-4000-8000-0000000000ff', d])],
+  // tune2fs -U wants a freshly checked file system: a used-block copy keeps the source's mount and check times
+  ['the file system UUID', async img => {
+    const loop = String((await execa('losetup', ['-f', '--show', '-o', String(ROOT_START), img])).stdout).trim();
+    try {
+      await execa('e2fsck', ['-f', '-y', loop], { reject: false });
+      await execa('tune2fs', ['-f', '-U', '0a1b2c3d-0000-4000-8000-0000000000ff', loop]);
+    } finally { await execa('losetup', ['-d', loop]); }
+  }],
   ['the file system label', img => onRootDev(img, 'e2label', d => [d, 'other'])],
   ['a partition\'s type', async img => { await execa('sfdisk', ['-q', '--part-type', img, '2', '83']); }],
   ['the boot code', async img => { await execa('dd', ['of=' + img, 'bs=1', 'seek=5', 'count=4', 'conv=notrunc', 'status=none'], { input: 'ZZZZ' }); }],

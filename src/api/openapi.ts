@@ -49,7 +49,7 @@ export const jobSpecSchema = {
       type: 'object',
       additionalProperties: false,
       properties: {
-        mode: { type: 'string', enum: ['rebuild', 'block'] },
+        mode: { type: 'string', enum: ['rebuild', 'clone', 'block'] },
         verify: { type: 'boolean' },
         force: { type: 'boolean' },
         inventory: str("a P2V agent's inventory.json"),

@@ -74,7 +74,7 @@ async function parseCommandLine(): Promise<void> {
       .positional('TARGET', { type: 'string', demandOption: true, describe: 'image to write' })
       .option('format', { type: 'string', describe: 'qcow2|raw|vmdk|vhdx|vdi (default: from the extension, else qcow2)' })
       .option('size', { type: 'string', describe: 'target disk size, e.g. 8G (default: the source size)' })
-      .option('mode', { choices: ['rebuild', 'block'] as const, default: 'rebuild' as const })
+      .option('mode', { choices: ['rebuild', 'clone', 'block'] as const, describe: 'rebuild: copy files; clone: copy the used blocks of ext2/3/4 and xfs (files elsewhere, and when shrunk below a file system); block: every block (default: clone, or rebuild with --firmware uefi)' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing target' })
       .option('verify', { type: 'boolean', default: true, describe: 'compare with the source at the end (--no-verify skips)' })
       .option('force-ntfs-dirty', { type: 'boolean', default: false, describe: 'copy an NTFS volume Windows left dirty or hibernated as it is (refused otherwise)' })

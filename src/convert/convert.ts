@@ -16,7 +16,7 @@ import { verifyDisks, type VerifyResult } from '../verify/disks.js';
 import { blockCopy } from './block.js';
 import { stageInventory } from './inventory.js';
 import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
-import { checkRequest, type ConvertPlan, type ConvertRequest } from './options.js';
+import { checkRequest, type ConvertPlan, type ConvertRequest, type Mode } from './options.js';
 import { rebuild, type RebuildReport } from './rebuild.js';
 import { checkUefiSource, fitUefiTarget } from './to-uefi.js';
 import type { Change } from '../../converters/linux/change.js';
@@ -26,7 +26,7 @@ export interface ConvertResult {
   source: string;
   target: string;
   format: string;
-  mode: 'rebuild' | 'block';
+  mode: Mode;
   virtualSize: number;
   /** bytes the target file occupies on disk */
   allocatedBytes: number;

@@ -13,7 +13,8 @@ import type { FirmwareChoice } from './to-uefi.js';
 
 export const TARGET_FORMATS = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'] as const;
 export type TargetFormat = typeof TARGET_FORMATS[number];
-export type Mode = 'rebuild' | 'block';
+export type Mode = 'rebuild' | 'clone' | 'block';
+export const MODES: readonly Mode[] = ['rebuild', 'clone', 'block'];
 
 export interface ConvertRequest {
   source: string;
@@ -89,8 +90,10 @@ export async function checkRequest(r: ConvertRequest): Promise<ConvertPlan> {
   const source = parseEndpoint(r.source);
   const target = parseEndpoint(r.target);
   if (target.kind !== 'file') throw unsupportedEndpoint(r.target, 'network targets are not supported yet; write to a file');
-  const mode = r.mode ?? 'rebuild';
-  if (mode !== 'rebuild' && mode !== 'block') throw usageError(`--mode must be rebuild or block, not ${mode}`);
+  // unset: the used-block path wherever it can serve (choosePath decides per file system), unless the table changes
+  const mode = r.mode ?? (parseFirmware(r.firmware) ? 'rebuild' : 'clone');
+  if (!MODES.includes(mode)) throw usageError(`--mode must be rebuild, clone or block, not ${mode}`);
+  if (r.firmware === 'uefi' && mode === 'clone') throw usageError('--firmware uefi changes the partition table: it needs --mode rebuild');
   const plan: ConvertPlan = {
     source, targetPath: target.path, format: formatFor(target.path, r.format),
     size: r.size === undefined ? undefined : parseSize(r.size), mode, force: !!r.force, verify: r.verify !== false,

@@ -12,7 +12,9 @@ import { throwIfAborted } from '../util/abort.js';
 import type { ProgressSink } from '../util/progress.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { copyBootCode } from './boot-code.js';
-import { checkSpace, type ConvertPlan } from './options.js';
+import { checkSpace, type ConvertPlan, type Mode } from './options.js';
+import { copyUsedRanges } from '../fs/used-copy.js';
+import { run } from '../util/exec.js';
 import { doesNotFit, ntfsNotClean } from '../errors.js';
 import { ntfsUncleanState } from '../fs/ntfs.js';
 import { gainsEsp, uefiTable } from './to-uefi.js';
@@ -22,7 +24,9 @@ export interface PartitionReport {
   fs?: string;
   uuid?: string;
   label?: string;
-  method: 'rebuild' | 'blocks' | 'signature' | 'lvm';
+  method: 'rebuild' | 'clone' | 'blocks' | 'signature' | 'lvm';
+  /** why this path ran (clone: the used-block copy; rebuild: the files) */
+  why?: string;
   sourceStart: number;
   sourceSize: number;
   targetStart: number;
@@ -36,7 +40,8 @@ export interface LvReport {
   name: string; lvUuid: string; tags: string[];
   /** the file system inside the LV */
   fs?: string; uuid?: string; label?: string;
-  method: 'rebuild' | 'blocks' | 'signature';
+  method: 'rebuild' | 'clone' | 'blocks' | 'signature';
+  why?: string;
   sourceExtents: number; targetExtents: number;
   /** bytes from the start of the target disk */
   targetOffset: number;
@@ -59,6 +64,8 @@ const estimateOutput = (layout: SourceLayout, ss: number) => layout.parts.reduce
 
 /** What the rebuild decided before writing anything: the source's parts and the target's table. */
 export interface RebuildLayout {
+  /** rebuild: every file system by its files; clone: by its used blocks where it can be (choosePath) */
+  mode: Mode;
   layout: SourceLayout;
   sectorSize: number;
   targetSize: number;
@@ -105,7 +112,7 @@ export async function planRebuild(plan: ConvertPlan, source: OpenDisk, work: str
       if (l.method === 'blocks') progress.note(`logical volume ${p.lvm!.vg.name}/${l.lv.name}: ${l.ranges.length > 1 ? `${l.ranges.length} extent ranges` : l.fsType ? `file system ${l.fsType} is not rebuilt` : 'no known file system'}; copying its blocks into one range`);
     }
   }
-  return { layout, sectorSize: ss, targetSize, newTable, esp: esp && { number: esp.number, start: esp.start, size: esp.size } };
+  return { mode: plan.mode, layout, sectorSize: ss, targetSize, newTable, esp: esp && { number: esp.number, start: esp.start, size: esp.size } };
 }
 
 /** The parts that get a format-and-copy of their own (an extended partition is only a container). */
@@ -126,7 +133,8 @@ async function readVolumeAhead(diskFile: string, vol: Volume, sourceDev: string,
   return ranges && startReadAhead(diskFile, offset, ranges);
 }
 
-type TargetDisk = Pick<OpenDisk, 'file' | 'format' | 'remote'>;
+/** fresh: created empty by this conversion (reads as zeros); otherwise (a resumed job's, a machine's disk) it may hold old data */
+type TargetDisk = Pick<OpenDisk, 'file' | 'format' | 'remote'> & { fresh?: boolean };
 
 /** A writable loop over [offset, offset+size) of the target. */
 function attachTarget(scope: Scope, target: TargetDisk, offset: number, size: number): Promise<string> {
@@ -135,18 +143,52 @@ function attachTarget(scope: Scope, target: TargetDisk, offset: number, size: nu
   return attachLoop(scope, target.file, { offset, size, readOnly: false, directIo: target.format === 'raw' && !target.remote });
 }
 
+const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
+
+/**
+ * Which path a rebuildable volume takes and why: its used blocks (clone) where
+ * the mode asks for it, its module has a used-block copy, the file system is
+ * clean and its target is at least as large as the file system; else its files.
+ */
+export function choosePath(mode: Mode, vol: Volume, targetBytes: number): { path: 'clone' | 'rebuild'; why: string } {
+  const type = vol.facts?.type ?? vol.fsType ?? 'data';
+  if (mode !== 'clone') return { path: 'rebuild', why: `--mode ${mode}: files copied` };
+  const c = vol.module?.clone;
+  if (!c || !vol.module?.usedRanges) return { path: 'rebuild', why: `${type} has no used-block copy; its module's own copy runs` };
+  const refused = c.refuse(vol.facts!);
+  if (refused) return { path: 'rebuild', why: `${type} ${refused}: files copied` };
+  const fsBytes = c.sizeBytes(vol.facts!);
+  if (targetBytes < fsBytes) return { path: 'rebuild', why: `shrunk to ${mib(targetBytes)}, below the ${mib(fsBytes)} ${type} file system's own size: file-level rebuild` };
+  return { path: 'clone', why: targetBytes > fsBytes ? `used blocks copied, then ${type} grown from ${mib(fsBytes)} to ${mib(targetBytes)} with its own tool` : 'used blocks copied, same size' };
+}
+
+interface Copied { bytesCopied: number; path?: 'clone' | 'rebuild'; why?: string }
+
 /**
  * Format one volume (a partition or a logical volume) of the target alike and
  * copy its files, or its used blocks, from the source ranges (bytes on the
  * source disk, in order). Everything it attaches is released before it
- * returns. Returns the bytes copied.
+ * returns.
  */
-async function copyVolume(vol: Volume, ranges: [number, number][], source: OpenDisk, target: TargetDisk, offset: number, size: number, label: string, work: string, progress: ProgressSink): Promise<number> {
+async function copyVolume(mode: Mode, vol: Volume, ranges: [number, number][], source: OpenDisk, target: TargetDisk, offset: number, size: number, label: string, work: string, progress: ProgressSink): Promise<Copied> {
   return withScope(async scope => {
     const dev = await attachTarget(scope, target, offset, size);
     const attachSource = ([off, len]: [number, number]) => attachLoop(scope, source.file, { offset: off, size: len, readOnly: true });
     if (vol.method === 'rebuild') {
       const facts = vol.facts!;
+      const { path, why } = choosePath(mode, vol, size);
+      if (mode === 'clone') progress.note(`${label}: ${path}: ${why}`);
+      if (path === 'clone') {
+        const sourceDev = await attachSource(ranges[0]);
+        const used = await vol.module!.usedRanges!(sourceDev);
+        progress.phase(`clone ${label}`, used.reduce((n, r) => n + r[1], 0));
+        // a resumed job's target may hold an earlier attempt: free space must read as zeros (no stale block)
+        if (target.remote || !target.fresh) await run('blkdiscard', ['-f', '-z', dev]);
+        const bytesCopied = await copyUsedRanges(sourceDev, dev, used, progress);
+        if (size > vol.module!.clone!.sizeBytes(facts)) await vol.module!.clone!.grow({ scope, work, sourceDev, targetDev: dev, facts, progress });
+        progress.end();
+        return { bytesCopied, path, why };
+      }
       progress.phase(`copy ${label}`, facts.usedBytes);
       // formatted before the source is attached: mkfs.btrfs refuses a UUID any visible device carries
       await vol.module!.format(dev, facts, size);
@@ -158,7 +200,7 @@ async function copyVolume(vol: Volume, ranges: [number, number][], source: OpenD
         await ahead?.stop();
       }
       progress.end();
-      return facts.usedBytes;
+      return { bytesCopied: facts.usedBytes, ...(mode === 'clone' ? { path, why } : {}) };
     }
     const total = Math.min(size, ranges.reduce((n, r) => n + r[1], 0));
     progress.phase(`blocks ${label}`, total);
@@ -170,13 +212,14 @@ async function copyVolume(vol: Volume, ranges: [number, number][], source: OpenD
       at += len;
     }
     progress.end();
-    return copied;
+    return { bytesCopied: copied };
   });
 }
 
-const volumeReport = (v: Volume) => ({
+const volumeReport = (v: Volume, c: Copied) => ({
   fs: v.facts?.type ?? v.fsType, uuid: v.facts?.uuid, label: v.facts?.label,
-  method: v.method === 'rebuild' ? (v.facts?.type === 'swap' ? 'signature' as const : 'rebuild' as const) : 'blocks' as const,
+  method: v.method === 'rebuild' ? (v.facts?.type === 'swap' ? 'signature' as const : c.path === 'clone' ? 'clone' as const : 'rebuild' as const) : 'blocks' as const,
+  ...(c.why ? { why: c.why } : {}), bytesCopied: c.bytesCopied,
 });
 
 /** Where each LV of an LVM part goes on the target partition of this many sectors. */
@@ -185,7 +228,7 @@ export function planLvs(sp: SourcePart, ss: number, targetSectors: number) {
 }
 
 /** The target's PV: the same VG metadata, LVs in single ranges; then each LV copied like a partition. */
-async function rebuildLvm(sp: SourcePart, np: { start: number; size: number }, ss: number, source: OpenDisk, target: TargetDisk, work: string, progress: ProgressSink): Promise<LvReport[]> {
+async function rebuildLvm(mode: Mode, sp: SourcePart, np: { start: number; size: number }, ss: number, source: OpenDisk, target: TargetDisk, work: string, progress: ProgressSink): Promise<LvReport[]> {
   const { vg } = sp.lvm!;
   const pvSectors = np.size * ss / 512;
   const plan = planLvs(sp, ss, np.size);
@@ -199,8 +242,8 @@ async function rebuildLvm(sp: SourcePart, np: { start: number; size: number }, s
     throwIfAborted();
     const sl = sp.lvm!.lvs.find(l => l.lv.name === p.lv.name)!;
     const offset = np.start * ss + vg.pvs[0].peStart * 512 + p.start * ext;
-    const bytesCopied = await copyVolume(sl, sl.ranges, source, target, offset, p.extents * ext, `${vg.name}/${p.lv.name}${sl.fsType ? ` ${sl.fsType}` : ''}`, work, progress);
-    reports.push({ name: p.lv.name, lvUuid: p.lv.id, tags: p.lv.tags, ...volumeReport(sl), sourceExtents: p.lv.extents, targetExtents: p.extents, targetOffset: offset, bytesCopied });
+    const copied = await copyVolume(mode, sl, sl.ranges, source, target, offset, p.extents * ext, `${vg.name}/${p.lv.name}${sl.fsType ? ` ${sl.fsType}` : ''}`, work, progress);
+    reports.push({ name: p.lv.name, lvUuid: p.lv.id, tags: p.lv.tags, ...volumeReport(sl, copied), sourceExtents: p.lv.extents, targetExtents: p.extents, targetOffset: offset });
   }
   return reports;
 }
@@ -214,13 +257,13 @@ export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source
   const np = rl.newTable ? rl.newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(rl.targetSize / ss) };
   const where = { number: sp.part.number, sourceStart: sp.part.start, sourceSize: sp.part.size, targetStart: np.start, targetSize: np.size };
   if (sp.method === 'lvm') {
-    const lvs = await rebuildLvm(sp, np, ss, source, target, work, progress);
+    const lvs = await rebuildLvm(rl.mode, sp, np, ss, source, target, work, progress);
     const vg = sp.lvm!.vg;
     return { ...where, fs: 'LVM2_member', uuid: vg.pvs[0].id, method: 'lvm', lvm: { vg: vg.name, uuid: vg.id, extentSize: vg.extentSize * 512, lvs }, bytesCopied: lvs.reduce((n, l) => n + l.bytesCopied, 0) };
   }
   // the whole source partition (a block copy stops at the end of the target's)
-  const bytesCopied = await copyVolume(sp, [[sp.part.start * ss, sp.part.size * ss]], source, target, np.start * ss, np.size * ss, `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`, work, progress);
-  return { ...where, ...volumeReport(sp), bytesCopied };
+  const copied = await copyVolume(rl.mode, sp, [[sp.part.start * ss, sp.part.size * ss]], source, target, np.start * ss, np.size * ss, `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`, work, progress);
+  return { ...where, ...volumeReport(sp, copied) };
 }
 
 /**
@@ -233,7 +276,7 @@ export async function rebuild(owner: Scope, plan: ConvertPlan, source: OpenDisk,
   let bootCode = { mbr: false, gapBytes: 0 };
   let target: NewTarget | undefined;
   await withScope(async session => {
-    target = await createTarget(owner, session, plan.targetPath, plan.format, rl.targetSize, work);
+    target = Object.assign(await createTarget(owner, session, plan.targetPath, plan.format, rl.targetSize, work), { fresh: true });
     bootCode = await prepareTarget(rl, source, target.file);
     for (const sp of partsToCopy(rl)) {
       throwIfAborted();

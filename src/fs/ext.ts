@@ -40,6 +40,9 @@ async function probe(_scope: unknown, dev: string, work: string, type: string): 
       freeInodes: Number(kv['Free inodes']),
       blockCount: Number(kv['Block count']),
       hashSeed: kv['Directory Hash Seed'],
+      // what the used-block path must know: a journal to replay or errors make a block copy unsafe to resize
+      state: kv['Filesystem state'],
+      needsRecovery: (kv['Filesystem features'] ?? '').split(/\s+/).includes('needs_recovery'),
     },
   };
 }
@@ -104,6 +107,17 @@ export const extModule: FsModule = {
   minBytes,
   format,
   usedRanges,
+  clone: {
+    refuse(f) {
+      const d = f.detail as { state?: string; needsRecovery?: boolean };
+      if (d.needsRecovery) return 'its journal needs recovery (not cleanly unmounted)';
+      if (d.state && d.state !== 'clean') return `its state is "${d.state}", not clean`;
+      return undefined;
+    },
+    sizeBytes: f => Number(f.detail.blockCount) * Number(f.detail.blockSize),
+    // -f: resize2fs asks for a fresh e2fsck after any mount; the copy is of a clean file system, checked by refuse
+    async grow(ctx) { await run('resize2fs', ['-f', ctx.targetDev]); },
+  },
   copy(ctx) {
     // The source never changes, so its flags are scanned while cp runs.
     let scan: Promise<Map<string, string>> | undefined;

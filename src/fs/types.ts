@@ -40,8 +40,17 @@ export interface FsModule {
   features?(facts: FsFacts): string[];
   /** differences beyond the file tree (subvolumes, inode flags), both mounted */
   compareExtra?(src: string, dst: string): Promise<string[]>;
-  /** the byte ranges of dev the file system uses (its free-space map inverted), sorted; for reading a slow source ahead */
+  /** the byte ranges of dev the file system uses (its free-space map inverted), sorted; for reading a slow source ahead and for the used-block copy */
   usedRanges?(dev: string): Promise<ByteRange[]>;
+  /** the used-block path (--mode clone): its used ranges copied as they lie, then the file system grown to its device */
+  clone?: {
+    /** why this volume must not be copied by its blocks (e.g. not cleanly unmounted); undefined when it may */
+    refuse(facts: FsFacts): string | undefined;
+    /** the bytes of the file system itself (it may end before its partition does) */
+    sizeBytes(facts: FsFacts): number;
+    /** grow the copied file system to fill its larger device, with the file system's own tool */
+    grow(ctx: CopyContext): Promise<void>;
+  };
 }
 
 /** [offset, length] in bytes */

@@ -1,7 +1,10 @@
 // xfs: format with the source's geometry and feature bits (crc, finobt,
 // reflink, bigtime, …) from xfs_info, so the guest's kernel reads it.
 // Source and rebuilt twin share a UUID: mount both with nouuid.
+import { join } from 'node:path';
+import { mountFs } from '../blockdev/mount.js';
 import { run } from '../util/exec.js';
+import { withScope } from '../util/scope.js';
 import { withMountedRo, mountedCopy } from './mounted.js';
 import { usedBytes } from './copy-tree.js';
 import { MiB, usedFromFree, type ByteRange, type FsFacts, type FsModule } from './types.js';
@@ -70,6 +73,20 @@ export const xfsModule: FsModule = {
   format,
   copy: ctx => mountedCopy(ctx, { sourceOptions: SOURCE_OPTS, targetOptions: ['nouuid'] }),
   usedRanges,
+  clone: {
+    // the log is copied with the rest; the guest (or the grow's mount) replays it as it would the source's
+    refuse: () => undefined,
+    sizeBytes(f) {
+      const d = (f.detail as { info: Record<string, Record<string, string>> }).info.data ?? {};
+      return Number(d.blocks) * Number(d.bsize);
+    },
+    // xfs grows only mounted; nouuid: the source, same UUID, is attached too
+    grow: ctx => withScope(async scope => {
+      const dir = join(ctx.work, `grow-${ctx.targetDev.replace(/\W/g, '')}`);
+      await mountFs(scope, ctx.targetDev, dir, 'xfs', ['nouuid']);
+      await run('xfs_growfs', [dir]);
+    }),
+  },
   verifyAs: { kind: 'mount', options: () => SOURCE_OPTS },
   features(f) {
     const info = (f.detail as { info: Record<string, Record<string, string>> }).info;

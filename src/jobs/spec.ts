@@ -82,7 +82,7 @@ export function validateSpec(obj: unknown): FieldError[] {
   }
   if (obj.profile !== undefined) str('profile', obj.profile);
   if (obj.firmware !== undefined && str('firmware', obj.firmware) && !['bios', 'uefi'].includes(obj.firmware as string)) err('firmware', `must be uefi (or bios: keep the source's), not ${obj.firmware as string}`);
-  if (obj.firmware === 'uefi' && (obj.options as { mode?: string } | undefined)?.mode === 'block') err('firmware', 'uefi changes the partition table: it needs mode rebuild');
+  if (obj.firmware === 'uefi' && ['block', 'clone'].includes((obj.options as { mode?: string } | undefined)?.mode ?? '')) err('firmware', 'uefi changes the partition table: it needs mode rebuild');
   if (obj.mac !== undefined && str('mac', obj.mac)) {
     if (!MAC_RE.test(obj.mac as string)) err('mac', `${obj.mac as string} is not a MAC address; write it like 52:54:00:12:34:56`);
     if (obj.profile === undefined) err('mac', 'is part of a re-fit; give profile too');
@@ -97,7 +97,7 @@ export function validateSpec(obj: unknown): FieldError[] {
         if (!want) { err(`options.${k}`, `unknown option; the options are ${Object.keys(OPTION_FIELDS).join(', ')}`); continue; }
         if (typeof v !== want) { err(`options.${k}`, `must be a ${want}`); continue; }
       }
-      if (typeof o.mode === 'string' && o.mode !== 'rebuild' && o.mode !== 'block') err('options.mode', `must be rebuild or block, not ${o.mode}`);
+      if (typeof o.mode === 'string' && !['rebuild', 'clone', 'block'].includes(o.mode)) err('options.mode', `must be rebuild, clone or block, not ${o.mode}`);
       if (typeof o.inventory === 'string') absPath('options.inventory', o.inventory);
     }
   }

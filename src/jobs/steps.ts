@@ -13,7 +13,7 @@ import { workDir } from '../blockdev/mount.js';
 import { compareImages, imageInfo } from '../blockdev/qemu-img.js';
 import { blockCopy } from '../convert/block.js';
 import { inventoryPathFor, stageInventory } from '../convert/inventory.js';
-import { checkRequest, type ConvertPlan, type ConvertRequest } from '../convert/options.js';
+import { checkRequest, type ConvertPlan, type ConvertRequest, type Mode } from '../convert/options.js';
 import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport, type RebuildLayout, type RebuildReport } from '../convert/rebuild.js';
 import { checkUefiSource, fitUefiTarget } from '../convert/to-uefi.js';
 import type { ConvertResult } from '../convert/convert.js';
@@ -144,7 +144,7 @@ export function initialSteps(spec: JobSpec): string[] {
 const copyStepName = (n: number) => `copy p${n}`;
 
 export interface JobResult {
-  source: string; target: string; format: string; mode: 'rebuild' | 'block';
+  source: string; target: string; format: string; mode: Mode;
   virtualSize: number; allocatedBytes: number; seconds: number;
   layout?: RebuildReport; verified: boolean;
   verify?: { equivalent: boolean; filesystems: VerifyResult['filesystems'] };

@@ -29,7 +29,7 @@ export interface JobSpec {
   mac?: string;
   /** 'uefi': a BIOS/MBR Linux guest becomes GPT/UEFI (convert --firmware uefi) */
   firmware?: string;
-  options?: { mode?: 'rebuild' | 'block'; verify?: boolean; force?: boolean; inventory?: string; forceNtfsDirty?: boolean };
+  options?: { mode?: 'rebuild' | 'clone' | 'block'; verify?: boolean; force?: boolean; inventory?: string; forceNtfsDirty?: boolean };
   /** network source credentials: paths of secret files, never the secrets */
   credentials?: { chapSecretFile?: string; mutualChapSecretFile?: string; tlsPskFile?: string; tlsCerts?: string };
   register?: { libvirt: string; name: string; memory?: string; cpus?: number; start?: boolean };
