@@ -4,7 +4,8 @@
 // so IMAGE stays byte for byte as it was. A failed apply leaves no overlay.
 import { chmod, lchown, lstat, mkdir, readFile, readlink, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, posix, resolve } from 'node:path';
-import { openSource, openWritable } from '../blockdev/disk.js';
+import { openWritable } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { FerryError, notRoot, sourceMissing, targetExists, usageError } from '../errors.js';
 import { createOverlay } from '../refit/reconfigure.js';

@@ -4,7 +4,7 @@
 // bytes, into a delta file (format.ts) while both images are still open.
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { openSource } from '../blockdev/disk.js';
+import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { notRoot, targetExists } from '../errors.js';
 import { GuestFs } from '../inspect/guest-fs.js';
