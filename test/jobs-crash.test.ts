@@ -138,7 +138,8 @@ after(async () => {
 describe('kill -9 of ferry serve in the middle of a copy', () => {
   it('reclaims what the dead run held, resumes from the last completed step, and the result verifies', async () => {
     const target = join(dir, 'out.qcow2');
-    await writeFile(join(dir, 'job.yaml'), `source: ${source}\ntarget: ${target}\n`);
+    // the file-level rebuild: its copy steps last long enough to be killed in the middle (a used-block copy is over too soon)
+    await writeFile(join(dir, 'job.yaml'), `source: ${source}\ntarget: ${target}\noptions:\n  mode: rebuild\n`);
     const first = serve();
     await listening(first);
     const id = (await ferry(['jobs', 'submit', join(dir, 'job.yaml')])).stdout.trim();
@@ -244,7 +245,7 @@ describe('kill -9 of ferry serve in the middle of a re-fit', () => {
     const g = await buildLegacyGuest();
     const legacySum = await sha256(g.disk);
     const target = join(dir, 'refit.qcow2');
-    await writeFile(join(dir, 'refit.yaml'), `source: ${g.disk}\ntarget: ${target}\nprofile: kvm-virtio\n`);
+    await writeFile(join(dir, 'refit.yaml'), `source: ${g.disk}\ntarget: ${target}\nprofile: kvm-virtio\noptions:\n  mode: rebuild\n`);
     const first = serve();
     await listening(first);
     const id = (await ferry(['jobs', 'submit', join(dir, 'refit.yaml')])).stdout.trim();
