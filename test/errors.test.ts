@@ -197,7 +197,8 @@ describe('convert refuses bad input cleanly', () => {
       const before = await sha256(src);
       const out = join(dir, `out-${signal}-${phase}`);
       await mkdir(out);
-      const p = ferryProcess(['convert', src, join(out, 't.qcow2'), '--json']);
+      // the file-level rebuild: its copy lasts long enough for a signal to land in it (a used-block copy of this disk is over in well under 300 ms)
+      const p = ferryProcess(['convert', src, join(out, 't.qcow2'), '--json', '--mode', 'rebuild']);
       let sent = false;
       p.stdout!.on('data', (chunk: Buffer) => {
         if (!sent && new RegExp(`"event":"phase","phase":"${phase}`).test(chunk.toString())) {
@@ -221,7 +222,7 @@ describe('a killed run leaves nothing for long', () => {
   const env = { FERRY_RUN_DIR: join(dir, 'runs') };
   // wrapped: an async function returning the process itself would wait for it to end
   const startCopy = async (src: string, out: string): Promise<{ p: ReturnType<typeof ferryProcess> }> => {
-    const p = ferryProcess(['convert', src, out, '--json'], { env });
+    const p = ferryProcess(['convert', src, out, '--json', '--mode', 'rebuild'], { env });
     await new Promise<void>((resolve, reject) => {
       p.stdout!.on('data', (chunk: Buffer) => { if (/"event":"phase","phase":"copy/.test(chunk.toString())) setTimeout(resolve, 300); });
       p.then(r => reject(new Error(`convert ended before its copy: ${r.stderr}`)), reject);
