@@ -28,7 +28,7 @@ interface Event { event: string; phase?: string; message?: string; code?: string
  * exit, the events and the seconds from the kill to ferry's exit.
  */
 async function convertCut(server: Server, target: string, reconnectSeconds: number, afterKill: () => Promise<void>) {
-  const p = execa('node', [FERRY, 'convert', server.url, target, '--json'], {
+  const p = execa('node', [FERRY, 'convert', server.url, target, '--json', '--mode', 'rebuild'], {
     reject: false, stdin: 'ignore', env: { FERRY_RECONNECT_SECONDS: String(reconnectSeconds) },
   });
   const events: Event[] = [];
