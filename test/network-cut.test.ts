@@ -6,7 +6,7 @@
 // target is removed and nothing is left on the machine).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
@@ -27,9 +27,11 @@ interface Event { event: string; phase?: string; message?: string; code?: string
  * server has handed all of it over within a second. Returns the
  * exit, the events and the seconds from the kill to ferry's exit.
  */
-async function convertCut(server: Server, target: string, reconnectSeconds: number, afterKill: () => Promise<void>) {
-  const p = execa('node', [FERRY, 'convert', server.url, target, '--json', '--mode', 'rebuild'], {
-    reject: false, stdin: 'ignore', env: { FERRY_RECONNECT_SECONDS: String(reconnectSeconds) },
+async function convertCut(server: Server, target: string, reconnectSeconds: number, afterKill: () => Promise<void>,
+  at: { phase: string; mode: 'rebuild' | 'clone'; env?: Record<string, string> } = { phase: 'copy', mode: 'rebuild' }) {
+  // rebuild by default: its per-partition copy lasts long enough to cut (a used-block copy of this disk is over at once)
+  const p = execa('node', [FERRY, 'convert', server.url, target, '--json', '--mode', at.mode], {
+    reject: false, stdin: 'ignore', env: { FERRY_RECONNECT_SECONDS: String(reconnectSeconds), ...at.env },
   });
   const events: Event[] = [];
   let killedAt = 0, pending = '', phasesAtKill: string[] = [];
@@ -41,7 +43,7 @@ async function convertCut(server: Server, target: string, reconnectSeconds: numb
     for (const l of lines) {
       const e = JSON.parse(l) as Event;
       events.push(e);
-      if (!cut && e.event === 'phase' && e.phase!.startsWith('copy')) {
+      if (!cut && e.event === 'phase' && e.phase!.startsWith(at.phase)) {
         cut = (async () => {
           await new Promise(r => setTimeout(r, 150));
           phasesAtKill = events.filter(x => x.event === 'phase').map(x => x.phase!);
@@ -57,7 +59,7 @@ async function convertCut(server: Server, target: string, reconnectSeconds: numb
   await cut;
   const phases = events.filter(x => x.event === 'phase').map(x => x.phase!);
   assert.ok(killedAt, `the server was killed (phases: ${phases.join(', ')})`);
-  assert.equal(phasesAtKill.length, phases.findIndex(x => x.startsWith('copy')) + 1, 'killed during the first copy phase');
+  assert.equal(phasesAtKill.length, phases.findIndex(x => x.startsWith(at.phase)) + 1, `killed during the first ${at.phase} phase`);
   return { exitCode: r.exitCode ?? -1, stderr: String(r.stderr), events, secondsAfterKill: (Date.now() - killedAt) / 1000 };
 }
 
@@ -128,6 +130,25 @@ describe('a connection dropped mid-copy', () => {
       assert.deepEqual(await readdir(o), [], 'no target or partial target left');
     });
   }
+
+  // With the used-block copy the ext4 partition is done before the swap's copy starts; killed then,
+  // the server is missed first by verify, which reads many files at once through node's thread pool.
+  // Every pool thread then waits in the kernel, and a watchdog that needed the pool itself (fs.promises,
+  // dns.lookup) would never cut the source off: the run hung for good.
+  it('iscsi: server killed after the used-block copy, before verify: SOURCE_CONNECTION_LOST after the retry window, not a hang; nothing left', async () => {
+    const server = await servers.iscsi();
+    const o = join(dir, 'iscsi-verify-gone');
+    await mkdir(o);
+    // The page cache is dropped, so verify must ask the dead server again; and node's thread pool is
+    // one thread, so the first hung read takes all of it (on a busy host with the default four, the
+    // run seen in CI, verify's parallel reads did the same)
+    const r = await convertCut(server, join(o, 't.qcow2'), 5, () => writeFile('/proc/sys/vm/drop_caches', '3'),
+      { phase: 'copy', mode: 'clone', env: { UV_THREADPOOL_SIZE: '1' } });
+    assert.equal(r.exitCode, 9, r.stderr);
+    assert.match(r.stderr, /^ferry: SOURCE_CONNECTION_LOST: /m);
+    assert.ok(r.secondsAfterKill < 5 + 15, `failed ${r.secondsAfterKill} s after the kill`);
+    assert.deepEqual(await readdir(o), [], 'no target or partial target left');
+  });
 
   it('verify and info against a server that is gone: SOURCE_UNREACHABLE naming the endpoint, nothing left', async () => {
     const server = await servers.nbd();

@@ -1,5 +1,6 @@
 // qemu-storage-daemon with a FUSE export: any image format (or, later, a
 // network disk) becomes a plain file that losetup and sfdisk can use.
+import { readFileSync } from 'node:fs';
 import { writeFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../util/exec.js';
@@ -87,20 +88,26 @@ export async function exportAsFile(scope: Scope, dir: string, name: string, bloc
  * waiting on. The scope that started it still unmounts what is left.
  */
 export async function cutExport(mountpoint: string): Promise<void> {
-  const pid = await exportPid(mountpoint);
+  const pid = exportPid(mountpoint);
   if (pid) try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
 }
 
+// Synchronous on purpose: these serve the connection watchdog, which must run
+// while reads of a hung network source hold every libuv thread-pool thread
+// (verify reading files in parallel); an fs.promises read would queue behind
+// them and the watchdog would never cut the source off. Both files are tiny
+// and on /proc or the local work dir, never on the hung export.
+const readSmall = (path: string) => { try { return readFileSync(path, 'utf8'); } catch { return ''; } };
+
 /** The daemon behind an export (from its pidfile), if it still has one. */
-async function exportPid(mountpoint: string): Promise<number | undefined> {
-  const pid = Number((await readFile(mountpoint.replace(/\.img$/, '.pid'), 'utf8').catch(() => '')).trim());
+function exportPid(mountpoint: string): number | undefined {
+  const pid = Number(readSmall(mountpoint.replace(/\.img$/, '.pid')).trim());
   return pid > 0 ? pid : undefined;
 }
 
 /** Bytes the export's daemon has read so far (sockets included): it grows while a network source delivers. */
 export async function exportReadBytes(mountpoint: string): Promise<number | undefined> {
-  const pid = await exportPid(mountpoint);
-  const io = pid ? await readFile(`/proc/${pid}/io`, 'utf8').catch(() => '') : '';
-  const m = /^rchar:\s*(\d+)/m.exec(io);
+  const pid = exportPid(mountpoint);
+  const m = pid ? /^rchar:\s*(\d+)/m.exec(readSmall(`/proc/${pid}/io`)) : null;
   return m ? Number(m[1]) : undefined;
 }

@@ -5,7 +5,8 @@
 // Secrets reach the daemon only as files (see secrets.ts). The daemon's
 // complaints are turned into typed errors naming the host, port, target or
 // export, listing the exports or LUNs that do exist.
-import { connect } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { connect, isIP } from 'node:net';
 import { open, stat } from 'node:fs/promises';
 import type { OpenDisk } from '../blockdev/open-disk.js';
 import { exportAsFile, type BlockdevOptions } from '../blockdev/qsd.js';
@@ -152,6 +153,18 @@ async function prepare(scope: Scope, work: string, ep: NetworkEndpoint, c: Netwo
     done = secret.discard;
   }
   return { objects, proto, env, confirm, done };
+}
+
+/**
+ * The endpoint with its host name looked up once into an address, for a
+ * caller that will probe it later when the libuv thread pool (where
+ * dns.lookup runs) may be taken by reads of a hung source. Unchanged when
+ * it already is an address, a unix socket, or the name does not resolve.
+ */
+export async function withAddress(ep: NetworkEndpoint): Promise<NetworkEndpoint> {
+  if ((ep.kind === 'nbd' && ep.socket) || !ep.host || isIP(bareHost(ep.host))) return ep;
+  const found = await lookup(bareHost(ep.host)).catch(() => undefined);
+  return found ? { ...ep, host: found.family === 6 ? `[${found.address}]` : found.address } : ep;
 }
 
 /** Can a TCP (or unix socket) connection be made at all? Resolves to the reason when not. */

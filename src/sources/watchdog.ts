@@ -9,10 +9,13 @@
 // While the source's daemon keeps receiving bytes the connection is plainly
 // alive and nothing is probed; only a daemon that has gone quiet gets a TCP
 // connect (which a server may log as a client that went away).
+// Nothing here may use the libuv thread pool (fs.promises, dns.lookup): reads
+// of the hung source can hold all of its threads, and the watchdog is what
+// frees them.
 import type { ProgressSink } from '../util/progress.js';
 import type { Scope } from '../util/scope.js';
 import { describeEndpoint, type Endpoint } from './endpoint.js';
-import { connectionLost, reconnectSeconds, tryConnect, whereOf, type NetworkEndpoint } from './network.js';
+import { connectionLost, reconnectSeconds, tryConnect, whereOf, withAddress, type NetworkEndpoint } from './network.js';
 
 /** how often a healthy connection is looked at: the daemon's read count, or a TCP connect when that stood still */
 const HEALTHY_POLL_MS = 3000;
@@ -33,6 +36,9 @@ export function watchConnection(scope: Scope, ep: NetworkEndpoint, progress: Pro
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let lostAt = 0, attempt = 0, lastRead: number | undefined;
+  // the probe connects by address: a later name lookup would wait in the thread pool behind the hung reads
+  let probe = ep;
+  void withAddress(ep).then(e => { probe = e; });
 
   const schedule = (ms: number) => {
     if (stopped) return;
@@ -44,7 +50,7 @@ export function watchConnection(scope: Scope, ep: NetworkEndpoint, progress: Pro
     const flowing = !lostAt && read !== undefined && lastRead !== undefined && read - lastRead >= FLOWING_BYTES;
     lastRead = read;
     if (flowing) return schedule(HEALTHY_POLL_MS);
-    const why = await tryConnect(ep, 2000);
+    const why = await tryConnect(probe, 2000);
     if (stopped) return;
     if (!why) {
       if (lostAt) progress?.note(`connection to ${where} is back after ${Math.round((Date.now() - lostAt) / 1000)} s`);
