@@ -1,4 +1,5 @@
 // Loop devices, one per partition (this host's loop driver makes no partition nodes).
+import { throwIfAborted } from '../util/abort.js';
 import { run } from '../util/exec.js';
 import type { Scope } from '../util/scope.js';
 
@@ -13,9 +14,12 @@ export async function attachLoop(scope: Scope, file: string, opts: { offset: num
   if (opts.directIo) args.push('--direct-io=on');
   if (opts.readOnly) args.push('--read-only');
   args.push(file);
-  const { stdout } = await run('losetup', args);
+  // runs to its end even when a signal stops the run: killed half-way, losetup may already
+  // have attached a device whose name we would never learn; held first, then the stop is obeyed
+  const { stdout } = await run('losetup', args, { ignoreAbort: true });
   const dev = stdout.trim();
   scope.hold(`loop ${dev}`, { kind: 'loop', id: dev, detail: file }, () => detachLoop(dev));
+  throwIfAborted();
   return dev;
 }
 

@@ -2,6 +2,7 @@
 import { mkdtemp, mkdir, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { throwIfAborted } from '../util/abort.js';
 import { run } from '../util/exec.js';
 import type { Scope } from '../util/scope.js';
 
@@ -17,8 +18,10 @@ export async function mountFs(scope: Scope, dev: string, dir: string, type: stri
   const args = ['-t', type];
   if (options.length) args.push('-o', options.join(','));
   args.push(dev, dir);
-  await run('mount', args);
+  // like a loop device (loop.ts): the mount completes and is held before a stop is obeyed
+  await run('mount', args, { ignoreAbort: true });
   scope.hold(`mount ${dir}`, { kind: 'mount', id: dir }, () => unmount(dir));
+  throwIfAborted();
 }
 
 /**

@@ -72,6 +72,10 @@ export async function exportAsFile(scope: Scope, dir: string, name: string, bloc
   try {
     await run('qemu-storage-daemon', args, { env: opts.env });
   } catch (e) {
+    // a stop signal can end the wait after the daemon forked (its pidfile written) but before it
+    // is held: stop it here, or it would outlive the run with its FUSE export mounted
+    const started = exportPid(mountpoint);
+    if (started) await stopDaemon(started, mountpoint);
     await rm(mountpoint, { force: true });
     if (e instanceof ToolError && opts.diagnose) throw await opts.diagnose(e.stderr);
     if (e instanceof ToolError) throw corruptImage(opts.describe, e.stderr.trim().split('\n').pop() ?? 'qemu-storage-daemon refused it');

@@ -3,8 +3,9 @@
 // runner process is gone (kill -9, a power cut of the service), a starting
 // runner undoes them, newest first, checking each is still the very thing
 // recorded (a loop number or pid may have been reused since).
-import { readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { unmount } from '../blockdev/mount.js';
 import { stopDaemon } from '../blockdev/qsd.js';
 import { run } from '../util/exec.js';
@@ -32,8 +33,15 @@ export async function runnerAlive(id: string | undefined): Promise<boolean> {
 /** /proc/self/mounts escapes spaces and the like as \ooo. */
 const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 
+interface MountEntry { source: string; at: string; type: string }
+
+async function mountEntries(): Promise<MountEntry[]> {
+  return (await readFile('/proc/self/mounts', 'utf8')).split('\n').filter(Boolean)
+    .map(l => l.split(' ')).map(([source, at, type]) => ({ source: unescape(source), at: unescape(at), type }));
+}
+
 async function mountPoints(): Promise<string[]> {
-  return (await readFile('/proc/self/mounts', 'utf8')).split('\n').filter(Boolean).map(l => unescape(l.split(' ')[1]));
+  return (await mountEntries()).map(m => m.at);
 }
 
 const pause = (ms: number) => new Promise(r => setTimeout(r, ms));
@@ -102,9 +110,30 @@ async function reclaimProcess(pid: number | undefined, comm: string | undefined,
   return true;
 }
 
-async function reclaimFile(path: string): Promise<boolean> {
+/**
+ * A dead run's work dir (or partial file). What is still mounted, attached or
+ * running inside it is that run's too, recorded or not: a SIGKILL can land
+ * between a mount and its record. Undone from the top down: file systems
+ * mounted inside (and the loop devices under them), loop devices on files
+ * inside, the daemons whose pidfiles are there (their FUSE exports with them).
+ */
+async function reclaimFile(path: string, log: (line: string) => void): Promise<boolean> {
+  const within = (p: string) => p === path || p.startsWith(`${path}/`);
+  const mounted = (await mountEntries()).filter(m => within(m.at) && !m.type.startsWith('fuse')).sort((a, b) => b.at.length - a.at.length);
+  for (const m of mounted) {
+    await reclaimMount(m.at, log);
+    if (/^\/dev\/loop\d+$/.test(m.source)) await reclaimLoop(m.source);
+  }
+  const loops = (await run('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { ignoreAbort: true })).stdout.split('\n')
+    .map(l => { const [dev, ...back] = l.trim().split(' '); return { dev, back: back.join(' ').trim().replace(/ \(deleted\)$/, '') }; })
+    .filter(l => l.back && within(l.back));
+  for (const l of loops) await reclaimLoop(l.dev, l.back);
+  for (const name of (await readdir(path).catch(() => [] as string[])).filter(n => n.endsWith('.pid'))) {
+    const pid = Number((await readFile(join(path, name), 'utf8').catch(() => '')).trim());
+    if (pid > 0) await reclaimDaemon(join(path, name.replace(/\.pid$/, '.img')), pid);
+  }
   // never walk into something still mounted (a mount that would not go): rm would delete its files
-  const inside = (await mountPoints()).filter(m => m === path || m.startsWith(`${path}/`));
+  const inside = (await mountPoints()).filter(within);
   if (inside.length) throw new Error(`${inside.join(', ')} is still mounted inside ${path}`);
   await rm(path, { recursive: true, force: true });
   return true;
@@ -115,7 +144,7 @@ export async function reclaimOne(r: HeldResource, log: (line: string) => void = 
     case 'mount': return reclaimMount(r.id, log);
     case 'loop': return reclaimLoop(r.id, r.detail);
     case 'daemon': return reclaimDaemon(r.id, r.pid);
-    case 'file': return reclaimFile(r.id);
+    case 'file': return reclaimFile(r.id, log);
     case 'process': return reclaimProcess(r.pid, r.detail, r.id);
   }
 }
