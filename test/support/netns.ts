@@ -28,10 +28,11 @@ const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).s
  */
 export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp?: string; prefix?: number; isolated?: boolean }): Promise<NetnsLink> {
   const prefix = o.prefix ?? 30;
-  if (o.isolated) return isolatedNamespace(o);
-  const taken = String((await sh('ip', ['-4', '-o', 'addr', 'show'])).stdout);
-  const subnet = o.hostIp.replace(/\.\d+$/, '.');
-  assert.ok(!taken.includes(` ${subnet}`), `${subnet}0/${prefix} is already in use on this host (a leftover or a clash):\n${taken}`);
+  if (!o.isolated) {
+    const taken = String((await sh('ip', ['-4', '-o', 'addr', 'show'])).stdout);
+    const subnet = o.hostIp.replace(/\.\d+$/, '.');
+    assert.ok(!taken.includes(` ${subnet}`), `${subnet}0/${prefix} is already in use on this host (a leftover or a clash):\n${taken}`);
+  }
   const mountedBefore = await netnsMounted();
   let made = false;
   const link: NetnsLink = {
@@ -42,12 +43,12 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
     },
     async remove() {
       // deleting one end deletes the pair; `ip netns del` alone frees the veth only later, asynchronously
-      await execa('ip', ['link', 'del', o.hostIf], { reject: false, stdin: 'ignore' });
+      if (!o.isolated) await execa('ip', ['link', 'del', o.hostIf], { reject: false, stdin: 'ignore' });
       if (made) await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
       const others = String((await execa('ip', ['netns', 'list'], { reject: false, stdin: 'ignore' })).stdout).trim();
       // reject: false: another file's `ip netns add` may have come in between (umount is then busy)
       if (!mountedBefore && !others && await netnsMounted()) await execa('umount', ['/run/netns'], { reject: false, stdin: 'ignore' });
-      assert.notEqual((await execa('ip', ['link', 'show', o.hostIf], { reject: false, stdin: 'ignore' })).exitCode, 0, `veth ${o.hostIf} left behind`);
+      if (!o.isolated) assert.notEqual((await execa('ip', ['link', 'show', o.hostIf], { reject: false, stdin: 'ignore' })).exitCode, 0, `veth ${o.hostIf} left behind`);
       assert.ok(!others.split('\n').some(l => l.split(' ')[0] === o.ns), `netns ${o.ns} left behind`);
       await rm(registration, { force: true });
     },
@@ -57,37 +58,14 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
     await writeFile(registration, '');
     await sh('ip', ['netns', 'add', o.ns]);
     made = true;
-    await sh('ip', ['link', 'add', o.hostIf, 'type', 'veth', 'peer', 'name', o.nsIf]);
-    await sh('ip', ['link', 'set', o.nsIf, 'netns', o.ns]);
-    await sh('ip', ['addr', 'add', `${o.hostIp}/${prefix}`, 'dev', o.hostIf]);
-    await sh('ip', ['link', 'set', o.hostIf, 'up']);
-    if (o.nsIp) await sh('ip', ['-n', o.ns, 'addr', 'add', `${o.nsIp}/${prefix}`, 'dev', o.nsIf]);
-    await sh('ip', ['-n', o.ns, 'link', 'set', o.nsIf, 'up']);
-    await sh('ip', ['-n', o.ns, 'link', 'set', 'lo', 'up']);
-  } catch (e) {
-    await link.remove();
-    throw e;
-  }
-  return link;
-}
-
-async function isolatedNamespace(o: { ns: string; hostIf: string; nsIf: string; hostIp: string }): Promise<NetnsLink> {
-  const mountedBefore = await netnsMounted();
-  const link: NetnsLink = {
-    ...o,
-    async exec(cmd, args) {
-      const r = await sh('ip', ['netns', 'exec', o.ns, cmd, ...args]);
-      return { stdout: String(r.stdout), stderr: String(r.stderr) };
-    },
-    async remove() {
-      await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
-      const others = String((await execa('ip', ['netns', 'list'], { reject: false, stdin: 'ignore' })).stdout).trim();
-      if (!mountedBefore && !others && await netnsMounted()) await sh('umount', ['/run/netns']);
-      assert.ok(!others.split('\n').some(l => l.split(' ')[0] === o.ns), `netns ${o.ns} left behind`);
-    },
-  };
-  await sh('ip', ['netns', 'add', o.ns]);
-  try {
+    if (!o.isolated) {
+      await sh('ip', ['link', 'add', o.hostIf, 'type', 'veth', 'peer', 'name', o.nsIf]);
+      await sh('ip', ['link', 'set', o.nsIf, 'netns', o.ns]);
+      await sh('ip', ['addr', 'add', `${o.hostIp}/${prefix}`, 'dev', o.hostIf]);
+      await sh('ip', ['link', 'set', o.hostIf, 'up']);
+      if (o.nsIp) await sh('ip', ['-n', o.ns, 'addr', 'add', `${o.nsIp}/${prefix}`, 'dev', o.nsIf]);
+      await sh('ip', ['-n', o.ns, 'link', 'set', o.nsIf, 'up']);
+    }
     await sh('ip', ['-n', o.ns, 'link', 'set', 'lo', 'up']);
   } catch (e) {
     await link.remove();
