@@ -11,9 +11,10 @@ import type { JobSpec } from '../jobs/types.js';
 import { planDeploy } from '../machines/deploy.js';
 import { MachineRegistry } from '../machines/registry.js';
 import { finishJob, waitForJob } from './jobs.js';
+import { customizationFromArgs, customizeOptions } from './customize-options.js';
+import { customizationToSpec } from '../customize/spec.js';
 import { notRoot, usageError } from '../errors.js';
 
-const many = (v: unknown) => (v === undefined ? [] : [v].flat().map(String));
 
 /** IMAGE: a disk image path, else the name of an image in the catalog (ferry images) */
 function resolveImage(image: string): string {
@@ -36,18 +37,16 @@ async function submitAndFollow(spec: JobSpec, a: { json?: boolean; detach?: bool
   } finally { store.close(); }
 }
 
-interface DeployArgs { IMAGE: string; machine: string; disk?: string; hostname?: string; ip?: string[]; dhcp?: string[]; 'dry-run': boolean; json: boolean; detach: boolean }
+interface DeployArgs { IMAGE: string; machine: string; disk?: string; 'dry-run': boolean; json: boolean; detach: boolean }
 
 export const deployCommand: CommandModule<object, DeployArgs> = {
   command: 'deploy IMAGE',
   describe: "write an image onto a registered machine's disk through its agent (V2P), fitted to its hardware, then boot it",
-  builder: (y: Argv<object>) => y
+  // the customization options every command that writes an image takes (a deploy always gets a new identity)
+  builder: (y: Argv<object>) => customizeOptions(y)
     .positional('IMAGE', { type: 'string', demandOption: true, describe: 'a disk image, or the name of an image in the catalog' })
     .option('machine', { type: 'string', demandOption: true, describe: 'the machine (ferry machines list)' })
     .option('disk', { type: 'string', describe: "which disk: name, /dev path, serial, WWN or model (default: the machine's only disk)" })
-    .option('hostname', { type: 'string', describe: 'the name the deployed system gets' })
-    .option('ip', { type: 'string', array: true, describe: 'IF=ADDRESS/PREFIX[,gw=G][,dns=D] (repeatable)' })
-    .option('dhcp', { type: 'string', array: true, describe: 'IF takes its address by DHCP (repeatable)' })
     .option('dry-run', { type: 'boolean', default: false, describe: 'check that it fits and print the plan; write nothing' })
     .option('json', { type: 'boolean', default: false })
     .option('detach', { type: 'boolean', default: false, describe: "queue the job and print its id (see 'ferry jobs')" }) as unknown as Argv<DeployArgs>,
@@ -55,7 +54,7 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
     if (process.getuid?.() !== 0) throw notRoot();
     const spec: JobSpec = {
       kind: 'deploy', source: resolveImage(a.IMAGE), machine: a.machine, disk: a.disk,
-      customize: { hostname: a.hostname, ip: many(a.ip), dhcp: many(a.dhcp) },
+      customize: customizationToSpec(await customizationFromArgs(a)),
     } as JobSpec;
     if (a['dry-run']) {
       const reg = MachineRegistry.open();

@@ -1,7 +1,7 @@
 // The `customize` block of a job spec (convert and deploy jobs, POST /jobs):
 // the same choices as the command-line options, in a form a client can send
 // (an authorized key is its text, not a file on the client).
-import { FerryError } from '../errors.js';
+import { FerryError, usageError } from '../errors.js';
 import { checkCustomization, isEmptyCustomization, parseIpOption, type Customization } from './identity.js';
 import { checkTimezoneName, isPublicKeyLine } from './linux.js';
 
@@ -52,6 +52,8 @@ export function customizationFromSpec(s: CustomizeSpec | undefined): Customizati
 /** the command line's customization as a spec block (convert --detach) */
 export function customizationToSpec(c: Customization | undefined): CustomizeSpec | undefined {
   if (!c) return undefined;
+  // refused rather than dropped: a job would otherwise run without what the operator asked for
+  if (c.domainJoin || c.run?.length) throw usageError('--domain-join and --run are not carried by job specs yet: run ferry customize on the image (with --overlay) first');
   return {
     ...(c.hostname ? { hostname: c.hostname } : {}),
     ...(c.ip?.length ? { ip: c.ip.map(i => `${i.iface}=${i.address}/${i.prefix}${i.gateway ? `,gw=${i.gateway}` : ''}${i.dns.map(d => `,dns=${d}`).join('')}`) } : {}),
