@@ -33,8 +33,8 @@ export interface DriverSource {
 }
 
 interface FileCopy { from: string; host: string; change: Change }
-interface KeyEdit { edit: RegEdit; before: string; after: string; reason: string }
-interface HiveEdits { hive: Hive; prefix: string; edits: KeyEdit[] }
+export interface KeyEdit { edit: RegEdit; before: string; after: string; reason: string }
+export interface HiveEdits { hive: Hive; prefix: string; edits: KeyEdit[] }
 
 export interface WindowsPlan {
   /** host directory of the file system holding the system root */
@@ -67,6 +67,32 @@ export const windowsUnknownRelease = (os: WindowsOs) =>
 const SYSTEM_PREFIX = 'HKEY_LOCAL_MACHINE\\SYSTEM';
 const SOFTWARE_PREFIX = 'HKEY_LOCAL_MACHINE\\SOFTWARE';
 const CURRENT_VERSION = 'Microsoft\\Windows\\CurrentVersion';
+
+export type ReadKey = (hive: Hive, key: string) => Promise<RegKey | undefined>;
+
+/**
+ * SYSTEM and SOFTWARE of the guest at dir opened for planned edits, with the
+ * control sets in use (current and default: a set Windows no longer boots is
+ * left alone); every read failure is WINDOWS_HIVE_UNREADABLE.
+ */
+export async function openRegistry(dir: string, os: WindowsOs): Promise<{ system: HiveEdits; software: HiveEdits; controlSets: string[]; readKey: ReadKey }> {
+  const root = os.systemRoot;
+  const openHive = async (name: string) => {
+    try { return await Hive.open(dir, `${root}/System32/config/${name}`); } catch (e) {
+      throw windowsHiveUnreadable(`${root}/System32/config/${name}`, (e as Error).message, os.partition);
+    }
+  };
+  const readKey: ReadKey = async (hive, key) => {
+    try { return await hive.tree(key); } catch (e) { throw windowsHiveUnreadable(hive.guestPath, (e as Error).message, os.partition); }
+  };
+  const system: HiveEdits = { hive: await openHive('SYSTEM'), prefix: SYSTEM_PREFIX, edits: [] };
+  const software: HiveEdits = { hive: await openHive('SOFTWARE'), prefix: SOFTWARE_PREFIX, edits: [] };
+  const select = await readKey(system.hive, '\\Select');
+  const controlSets = [...new Set([select?.num('Current'), select?.num('Default')].filter((n): n is number => n !== undefined))]
+    .map(n => `ControlSet${String(n).padStart(3, '0')}`);
+  if (!controlSets.length) throw windowsHiveUnreadable(system.hive.guestPath, 'Select names no current control set', os.partition);
+  return { system, software, controlSets, readKey };
+}
 const RUN_ONCE_VALUE = 'FerryFirstBoot';
 
 /** the Enum\Root\ACPI_HAL hardware id of each HAL */
@@ -91,21 +117,7 @@ export async function planWindowsRefit(input: WindowsPlanInput): Promise<Windows
   const patchLevel = normalizePatchLevel(os.patchLevel);
   const [ntMajor, ntMinor] = ntVersion(os);
   const root = os.systemRoot;
-
-  const openHive = async (name: string) => {
-    try { return await Hive.open(dir, `${root}/System32/config/${name}`); } catch (e) {
-      throw windowsHiveUnreadable(`${root}/System32/config/${name}`, (e as Error).message, os.partition);
-    }
-  };
-  const readKey = async (hive: Hive, key: string) => {
-    try { return await hive.tree(key); } catch (e) { throw windowsHiveUnreadable(hive.guestPath, (e as Error).message, os.partition); }
-  };
-  const system: HiveEdits = { hive: await openHive('SYSTEM'), prefix: SYSTEM_PREFIX, edits: [] };
-  const software: HiveEdits = { hive: await openHive('SOFTWARE'), prefix: SOFTWARE_PREFIX, edits: [] };
-  const select = await readKey(system.hive, '\\Select');
-  const setNames = [...new Set([select?.num('Current'), select?.num('Default')].filter((n): n is number => n !== undefined))]
-    .map(n => `ControlSet${String(n).padStart(3, '0')}`);
-  if (!setNames.length) throw windowsHiveUnreadable(system.hive.guestPath, 'Select names no current control set', os.partition);
+  const { system, software, controlSets: setNames, readKey } = await openRegistry(dir, os);
 
   const plan: WindowsPlan = { dir, os, release: releases[0], patchLevel, arch, mkdirs: [], copies: [], scripts: [], system, software, used: [], warnings: [] };
 

@@ -14,15 +14,15 @@ import { join, posix } from 'node:path';
 import type { OpenDisk } from '../blockdev/disk.js';
 import { FerryError, usageError } from '../errors.js';
 import { openFileSystems, type ReadableFs } from '../inspect/filesystems.js';
-import { Hive, type RegKey } from '../inspect/windows/hive.js';
+import type { RegKey } from '../inspect/windows/hive.js';
 import { findWindowsRoot, inspectWindows } from '../inspect/windows/index.js';
 import { findCi } from '../inspect/windows/paths.js';
 import type { WindowsNic, WindowsOs } from '../inspect/report.js';
 import { nothingToRefit } from '../refit/refit.js';
 import { withScope, type Scope } from '../util/scope.js';
 import type { Change } from '../../converters/linux/change.js';
-import { describe, sameValue, windowsHiveUnreadable } from '../../converters/windows/index.js';
-import { mergeIntoHive, showValue, type RegData, type RegEdit } from '../../converters/windows/registry.js';
+import { describe, openRegistry, sameValue, windowsHiveUnreadable, type HiveEdits } from '../../converters/windows/index.js';
+import { mergeIntoHive, showValue, type RegData } from '../../converters/windows/registry.js';
 import { readJoinPassword, splitUser, type DomainJoin } from './domain-join.js';
 import { customizeUnsupported, type Customization, type IpSetting } from './identity.js';
 import { toolLabel, toolNotFound, ToolStore, toolWrongOs, type Tool } from './tools.js';
@@ -30,8 +30,6 @@ import { toolLabel, toolNotFound, ToolStore, toolWrongOs, type Tool } from './to
 /** the tool --new-identity places on Windows: register it with `ferry tools add CONTAINER --name sysprep` */
 export const SYSPREP_TOOL = 'sysprep';
 
-interface KeyEdit { edit: RegEdit; before: string; after: string; reason: string }
-interface HiveEdits { hive: Hive; prefix: string; edits: KeyEdit[] }
 interface FileWrite { host: string; data?: string; from?: string; change: Change }
 
 export interface WindowsCustomizePlan {
@@ -44,8 +42,6 @@ export interface WindowsCustomizePlan {
   tools: { name: string; version: string; trigger: string }[];
 }
 
-const SYSTEM_PREFIX = 'HKEY_LOCAL_MACHINE\\SYSTEM';
-const SOFTWARE_PREFIX = 'HKEY_LOCAL_MACHINE\\SOFTWARE';
 const RUN_ONCE = 'Microsoft\\Windows\\CurrentVersion\\RunOnce';
 const lc = (s: string) => s.toLowerCase();
 
@@ -156,20 +152,7 @@ export async function planWindowsCustomization(input: WindowsPlanInput): Promise
   if (hiveError) throw windowsHiveUnreadable(/\/[^\s:]+/.exec(hiveError.message)?.[0] ?? `${os.systemRoot}/System32/config`, hiveError.message, os.partition);
   const root = os.systemRoot;
   const ntMajor = Number((os.version ?? '').split('.')[0]) || 0;
-  const openHive = async (name: string) => {
-    try { return await Hive.open(dir, `${root}/System32/config/${name}`); } catch (e) {
-      throw windowsHiveUnreadable(`${root}/System32/config/${name}`, (e as Error).message, os.partition);
-    }
-  };
-  const readKey = async (h: Hive, key: string) => {
-    try { return await h.tree(key); } catch (e) { throw windowsHiveUnreadable(h.guestPath, (e as Error).message, os.partition); }
-  };
-  const system: HiveEdits = { hive: await openHive('SYSTEM'), prefix: SYSTEM_PREFIX, edits: [] };
-  const software: HiveEdits = { hive: await openHive('SOFTWARE'), prefix: SOFTWARE_PREFIX, edits: [] };
-  const select = await readKey(system.hive, '\\Select');
-  const sets = [...new Set([select?.num('Current'), select?.num('Default')].filter((n): n is number => n !== undefined))]
-    .map(n => `ControlSet${String(n).padStart(3, '0')}`);
-  if (!sets.length) throw windowsHiveUnreadable(system.hive.guestPath, 'Select names no current control set', os.partition);
+  const { system, software, controlSets: sets, readKey } = await openRegistry(dir, os);
 
   const plan: WindowsCustomizePlan = { dir, os, files: [], system, software, tools: [] };
   const setValues = async (h: HiveEdits, key: string, values: Record<string, RegData>, reason: string, existing?: RegKey) => {
