@@ -3,7 +3,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import type { Change } from '../../converters/linux/change.js';
 import { customizeImage } from '../customize/customize.js';
-import { usageError } from '../errors.js';
 import { customizationFromArgs, customizeOptions } from './customize-options.js';
 
 export const formatCustomizeChanges = (changes: Change[]) => changes.map(c => `  ${c.file}: ${c.before.split('\n')[0]} -> ${c.after.split('\n')[0]}  (${c.reason})`);
@@ -17,8 +16,8 @@ export const customizeCommand: CommandModule = {
     .option('dry-run', { type: 'boolean', default: false, describe: 'list the changes; write nothing' })
     .option('json', { type: 'boolean', default: false })),
   handler: async a => {
-    const c = await customizationFromArgs(a);
-    if (!c) throw usageError('nothing to customize: give --hostname, --ip, --dhcp, --new-identity, --ssh-authorized-key or --timezone');
+    // nothing asked for (undefined) is refused by customizeImage with the list of options
+    const c = (await customizationFromArgs(a)) ?? {};
     const r = await customizeImage({ image: a.IMAGE as string, overlay: a.overlay as string | undefined, customization: c, dryRun: a['dry-run'] as boolean });
     process.stdout.write(a.json ? JSON.stringify({ event: 'result', ...r }, null, 2) + '\n' : [
       r.dryRun ? `${r.image}: ${r.changes.length} change(s) customize would make (nothing was written, --dry-run)` : `${r.written}${r.overlay ? ` (overlay on ${r.image})` : ''}: ${r.changes.length} change(s)`,

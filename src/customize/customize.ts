@@ -28,10 +28,10 @@ export interface CustomizeResult {
 }
 
 export async function customizeImage(r: CustomizeRequest): Promise<CustomizeResult> {
-  if (process.getuid?.() !== 0) throw notRoot();
   const c = r.customization;
   checkCustomization(c);
-  if (isEmptyCustomization(c)) throw usageError('nothing to customize: give --hostname, --ip, --dhcp, --new-identity, --ssh-authorized-key or --timezone');
+  if (isEmptyCustomization(c)) throw usageError('nothing to customize: give --hostname, --ip, --dhcp, --new-identity, --ssh-authorized-key, --timezone, --domain-join or --run');
+  if (process.getuid?.() !== 0) throw notRoot();
   if (!(await stat(r.image).catch(() => undefined))?.isFile()) throw sourceMissing(r.image);
   const image = resolve(r.image);
   const overlay = r.overlay && resolve(r.overlay);
