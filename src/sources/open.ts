@@ -8,6 +8,7 @@ import { attachLoop } from '../blockdev/loop.js';
 import { checkImage, imageInfoChain, type ImageInfo } from '../blockdev/qemu-img.js';
 import type { OpenDisk } from '../blockdev/open-disk.js';
 import { corruptImage, notADiskImage, sourceMissing } from '../errors.js';
+import { throwIfAborted } from '../util/abort.js';
 import { probeDevice } from '../fs/detect.js';
 import { readTable } from '../layout/table.js';
 import type { ProgressSink } from '../util/progress.js';
@@ -46,6 +47,8 @@ export async function openSource(scope: Scope, ep: Endpoint, work: string, name 
   try {
     chain = await imageInfoChain(ep.path);
   } catch (e) {
+    // a stop signal ends qemu-img too: that is an interrupted run, not a corrupt image
+    throwIfAborted();
     throw corruptImage(ep.path, (e as Error).message);
   }
   const info = chain[0];
