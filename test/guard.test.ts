@@ -9,7 +9,7 @@ import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { execa, type ResultPromise } from 'execa';
 import { guardMachine, tempDir, testScope } from './support/harness.js';
-import { machineState, markOf, netnsIsOurs } from './support/guard.js';
+import { leftBehind, machineState, markOf, netnsIsOurs } from './support/guard.js';
 import { MARK_VAR } from './support/test-scope.js';
 
 guardMachine();
@@ -85,6 +85,25 @@ describe('the guard counts only this test file\'s leftovers', () => {
     db.prepare(`INSERT INTO job_resources (job_id, kind, res_id) VALUES ('j1', 'loop', ?)`).run(dev3);
     db.close();
     assert.ok(!(await machineState()).loops.some(l => l.startsWith(`${dev3} `)), 'held by the other file\'s job: theirs');
+  });
+
+  it('a loop on a shared file that was there when this file started is never its leak, whoever it reads as at the end', async () => {
+    // the CI case: another file's loop on a fixture, held by that file while this one starts, left unheld when it dies
+    await mkdir(sharedDir, { recursive: true });
+    const dev = await attach(await image(join(sharedDir, 'left.img')));
+    const holder = execa('sh', ['-c', 'exec sleep 60 <"$1"', 'sh', dev], { env: { [MARK_VAR]: otherMark }, reject: false, stdin: 'ignore' });
+    procs.push(holder);
+    await until('the holder has the loop open', async () => (await readlink(`/proc/${holder.pid}/fd/0`).catch(() => '')) === dev);
+    const start = await machineState();
+    assert.ok(!start.loops.some(l => l.startsWith(`${dev} `)), 'held by the other file at the start: theirs');
+    holder.kill('SIGKILL');
+    await holder;
+    const end = await machineState();
+    assert.ok(end.loops.some(l => l.startsWith(`${dev} `)), 'nobody holds it at the end: it reads as ours');
+    assert.deepEqual(leftBehind(start, end).filter(l => l.includes(dev)), [], 'but it was there before: not left by this file');
+    // one attached after the start, on the same file, still is
+    const dev2 = await attach(join(sharedDir, 'left.img'));
+    assert.deepEqual(leftBehind(start, await machineState()).filter(l => l.includes(`${dev2} `)).length, 1, `${dev2} is new: reported`);
   });
 
   it('a daemon is ours by its marker, or unmarked by a path under our root on its command line', async () => {

@@ -49,8 +49,19 @@ export function order(files: string[]): string[] {
   return [...files].sort((a, b) => estimate(b) - estimate(a) || a.localeCompare(b));
 }
 
+/** Lines kept per failing file in the summary at the end (CI keeps only the log's tail). */
+const SUMMARY_LINES = 40;
+
+/** What node's spec reporter lists under "failing tests" (the whole output's end when it has none), cut to SUMMARY_LINES. */
+export function failureSummary(output: string): string {
+  const at = output.lastIndexOf('✖ failing tests:');
+  const lines = (at >= 0 ? output.slice(at) : output).split('\n').filter(l => l.trim());
+  const kept = at >= 0 ? lines.slice(0, SUMMARY_LINES) : lines.slice(-SUMMARY_LINES);
+  return [...kept, ...(lines.length > SUMMARY_LINES ? [`… ${lines.length - SUMMARY_LINES} more lines in its output above`] : [])].join('\n');
+}
+
 /** Run the files, `concurrency` at a time in this order, each as `node --test FILE`; its output is printed whole when it ends. */
-async function runFiles(files: string[], concurrency: number, times: Map<string, number>): Promise<boolean> {
+async function runFiles(files: string[], concurrency: number, times: Map<string, number>, failures: Map<string, string>): Promise<boolean> {
   let ok = true;
   const queue = [...files];
   const worker = async () => {
@@ -59,7 +70,7 @@ async function runFiles(files: string[], concurrency: number, times: Map<string,
       const r = await execa(process.execPath, ['--test', '--test-reporter=spec', file], { reject: false, all: true, stdin: 'ignore' });
       const seconds = (performance.now() - t0) / 1000;
       times.set(file, seconds);
-      if (r.exitCode !== 0) ok = false;
+      if (r.exitCode !== 0) { ok = false; failures.set(file, failureSummary(String(r.all))); }
       process.stdout.write(`\n# ${file.slice(HERE.length + 1)}: ${r.exitCode === 0 ? 'pass' : `FAIL (exit ${r.exitCode ?? r.signal})`} in ${seconds.toFixed(0)} s\n${String(r.all)}\n`);
     }
   };
@@ -76,9 +87,10 @@ async function main(): Promise<void> {
   const alone = files.filter(f => ALONE.includes(nameOf(f)));
   const together = files.filter(f => !alone.includes(f));
   const times = new Map<string, number>();
+  const failures = new Map<string, string>();
   const t0 = performance.now();
-  const ok1 = await runFiles(together, concurrency, times);
-  const ok2 = await runFiles(alone, 1, times);
+  const ok1 = await runFiles(together, concurrency, times, failures);
+  const ok2 = await runFiles(alone, 1, times, failures);
   const wall = (performance.now() - t0) / 1000;
   // with two files at once a loop on a shared fixture that nothing holds cannot be attributed
   // to one file (guard.ts); once every file has ended, none may be left at all
@@ -87,6 +99,8 @@ async function main(): Promise<void> {
   const ok3 = leftLoops.length === 0;
   if (!ok3) process.stdout.write(`# loops left on shared fixtures after the suite:\n${leftLoops.map(l => `#   ${l}`).join('\n')}\n`);
   const rows = [...times].sort((a, b) => b[1] - a[1]).map(([f, s]) => `#   ${s.toFixed(0).padStart(5)} s  ${f.slice(HERE.length + 1)}`);
+  // repeated here, at the end, where a log cut to its tail still shows why
+  for (const [f, text] of failures) process.stdout.write(`# FAILED ${f.slice(HERE.length + 1)}:\n${text}\n`);
   process.stdout.write(`# per-file wall time (concurrency ${concurrency}):\n${rows.join('\n')}\n# suite wall time ${wall.toFixed(0)} s, ${ok1 && ok2 && ok3 ? 'all files passed' : 'SOME FILES FAILED'}\n`);
   process.exitCode = ok1 && ok2 && ok3 ? 0 : 1;
 }

@@ -27,7 +27,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MARK_VAR, testScope, type TestScope } from './test-scope.js';
 
-export interface MachineState { loops: string[]; mounts: string[]; daemons: string[]; workDirs: string[] }
+export interface MachineState {
+  loops: string[]; mounts: string[]; daemons: string[]; workDirs: string[];
+  /** every loop on the machine, whoever's: one there before a file started is never that file's leak (whose a
+   * loop on a shared fixture is can read differently at start and end: another file may have ended meanwhile) */
+  allLoops: string[];
+}
 
 // process names as the kernel keeps them (15 characters: qemu-storage-daemon is 'qemu-storage-da')
 export const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86', 'dnsmasq'];
@@ -191,6 +196,7 @@ export async function machineState(s: TestScope = testScope): Promise<MachineSta
 
   const loopLines = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout).split('\n').filter(Boolean);
   const loops: string[] = [];
+  const allLoops = loopLines.map(l => l.trim().split(/\s+/).join(' '));
   let holders: Map<string, (string | undefined)[]> | undefined;
   let others: Set<string> | undefined;
   for (const l of loopLines) {
@@ -211,14 +217,17 @@ export async function machineState(s: TestScope = testScope): Promise<MachineSta
 
   const daemons = await ourProcesses(DAEMONS, s);
   const workDirs = (await readdir(process.env.FERRY_TMP ?? tmpdir()).catch(() => [] as string[])).filter(n => n.startsWith('ferry-'));
-  return { loops, mounts, daemons, workDirs };
+  return { loops, mounts, daemons, workDirs, allLoops };
 }
 
 /** Differences between two states: what appeared since `before`. */
 export function leftBehind(before: MachineState, after: MachineState): string[] {
   const out: string[] = [];
-  for (const k of Object.keys(after) as (keyof MachineState)[]) {
-    for (const item of after[k]) if (!before[k].includes(item)) out.push(`${k}: ${item}`);
+  for (const k of ['loops', 'mounts', 'daemons', 'workDirs'] as const) {
+    for (const item of after[k]) {
+      const old = k === 'loops' ? before.allLoops.includes(item.trim().split(/\s+/).join(' ')) : before[k].includes(item);
+      if (!old) out.push(`${k}: ${item}`);
+    }
   }
   return out;
 }
