@@ -96,7 +96,7 @@ async function tearDown(): Promise<void> {
   // every step runs whatever the one before it threw (a failed netns removal once left the loop behind too)
   const failed: unknown[] = [];
   const step = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { failed.push(e); } };
-  await step(async () => link?.remove()); // the pair, the namespace and /run/netns's mount, each checked gone
+  await step(async () => link?.remove()); // the pair and the namespace, each checked gone
   await step(async () => { if (loop) await execa('losetup', ['-d', loop]); });
   await step(async () => { if (guest) assert.equal(await sha256(guest), guestSum, 'the guest image was never written'); });
   if (failed.length) throw failed.length === 1 ? failed[0] : new AggregateError(failed, failed.map(e => (e as Error).message).join('\n'));

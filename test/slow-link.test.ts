@@ -104,7 +104,7 @@ describe('a slow link: NBD from a network namespace over a shaped veth pair', ()
       await server;
       clearTimeout(t);
     }
-    await link?.remove(); // the pair, the namespace and /run/netns's mount, each checked gone
+    await link?.remove(); // the pair and the namespace, each checked gone
     if (diskSum) assert.equal(await sha256(disk), diskSum, 'the served disk is unchanged');
   });
 

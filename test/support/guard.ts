@@ -189,7 +189,7 @@ export async function machineState(s: TestScope = testScope): Promise<MachineSta
     const at = unescape(l.split(' ')[1] ?? '');
     const watched = /ferry-/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('/proc/sys/fs/binfmt_misc') || under(at, '/run/netns');
     if (!watched) continue;
-    // `ip netns add` bind-mounts /run/netns on itself once for the whole machine; netns.ts takes it away when the last namespace goes
+    // `ip netns add` bind-mounts /run/netns on itself once for the whole machine, and it stays (netns.ts)
     if (at === '/run/netns') continue;
     if (under(at, '/run/netns') ? await netnsIsOurs(at.slice('/run/netns/'.length), s) : pathOwner(at, s) !== false) mounts.push(l);
   }

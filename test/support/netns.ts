@@ -1,13 +1,13 @@
 // A test host in a network namespace, joined to this one by a veth pair with
 // an address on each end (/30 unless told; the namespace's end may have none,
-// for a DHCP client to fill). `ip netns add` also turns /run/netns into a
-// mount point the first time it runs on a machine; remove() takes the pair,
-// the namespace and that mount away again (when this link made it and no other
-// namespace is left: another test file may be using one), so the machine is as
-// it was before. The namespace is registered in the file's scope dir (the
+// for a DHCP client to fill). remove() takes the pair and the namespace away.
+// `ip netns add` also turns /run/netns into a mount point the first time it
+// runs on a machine; that stays, as iproute2 itself leaves it: taking it away
+// raced with another test file's `ip netns add` (between its listing and its
+// umount the other file's namespace could lose its mount). The namespace is registered in the file's scope dir (the
 // guard counts it as this file's, not as the other running file's).
 import assert from 'node:assert/strict';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { testScope } from './test-scope.js';
@@ -20,7 +20,6 @@ export interface NetnsLink {
 }
 
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
-const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
 
 /**
  * Make the namespace and the pair, addresses up, lo up inside; refuses a /30 this host already uses.
@@ -33,7 +32,6 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
     const subnet = o.hostIp.replace(/\.\d+$/, '.');
     assert.ok(!taken.includes(` ${subnet}`), `${subnet}0/${prefix} is already in use on this host (a leftover or a clash):\n${taken}`);
   }
-  const mountedBefore = await netnsMounted();
   let made = false;
   const link: NetnsLink = {
     ...o,
@@ -46,8 +44,6 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
       if (!o.isolated) await execa('ip', ['link', 'del', o.hostIf], { reject: false, stdin: 'ignore' });
       if (made) await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
       const others = String((await execa('ip', ['netns', 'list'], { reject: false, stdin: 'ignore' })).stdout).trim();
-      // reject: false: another file's `ip netns add` may have come in between (umount is then busy)
-      if (!mountedBefore && !others && await netnsMounted()) await execa('umount', ['/run/netns'], { reject: false, stdin: 'ignore' });
       if (!o.isolated) assert.notEqual((await execa('ip', ['link', 'show', o.hostIf], { reject: false, stdin: 'ignore' })).exitCode, 0, `veth ${o.hostIf} left behind`);
       assert.ok(!others.split('\n').some(l => l.split(' ')[0] === o.ns), `netns ${o.ns} left behind`);
       await rm(registration, { force: true });
