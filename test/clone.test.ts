@@ -6,12 +6,14 @@
 // for the deleted pattern (present in the source, absent from every target).
 import assert from 'node:assert/strict';
 import { describe, it, before, after } from 'node:test';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 import { independentCompare } from './support/independent.js';
+import { checkCopyProof, copyUsedRanges } from '../src/fs/used-copy.js';
+import { silentProgress } from '../src/util/progress.js';
 
 // registered before the guard, which removes the temp dirs the source lives in
 after(async () => { if (sum) assert.equal(await sha256(src), sum, 'source unchanged'); });
@@ -126,6 +128,9 @@ describe('--mode clone', () => {
     assert.ok(r.layout.partitions.every((p: any) => /used blocks copied, same size/.test(p.why)), JSON.stringify(r.layout.partitions.map((p: any) => p.why)));
     assert.ok(notes.some(n => /^p1 ext4: clone: /.test(n)) && notes.some(n => /^p2 xfs: clone: /.test(n)), notes.join('\n'));
     assert.equal(r.verified, true);
+    // verified by the copy's own proof (its used blocks hashed as read, read back from the target), not by walking the files again
+    assert.deepEqual(r.layout.partitions.map((p: any) => p.proven), [true, true]);
+    assert.deepEqual(r.verify.filesystems.map((f: any) => `${f.fs}:${f.by}`), ['ext4:copy proof', 'xfs:copy proof']);
     const raw = await asRaw(t, 'qcow2');
     assert.deepEqual(await independentCompare(src, 'raw', raw, 'raw'), []);
     assert.deepEqual(await extIdentity(raw, P1), await extIdentity(src, P1));
@@ -154,6 +159,31 @@ describe('--mode clone', () => {
     assert.equal(await holds(t, STALE.xfs), false);
   });
 
+  it('the copy\'s proof: a byte changed in a used range of the target after the copy is found, one in free space is not', async () => {
+    // the functions the clone path runs, on real files: copy with the proof, change the target, read it back
+    const a = join(dir, 'proof-src.bin'), b = join(dir, 'proof-dst.bin');
+    await writeFile(a, randomBytes(24 * MiB));
+    await execa('truncate', ['-s', String(24 * MiB), b]);
+    const used: [number, number][] = [[0, 5 * MiB], [9 * MiB, 3 * MiB + 4096], [20 * MiB, 4096]];
+    const { written, proof } = await copyUsedRanges(a, b, used, silentProgress, { prove: true });
+    assert.equal(written, used.reduce((n, r) => n + r[1], 0));
+    assert.equal(await checkCopyProof(b, 0, proof!, silentProgress), undefined, 'an exact copy');
+    const poke = async (at: number) => {
+      const fh = await open(b, 'r+');
+      try { await fh.write(Buffer.from([0xa5 ^ (await fh.read(Buffer.alloc(1), 0, 1, at)).buffer[0]]), 0, 1, at); } finally { await fh.close(); }
+    };
+    await poke(7 * MiB); // free space: not part of the file system's content
+    assert.equal(await checkCopyProof(b, 0, proof!, silentProgress), undefined, 'free space is not proved');
+    await poke(11 * MiB + 17); // inside the second range (one piece: 9 MiB to 12 MiB + 4 KiB)
+    assert.equal(await checkCopyProof(b, 0, proof!, silentProgress), 9 * MiB, 'the start of the piece holding the changed byte');
+    // the same proof read at an offset: the volume's place on a larger disk
+    const c = join(dir, 'proof-disk.bin');
+    await execa('truncate', ['-s', String(32 * MiB), c]);
+    await execa('dd', [`if=${a}`, `of=${c}`, 'bs=1M', 'seek=8', 'conv=notrunc,sparse', 'status=none']);
+    assert.equal(await checkCopyProof(c, 8 * MiB, proof!, silentProgress), undefined, 'read at the volume\'s offset');
+    await rm(a); await rm(b); await rm(c);
+  });
+
   it('--mode clone with --firmware uefi (a table change) is a usage error before anything is written', async () => {
     const t = join(dir, 'uefi.qcow2');
     const r = await ferry(['convert', src, t, '--mode', 'clone', '--firmware', 'uefi', '--json']);
@@ -166,6 +196,7 @@ describe('--mode clone', () => {
     const t = join(dir, 'shrunk.qcow2');
     const { result: r, notes } = await convertOk([src, t, '--mode', 'clone', '--size', `${SIZE - 8}M`]);
     assert.deepEqual(r.layout.partitions.map((p: any) => `${p.fs}:${p.method}`), ['ext4:clone', 'xfs:rebuild']);
+    assert.deepEqual(r.verify.filesystems.map((f: any) => `${f.fs}:${f.by}`), ['ext4:copy proof', 'xfs:files'], 'the rebuilt file system is verified by its files');
     assert.match(r.layout.partitions[1].why, /below the 310 MiB xfs file system's own size: file-level rebuild/);
     assert.ok(notes.some(n => /^p2 xfs: rebuild: shrunk/.test(n)), notes.join('\n'));
     const raw = await asRaw(t, 'qcow2');

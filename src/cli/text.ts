@@ -18,7 +18,9 @@ export function formatConvert(r: ConvertResult): string {
     for (const l of p.lvm?.lvs ?? []) lines.push(`    ${p.lvm!.vg}/${l.name} ${(l.fs ?? '-').padEnd(6)} ${l.method.padEnd(9)} ${human(l.targetExtents * p.lvm!.extentSize).padStart(10)} ${l.uuid ?? ''}`);
   }
   if (r.layout?.bootCode.mbr || r.layout?.bootCode.gapBytes) lines.push(`  boot code: MBR ${r.layout.bootCode.mbr ? 'copied' : 'empty'}, gap ${human(r.layout.bootCode.gapBytes)}`);
-  lines.push(r.verified ? '  verified: equivalent to the source' : '  not verified (--no-verify)');
+  const proven = (r.verify?.filesystems ?? []).filter(f => f.by === 'copy proof').map(f => f.lv ?? `p${f.number}`);
+  lines.push(!r.verified ? '  not verified (--no-verify)'
+    : `  verified: equivalent to the source${proven.length ? ` (${proven.join(', ')}: used blocks hashed as copied and read back from the target)` : ''}`);
   if (r.inventory) lines.push(`  inventory kept: ${r.inventory}`);
   if (r.refit) lines.push(...formatChanges(r.refit).map(l => `  ${l}`));
   if (r.customized) lines.push(`  customized: ${r.customized.length} change(s)`, ...formatCustomizeChanges(r.customized).map(l => `  ${l}`));

@@ -17,7 +17,7 @@ import { blockCopy } from './block.js';
 import { stageInventory } from './inventory.js';
 import { preflightRefit, refitDisk, type RefitResult } from '../refit/refit.js';
 import { checkRequest, type ConvertPlan, type ConvertRequest, type Mode } from './options.js';
-import { rebuild, type RebuildReport } from './rebuild.js';
+import { provenVolumes, rebuild, type RebuildReport } from './rebuild.js';
 import { checkUefiSource, fitUefiTarget } from './to-uefi.js';
 import type { Change } from '../../converters/linux/change.js';
 import { checkCustomizable, customizeDisk } from '../customize/disk.js';
@@ -79,7 +79,7 @@ function convertIn(req: ConvertRequest, plan: ConvertPlan, progress: ProgressSin
       verify = await withScope(async vs => {
         const target = await openSource(vs, parseEndpoint(partialPath), work, 'verify-target');
         if (plan.mode === 'block') return blockVerify(source, plan.source.kind === 'file' && !source.sourceFormat ? plan.source.path : source.file, target, partialPath);
-        return verifyDisks(source, target, work, progress, { layoutChanged: !!layout?.esp });
+        return verifyDisks(source, target, work, progress, { layoutChanged: !!layout?.esp, proven: provenVolumes(layout) });
       });
       if (!verify.equivalent) throw verifyFailed(verify.differences);
     }

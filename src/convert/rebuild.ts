@@ -13,9 +13,9 @@ import type { ProgressSink } from '../util/progress.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { copyBootCode } from './boot-code.js';
 import { checkSpace, type ConvertPlan, type Mode } from './options.js';
-import { copyUsedRanges } from '../fs/used-copy.js';
+import { checkCopyProof, copyUsedRanges } from '../fs/used-copy.js';
 import { run } from '../util/exec.js';
-import { doesNotFit, ntfsNotClean } from '../errors.js';
+import { doesNotFit, ntfsNotClean, verifyFailed } from '../errors.js';
 import { ntfsUncleanState } from '../fs/ntfs.js';
 import { gainsEsp, uefiTable } from './to-uefi.js';
 
@@ -27,6 +27,8 @@ export interface PartitionReport {
   method: 'rebuild' | 'clone' | 'blocks' | 'signature' | 'lvm';
   /** why this path ran (clone: the used-block copy; rebuild: the files) */
   why?: string;
+  /** clone with verify: its used blocks were hashed as read and read back from the target before the grow (verify takes that for its files) */
+  proven?: boolean;
   sourceStart: number;
   sourceSize: number;
   targetStart: number;
@@ -42,6 +44,7 @@ export interface LvReport {
   fs?: string; uuid?: string; label?: string;
   method: 'rebuild' | 'clone' | 'blocks' | 'signature';
   why?: string;
+  proven?: boolean;
   sourceExtents: number; targetExtents: number;
   /** bytes from the start of the target disk */
   targetOffset: number;
@@ -66,6 +69,8 @@ const estimateOutput = (layout: SourceLayout, ss: number) => layout.parts.reduce
 export interface RebuildLayout {
   /** rebuild: every file system by its files; clone: by its used blocks where it can be (choosePath) */
   mode: Mode;
+  /** the conversion will be verified: a used-block copy proves itself as it goes (fs/used-copy.ts) */
+  prove: boolean;
   layout: SourceLayout;
   sectorSize: number;
   targetSize: number;
@@ -112,7 +117,7 @@ export async function planRebuild(plan: ConvertPlan, source: OpenDisk, work: str
       if (l.method === 'blocks') progress.note(`logical volume ${p.lvm!.vg.name}/${l.lv.name}: ${l.ranges.length > 1 ? `${l.ranges.length} extent ranges` : l.fsType ? `file system ${l.fsType} is not rebuilt` : 'no known file system'}; copying its blocks into one range`);
     }
   }
-  return { mode: plan.mode, layout, sectorSize: ss, targetSize, newTable, esp: esp && { number: esp.number, start: esp.start, size: esp.size } };
+  return { mode: plan.mode, prove: plan.verify, layout, sectorSize: ss, targetSize, newTable, esp: esp && { number: esp.number, start: esp.start, size: esp.size } };
 }
 
 /** The parts that get a format-and-copy of their own (an extended partition is only a container). */
@@ -162,7 +167,9 @@ export function choosePath(mode: Mode, vol: Volume, targetBytes: number): { path
   return { path: 'clone', why: targetBytes > fsBytes ? `used blocks copied, then ${type} grown from ${mib(fsBytes)} to ${mib(targetBytes)} with its own tool` : 'used blocks copied, same size' };
 }
 
-interface Copied { bytesCopied: number; path?: 'clone' | 'rebuild'; why?: string }
+interface Copied { bytesCopied: number; path?: 'clone' | 'rebuild'; why?: string; proven?: boolean }
+/** how volumes are copied: the path asked for, and whether a used-block copy proves itself */
+type CopyHow = Pick<RebuildLayout, 'mode' | 'prove'>;
 
 /**
  * Format one volume (a partition or a logical volume) of the target alike and
@@ -170,7 +177,7 @@ interface Copied { bytesCopied: number; path?: 'clone' | 'rebuild'; why?: string
  * source disk, in order). Everything it attaches is released before it
  * returns.
  */
-async function copyVolume(mode: Mode, vol: Volume, ranges: [number, number][], source: OpenDisk, target: TargetDisk, offset: number, size: number, label: string, work: string, progress: ProgressSink): Promise<Copied> {
+async function copyVolume({ mode, prove }: CopyHow, vol: Volume, ranges: [number, number][], source: OpenDisk, target: TargetDisk, offset: number, size: number, label: string, work: string, progress: ProgressSink): Promise<Copied> {
   return withScope(async scope => {
     const dev = await attachTarget(scope, target, offset, size);
     const attachSource = ([off, len]: [number, number]) => attachLoop(scope, source.file, { offset: off, size: len, readOnly: true });
@@ -184,10 +191,16 @@ async function copyVolume(mode: Mode, vol: Volume, ranges: [number, number][], s
         progress.phase(`clone ${label}`, used.reduce((n, r) => n + r[1], 0));
         // a resumed job's target may hold an earlier attempt: free space must read as zeros (no stale block)
         if (target.remote || !target.fresh) await run('blkdiscard', ['-f', '-z', dev]);
-        const bytesCopied = await copyUsedRanges(sourceDev, dev, used, progress);
+        const { written, proof } = await copyUsedRanges(sourceDev, dev, used, progress, { prove });
+        if (proof) {
+          // before the grow, which rewrites the file system's own metadata blocks
+          progress.phase(`prove ${label}`, used.reduce((n, r) => n + r[1], 0));
+          const at = await checkCopyProof(target.file, offset, proof, progress);
+          if (at !== undefined) throw verifyFailed([`${label}: used blocks differ from the source's at byte ${at}`]);
+        }
         if (size > vol.module!.clone!.sizeBytes(facts)) await vol.module!.clone!.grow({ scope, work, sourceDev, targetDev: dev, facts, progress });
         progress.end();
-        return { bytesCopied, path, why };
+        return { bytesCopied: written, path, why, ...(proof ? { proven: true } : {}) };
       }
       progress.phase(`copy ${label}`, facts.usedBytes);
       // formatted before the source is attached: mkfs.btrfs refuses a UUID any visible device carries
@@ -219,8 +232,18 @@ async function copyVolume(mode: Mode, vol: Volume, ranges: [number, number][], s
 const volumeReport = (v: Volume, c: Copied) => ({
   fs: v.facts?.type ?? v.fsType, uuid: v.facts?.uuid, label: v.facts?.label,
   method: v.method === 'rebuild' ? (v.facts?.type === 'swap' ? 'signature' as const : c.path === 'clone' ? 'clone' as const : 'rebuild' as const) : 'blocks' as const,
-  ...(c.why ? { why: c.why } : {}), bytesCopied: c.bytesCopied,
+  ...(c.why ? { why: c.why } : {}), ...(c.proven ? { proven: true } : {}), bytesCopied: c.bytesCopied,
 });
+
+/** The volumes whose copy proved itself, named as verify names them: p<N>, p<N>-<LV> */
+export function provenVolumes(report: Pick<RebuildReport, 'partitions'> | undefined): Set<string> {
+  const out = new Set<string>();
+  for (const p of report?.partitions ?? []) {
+    if (p.proven) out.add(`p${p.number}`);
+    for (const l of p.lvm?.lvs ?? []) if (l.proven) out.add(`p${p.number}-${l.name}`);
+  }
+  return out;
+}
 
 /** Where each LV of an LVM part goes on the target partition of this many sectors. */
 export function planLvs(sp: SourcePart, ss: number, targetSectors: number) {
@@ -228,7 +251,7 @@ export function planLvs(sp: SourcePart, ss: number, targetSectors: number) {
 }
 
 /** The target's PV: the same VG metadata, LVs in single ranges; then each LV copied like a partition. */
-async function rebuildLvm(mode: Mode, sp: SourcePart, np: { start: number; size: number }, ss: number, source: OpenDisk, target: TargetDisk, work: string, progress: ProgressSink): Promise<LvReport[]> {
+async function rebuildLvm(how: CopyHow, sp: SourcePart, np: { start: number; size: number }, ss: number, source: OpenDisk, target: TargetDisk, work: string, progress: ProgressSink): Promise<LvReport[]> {
   const { vg } = sp.lvm!;
   const pvSectors = np.size * ss / 512;
   const plan = planLvs(sp, ss, np.size);
@@ -242,7 +265,7 @@ async function rebuildLvm(mode: Mode, sp: SourcePart, np: { start: number; size:
     throwIfAborted();
     const sl = sp.lvm!.lvs.find(l => l.lv.name === p.lv.name)!;
     const offset = np.start * ss + vg.pvs[0].peStart * 512 + p.start * ext;
-    const copied = await copyVolume(mode, sl, sl.ranges, source, target, offset, p.extents * ext, `${vg.name}/${p.lv.name}${sl.fsType ? ` ${sl.fsType}` : ''}`, work, progress);
+    const copied = await copyVolume(how, sl, sl.ranges, source, target, offset, p.extents * ext, `${vg.name}/${p.lv.name}${sl.fsType ? ` ${sl.fsType}` : ''}`, work, progress);
     reports.push({ name: p.lv.name, lvUuid: p.lv.id, tags: p.lv.tags, ...volumeReport(sl, copied), sourceExtents: p.lv.extents, targetExtents: p.extents, targetOffset: offset });
   }
   return reports;
@@ -257,12 +280,12 @@ export async function rebuildPartition(rl: RebuildLayout, sp: SourcePart, source
   const np = rl.newTable ? rl.newTable.partitions.find(p => p.number === sp.part.number)! : { ...sp.part, size: Math.floor(rl.targetSize / ss) };
   const where = { number: sp.part.number, sourceStart: sp.part.start, sourceSize: sp.part.size, targetStart: np.start, targetSize: np.size };
   if (sp.method === 'lvm') {
-    const lvs = await rebuildLvm(rl.mode, sp, np, ss, source, target, work, progress);
+    const lvs = await rebuildLvm(rl, sp, np, ss, source, target, work, progress);
     const vg = sp.lvm!.vg;
     return { ...where, fs: 'LVM2_member', uuid: vg.pvs[0].id, method: 'lvm', lvm: { vg: vg.name, uuid: vg.id, extentSize: vg.extentSize * 512, lvs }, bytesCopied: lvs.reduce((n, l) => n + l.bytesCopied, 0) };
   }
   // the whole source partition (a block copy stops at the end of the target's)
-  const copied = await copyVolume(rl.mode, sp, [[sp.part.start * ss, sp.part.size * ss]], source, target, np.start * ss, np.size * ss, `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`, work, progress);
+  const copied = await copyVolume(rl, sp, [[sp.part.start * ss, sp.part.size * ss]], source, target, np.start * ss, np.size * ss, `p${sp.part.number}${sp.fsType ? ` ${sp.fsType}` : ''}`, work, progress);
   return { ...where, ...volumeReport(sp, copied) };
 }
 

@@ -14,7 +14,7 @@ import { compareImages, imageInfo } from '../blockdev/qemu-img.js';
 import { blockCopy } from '../convert/block.js';
 import { inventoryPathFor, stageInventory } from '../convert/inventory.js';
 import { checkRequest, type ConvertPlan, type ConvertRequest, type Mode } from '../convert/options.js';
-import { partsToCopy, planRebuild, prepareTarget, rebuildPartition, type PartitionReport, type RebuildLayout, type RebuildReport } from '../convert/rebuild.js';
+import { partsToCopy, planRebuild, provenVolumes, prepareTarget, rebuildPartition, type PartitionReport, type RebuildLayout, type RebuildReport } from '../convert/rebuild.js';
 import { checkUefiSource, fitUefiTarget } from '../convert/to-uefi.js';
 import type { ConvertResult } from '../convert/convert.js';
 import { jobResumeFailed, verifyFailed } from '../errors.js';
@@ -232,7 +232,7 @@ async function convertSteps(plan: ConvertPlan, spec: JobSpec, steps: StepTracker
         const differences = await compareImages(plan.source.kind === 'file' ? plan.source.path : source.file, source.format, partialPath, target.format);
         return { equivalent: differences.length === 0, differences, filesystems: [] } as VerifyResult;
       }
-      const v = await verifyDisks(source, target, work, progress, { layoutChanged: !!layout?.esp });
+      const v = await verifyDisks(source, target, work, progress, { layoutChanged: !!layout?.esp, proven: provenVolumes(layout) });
       if (!v.equivalent) throw verifyFailed(v.differences);
       return v;
     }), { checkpoint: v => ({ equivalent: v.equivalent, differences: v.differences.length, filesystems: v.filesystems }) });

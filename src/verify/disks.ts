@@ -16,7 +16,11 @@ import { withScope } from '../util/scope.js';
 import { silentProgress, type ProgressSink } from '../util/progress.js';
 import { compareTrees, contentDifferences, walkTree, type WalkOptions } from './tree.js';
 
-export interface FsVerdict { number: number; /** vg/lv when the file system is in a logical volume */ lv?: string; fs?: string; uuid?: string; label?: string; entries?: number; differences: number }
+export interface FsVerdict {
+  number: number; /** vg/lv when the file system is in a logical volume */ lv?: string; fs?: string; uuid?: string; label?: string; entries?: number; differences: number;
+  /** how its contents were judged: its files walked on both sides, or the copy's own proof (its used blocks hashed as read and read back) */
+  by?: 'files' | 'copy proof';
+}
 export interface VerifyResult { equivalent: boolean; differences: string[]; filesystems: FsVerdict[] }
 
 async function hashRange(file: string, length: number): Promise<string> {
@@ -36,7 +40,7 @@ async function hashRange(file: string, length: number): Promise<string> {
 
 /** Two volumes (partitions or logical volumes) given as [offset, length] on their disks: same identity, same tree, or the same bytes where Ferry copied blocks. */
 async function compareVolumes(work: string, source: OpenDisk, target: OpenDisk, a: Volume, ra: [number, number][], b: Volume, rb: [number, number], where: string, tag: string,
-  onBytes: (n: number) => void): Promise<{ diffs: string[]; entries?: number }> {
+  onBytes: (n: number) => void, proven: Set<string>): Promise<{ diffs: string[]; entries?: number; by?: FsVerdict['by'] }> {
   return withScope(async scope => {
   const attach = (file: string, [offset, size]: [number, number]) => attachLoop(scope, file, { offset, size, readOnly: true });
   if (a.method === 'blocks') {
@@ -62,6 +66,8 @@ async function compareVolumes(work: string, source: OpenDisk, target: OpenDisk, 
   if (ids.length) return { diffs: ids };
   const how = a.module!.verifyAs;
   if (how.kind === 'signature') return { diffs: [] };
+  // its used blocks were proved equal as they were copied; the grow after it is the file system's own tool
+  if (proven.has(tag)) return { diffs: [], by: 'copy proof' };
     const sd = join(work, `verify-src-${tag}`), dd = join(work, `verify-dst-${tag}`);
     const opts: WalkOptions = { fatOnly: how.kind === 'fat' };
     if (how.kind === 'fat') {
@@ -77,12 +83,12 @@ async function compareVolumes(work: string, source: OpenDisk, target: OpenDisk, 
     const [ta, tb] = await Promise.all([walkTree(sd, opts), walkTree(dd, opts)]);
     const diffs = [...compareTrees(ta, tb, opts, `${tag}:`), ...await contentDifferences(sd, ta, dd, tb, `${tag}:`, onBytes)];
     diffs.push(...(await extra).map(d => `${tag}: ${d}`));
-    return { diffs, entries: ta.size };
+    return { diffs, entries: ta.size, by: 'files' };
   });
 }
 
 /** Two LVM physical volumes: the same VG (name, UUIDs, tags), then each LV like a partition. */
-async function compareLvm(work: string, source: OpenDisk, target: OpenDisk, a: SourcePart, b: SourcePart, onBytes: (n: number) => void): Promise<{ diffs: string[]; verdicts: FsVerdict[] }> {
+async function compareLvm(work: string, source: OpenDisk, target: OpenDisk, a: SourcePart, b: SourcePart, onBytes: (n: number) => void, proven: Set<string>): Promise<{ diffs: string[]; verdicts: FsVerdict[] }> {
   const where = `partition ${a.part.number}`;
   const va = a.lvm!.vg, vb = b.lvm?.vg;
   if (!vb || b.method !== 'lvm') return { diffs: [`${where}: target has no LVM volume group ${va.name}`], verdicts: [] };
@@ -97,19 +103,26 @@ async function compareLvm(work: string, source: OpenDisk, target: OpenDisk, a: S
     if (la.lv.id !== lb.lv.id) diffs.push(`${lw}: uuid ${la.lv.id} → ${lb.lv.id}`);
     if (la.lv.tags.join(',') !== lb.lv.tags.join(',')) diffs.push(`${lw}: tags ${la.lv.tags.join(',')} → ${lb.lv.tags.join(',')}`);
     if (lb.ranges.length !== 1) { diffs.push(`${lw}: target is not one range`); continue; }
-    const r = await compareVolumes(work, source, target, la, la.ranges, lb, lb.ranges[0], lw, `p${a.part.number}-${la.lv.name}`, onBytes);
+    const r = await compareVolumes(work, source, target, la, la.ranges, lb, lb.ranges[0], lw, `p${a.part.number}-${la.lv.name}`, onBytes, proven);
     diffs.push(...r.diffs);
-    verdicts.push({ number: a.part.number, lv: `${va.name}/${la.lv.name}`, fs: la.facts?.type ?? la.fsType, uuid: la.facts?.uuid, label: la.facts?.label, entries: r.entries, differences: r.diffs.length });
+    verdicts.push({ number: a.part.number, lv: `${va.name}/${la.lv.name}`, fs: la.facts?.type ?? la.fsType, uuid: la.facts?.uuid, label: la.facts?.label, entries: r.entries, differences: r.diffs.length, ...(r.by ? { by: r.by } : {}) });
   }
   for (const lb of b.lvm!.lvs) if (!a.lvm!.lvs.some(l => l.lv.name === lb.lv.name)) diffs.push(`${where}: logical volume ${vb.name}/${lb.lv.name} only in target`);
   return { diffs, verdicts };
 }
 
-/** layoutChanged: --firmware uefi rebuilt an MBR disk as GPT with a new ESP; only the file systems (paired by number) must be equal */
-export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: string, progress: ProgressSink = silentProgress, opts: { layoutChanged?: boolean } = {}): Promise<VerifyResult> {
+/**
+ * layoutChanged: --firmware uefi rebuilt an MBR disk as GPT with a new ESP; only the file systems (paired by number) must be equal.
+ * proven: volumes (p<N>, p<N>-<LV>) whose used-block copy proved itself (convert/rebuild.ts provenVolumes): their identity is
+ * checked, their files are not walked again.
+ */
+export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: string, progress: ProgressSink = silentProgress, opts: { layoutChanged?: boolean; proven?: Set<string> } = {}): Promise<VerifyResult> {
+  const proven = opts.proven ?? new Set<string>();
   const [la, lb] = [await readSourceLayout(source.file, source.size, work), await readSourceLayout(target.file, target.size, work)];
   let compared = 0;
-  progress.phase('verify', la.parts.reduce((n, p) => n + (p.facts?.usedBytes ?? 0) + (p.lvm?.lvs.reduce((m, l) => m + (l.facts?.usedBytes ?? 0), 0) ?? 0), 0));
+  // the bytes verify will read (a proven volume's files are not read again)
+  const toRead = (v: Volume, tag: string) => proven.has(tag) ? 0 : v.facts?.usedBytes ?? 0;
+  progress.phase('verify', la.parts.reduce((n, p) => n + toRead(p, `p${p.part.number}`) + (p.lvm?.lvs.reduce((m, l) => m + toRead(l, `p${p.part.number}-${l.lv.name}`), 0) ?? 0), 0));
   const onBytes = (n: number) => progress.update(compared += n);
   const diffs: string[] = [];
   const ta = la.table, tb = lb.table;
@@ -137,15 +150,15 @@ export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: stri
     }
     if (a.method === 'container') continue;
     if (a.method === 'lvm') {
-      const r = await compareLvm(work, source, target, a, b, onBytes);
+      const r = await compareLvm(work, source, target, a, b, onBytes, proven);
       diffs.push(...r.diffs);
       filesystems.push(...r.verdicts);
       continue;
     }
     const range = (p: SourcePart): [number, number] => [p.part.start * ss, p.part.size * ss];
-    const r = await compareVolumes(work, source, target, a, [range(a)], b, range(b), `partition ${a.part.number}`, `p${a.part.number}`, onBytes);
+    const r = await compareVolumes(work, source, target, a, [range(a)], b, range(b), `partition ${a.part.number}`, `p${a.part.number}`, onBytes, proven);
     diffs.push(...r.diffs);
-    filesystems.push({ number: a.part.number, fs: a.facts?.type ?? a.fsType, uuid: a.facts?.uuid, label: a.facts?.label, entries: r.entries, differences: r.diffs.length });
+    filesystems.push({ number: a.part.number, fs: a.facts?.type ?? a.fsType, uuid: a.facts?.uuid, label: a.facts?.label, entries: r.entries, differences: r.diffs.length, ...(r.by ? { by: r.by } : {}) });
   }
   for (const b of lb.parts) if (!opts.layoutChanged && !la.parts.some(a => a.part.number === b.part.number)) diffs.push(`partition ${b.part.number}: only in target`);
   progress.end();
