@@ -22,7 +22,7 @@ import { FerryError } from '../src/errors.js';
 import { parseEndpoint } from '../src/sources/endpoint.js';
 import { withScope } from '../src/util/scope.js';
 import { buildPhonyWindows, type PhonyWindows, type PhonyWindowsDisk } from './support/fixtures.js';
-import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { FERRY, ferry, guardMachine, sha256, tempDir } from './support/harness.js';
 
 guardMachine();
 const dir = await tempDir('ferrytest-custom-win-');
@@ -242,6 +242,42 @@ describe('phony Windows Server 2019: customize a copy', () => {
     assert.equal(dry.dryRun, true);
     assert.deepEqual(dry.changes.map(ch => ch.file), r.changes.map(ch => ch.file));
     assert.equal(await sha256(copy), sum, 'the dry run wrote nothing');
+  });
+});
+
+describe('a conversion job carries the Windows customization in its spec', () => {
+  it('phony 2019: convert --detach with --domain-join and --run, run by a job worker: the answer file and the RunOnce entry are on the converted disk', async () => {
+    const target = join(dir, 'job-2019.raw');
+    const q = await ferry(['convert', w.win2019.image, target, '--hostname', 'job-clone-3', '--domain-join', `corp.example,user=CORP\\joiner,password-file=${pwFile}`,
+      '--run', 'hello@1', '--detach', '--json'], { env });
+    assert.equal(q.exitCode, 0, q.stderr);
+    const job = JSON.parse(q.stdout) as { id: string; spec: { customize: Record<string, unknown> } };
+    assert.deepEqual(job.spec.customize, { hostname: 'job-clone-3', domainJoin: `corp.example,user=CORP\\joiner,password-file=${pwFile}`, run: ['hello@1'] });
+    const worker = execa('node', [FERRY, 'jobs', 'run-worker'], { env: { ...process.env, ...env }, reject: false, stdin: 'ignore' });
+    let state = '';
+    try {
+      for (let i = 0; i < 600 && !['done', 'failed', 'cancelled'].includes(state); i++) {
+        await new Promise(r => setTimeout(r, 500));
+        const s = await ferry(['jobs', 'show', job.id, '--json'], { env });
+        assert.equal(s.exitCode, 0, s.stderr);
+        const j = JSON.parse(s.stdout) as { state: string; error?: unknown };
+        state = j.state;
+        if (state === 'failed') assert.fail(`the job failed: ${JSON.stringify(j.error)}`);
+      }
+    } finally {
+      worker.kill('SIGTERM');
+      await worker;
+    }
+    assert.equal(state, 'done');
+    const rb = await Readback.of(target, w.win2019);
+    const xml = await rb.text('/Windows/Panther/unattend.xml');
+    assert.match(xml, /<JoinDomain>corp\.example<\/JoinDomain>/);
+    assert.match(xml, new RegExp(`<Password>${PASSWORD}</Password>`));
+    assert.match(xml, /<ComputerName>JOB-CLONE-3<\/ComputerName>/);
+    assert.equal(await rb.value('/Windows/System32/config/SOFTWARE', 'Microsoft\\Windows\\CurrentVersion\\RunOnce', 'Ferry-hello'),
+      '%SystemRoot%\\System32\\cmd.exe /c "%SystemRoot%\\Ferry\\tools\\hello\\1\\run.cmd"');
+    const log = await ferry(['jobs', 'logs', job.id], { env });
+    assert.ok(!log.stdout.includes(PASSWORD) && !log.stderr.includes(PASSWORD), 'no password in the job log');
   });
 });
 

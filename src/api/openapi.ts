@@ -38,6 +38,8 @@ export const jobSpecSchema = {
           properties: { user: str('a user of the guest (/etc/passwd)'), keys: { type: 'array', minItems: 1, items: { type: 'string' }, description: 'OpenSSH public key lines' } },
         },
         timezone: str('a zone of the guest\'s tzdata, e.g. Europe/Berlin'),
+        domainJoin: str('Windows: DOMAIN[,ou=OU][,user=USER,password-file=FILE] as --domain-join; FILE (mode 0600) is read on the host that runs the job, the password goes only into the answer file'),
+        run: { type: 'array', items: { type: 'string' }, description: 'registered tools (ferry tools) run once at first boot, NAME[@VERSION], as --run' },
       },
     },
     format: { type: 'string', enum: ['qcow2', 'raw', 'vmdk', 'vhdx', 'vdi'], description: 'default: from the extension, else qcow2' },

@@ -1,9 +1,11 @@
 // The `customize` block of a job spec (convert and deploy jobs, POST /jobs):
 // the same choices as the command-line options, in a form a client can send
 // (an authorized key is its text, not a file on the client).
-import { FerryError, usageError } from '../errors.js';
+import { FerryError } from '../errors.js';
 import { checkCustomization, isEmptyCustomization, parseIpOption, type Customization } from './identity.js';
 import { checkTimezoneName, isPublicKeyLine } from './linux.js';
+import { parseDomainJoin, type DomainJoin } from './domain-join.js';
+import { parseToolRef, toolLabel } from './tools.js';
 
 export interface CustomizeSpec {
   hostname?: string;
@@ -12,9 +14,16 @@ export interface CustomizeSpec {
   newIdentity?: boolean;
   sshAuthorizedKey?: { user: string; keys: string[] };
   timezone?: string;
+  /** as --domain-join: DOMAIN[,ou=OU][,user=USER,password-file=FILE], the file on the host that runs the job */
+  domainJoin?: string;
+  /** as --run: registered tools, NAME[@VERSION] */
+  run?: string[];
 }
 
-export const CUSTOMIZE_SPEC_FIELDS = ['hostname', 'ip', 'dhcp', 'newIdentity', 'sshAuthorizedKey', 'timezone'];
+export const CUSTOMIZE_SPEC_FIELDS = ['hostname', 'ip', 'dhcp', 'newIdentity', 'sshAuthorizedKey', 'timezone', 'domainJoin', 'run'];
+
+/** a parsed --domain-join back into its SPEC form */
+const domainJoinText = (j: DomainJoin) => [j.domain, ...(j.ou ? [`ou=${j.ou}`] : []), ...(j.user ? [`user=${j.user}`, `password-file=${j.passwordFile}`] : [])].join(',');
 
 /** every problem with a spec's customize block, as (field, message) */
 export function customizeSpecErrors(v: unknown, err: (field: string, message: string) => void): void {
@@ -24,9 +33,13 @@ export function customizeSpecErrors(v: unknown, err: (field: string, message: st
   for (const [k, x] of Object.entries(o)) {
     const field = `customize.${k}`;
     if (k === 'hostname' || k === 'timezone') { if (typeof x !== 'string' || !x.trim()) err(field, 'must be a non-empty string'); }
-    else if (k === 'ip' || k === 'dhcp') {
+    else if (k === 'domainJoin') {
+      if (typeof x !== 'string' || !x.trim()) err(field, 'must be DOMAIN[,ou=OU][,user=USER,password-file=FILE]');
+      else catching(field, () => parseDomainJoin(x));
+    } else if (k === 'ip' || k === 'dhcp' || k === 'run') {
       if (!Array.isArray(x) || x.some(s => typeof s !== 'string')) err(field, 'must be a list of strings');
       else if (k === 'ip') for (const s of x as string[]) catching(field, () => parseIpOption(s));
+      else if (k === 'run') for (const s of x as string[]) catching(field, () => parseToolRef(s, 'run'));
     } else if (k === 'newIdentity') { if (typeof x !== 'boolean') err(field, 'must be true or false'); }
     else if (k === 'sshAuthorizedKey') {
       const a = x as { user?: unknown; keys?: unknown };
@@ -44,6 +57,8 @@ export function customizationFromSpec(s: CustomizeSpec | undefined): Customizati
   const c: Customization = {
     hostname: s.hostname, ip: (s.ip ?? []).map(parseIpOption), dhcp: s.dhcp ?? [], newIdentity: s.newIdentity || undefined, timezone: s.timezone,
     authorizedKey: s.sshAuthorizedKey && { user: s.sshAuthorizedKey.user, file: '(job spec)', keys: s.sshAuthorizedKey.keys },
+    domainJoin: s.domainJoin ? parseDomainJoin(s.domainJoin) : undefined,
+    run: s.run?.length ? s.run.map(r => parseToolRef(r, 'run')) : undefined,
   };
   checkCustomization(c);
   return isEmptyCustomization(c) ? undefined : c;
@@ -52,8 +67,6 @@ export function customizationFromSpec(s: CustomizeSpec | undefined): Customizati
 /** the command line's customization as a spec block (convert --detach) */
 export function customizationToSpec(c: Customization | undefined): CustomizeSpec | undefined {
   if (!c) return undefined;
-  // refused rather than dropped: a job would otherwise run without what the operator asked for
-  if (c.domainJoin || c.run?.length) throw usageError('--domain-join and --run are not carried by job specs yet: run ferry customize on the image (with --overlay) first');
   return {
     ...(c.hostname ? { hostname: c.hostname } : {}),
     ...(c.ip?.length ? { ip: c.ip.map(i => `${i.iface}=${i.address}/${i.prefix}${i.gateway ? `,gw=${i.gateway}` : ''}${i.dns.map(d => `,dns=${d}`).join('')}`) } : {}),
@@ -61,5 +74,7 @@ export function customizationToSpec(c: Customization | undefined): CustomizeSpec
     ...(c.newIdentity ? { newIdentity: true } : {}),
     ...(c.authorizedKey ? { sshAuthorizedKey: { user: c.authorizedKey.user, keys: c.authorizedKey.keys } } : {}),
     ...(c.timezone ? { timezone: c.timezone } : {}),
+    ...(c.domainJoin ? { domainJoin: domainJoinText(c.domainJoin) } : {}),
+    ...(c.run?.length ? { run: c.run.map(r => r.version ? toolLabel({ name: r.name, version: r.version }) : r.name) } : {}),
   };
 }

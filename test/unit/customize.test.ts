@@ -84,7 +84,8 @@ describe('the customize block of a job spec', () => {
   const convert = (customize: unknown) => validateSpec({ source: '/a.raw', target: '/b.qcow2', customize });
 
   it('is accepted in a conversion, and round-trips with the command line form', () => {
-    const block = { hostname: 'web-01', ip: ['eth0=192.0.2.7/24,gw=192.0.2.1'], newIdentity: true, timezone: 'Europe/Berlin', sshAuthorizedKey: { user: 'root', keys: [ED25519] } };
+    const block = { hostname: 'web-01', ip: ['eth0=192.0.2.7/24,gw=192.0.2.1'], newIdentity: true, timezone: 'Europe/Berlin', sshAuthorizedKey: { user: 'root', keys: [ED25519] },
+      domainJoin: 'corp.example,ou=OU=Servers,DC=corp,DC=example,user=CORP\\joiner,password-file=/root/join.pw', run: ['hello@1', 'cleanup'] };
     assert.deepEqual(convert(block), []);
     const c = customizationFromSpec(block)!;
     assert.equal(c.ip![0].gateway, '192.0.2.1');
@@ -93,9 +94,10 @@ describe('the customize block of a job spec', () => {
   });
 
   it('names every bad field', () => {
-    const errors = convert({ hostname: 'bad_name', ip: ['eth0=300.1.1.1/24'], newIdentity: 'yes', timezone: '../x', sshAuthorizedKey: { user: 'root', keys: ['nope'] }, colour: 'red' });
+    const errors = convert({ hostname: 'bad_name', ip: ['eth0=300.1.1.1/24'], newIdentity: 'yes', timezone: '../x', sshAuthorizedKey: { user: 'root', keys: ['nope'] }, colour: 'red',
+      domainJoin: 'corp.example,user=CORP\\joiner', run: ['two@at@signs'] });
     const fields = errors.map(e => e.field).sort();
-    assert.deepEqual(fields, ['customize', 'customize.colour', 'customize.ip', 'customize.newIdentity', 'customize.sshAuthorizedKey.keys', 'customize.timezone'], JSON.stringify(errors));
+    assert.deepEqual(fields, ['customize', 'customize.colour', 'customize.domainJoin', 'customize.ip', 'customize.newIdentity', 'customize.run', 'customize.sshAuthorizedKey.keys', 'customize.timezone'], JSON.stringify(errors));
   });
 });
 
