@@ -11,9 +11,11 @@
 //
 // Each file's isolation from the other running file: test/support/test-scope.ts.
 import { readdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { DAEMONS } from './support/guard.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -47,6 +49,26 @@ function allFiles(): string[] {
 /** longest first; equal estimates keep name order */
 export function order(files: string[]): string[] {
   return [...files].sort((a, b) => estimate(b) - estimate(a) || a.localeCompare(b));
+}
+
+interface Snapshot { loops: string[]; mounts: string[]; daemons: string[]; links: string[]; netns: string[]; qdiscs: string[] }
+
+/** The whole machine's loops, Ferry/FUSE mounts, helper daemons, network links, namespaces and traffic shapers; a read that fails throws. */
+async function machineSnapshot(): Promise<Snapshot> {
+  const lines = async (cmd: string, args: string[]) => String((await execa(cmd, args, { stdin: 'ignore' })).stdout).split('\n').filter(Boolean);
+  const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n')
+    .filter(l => /ferry-|ferrytest/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('binfmt_misc') || / nsfs /.test(l))
+    .map(l => l.split(' ').slice(0, 3).join(' '));
+  // pgrep exits 1 when there is none
+  const daemons = String((await execa('pgrep', ['-a', '-r', 'R,S,D,T', '-x', DAEMONS.join('|')], { reject: false, stdin: 'ignore' })).stdout).split('\n').filter(Boolean);
+  return {
+    loops: await lines('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE']),
+    mounts,
+    daemons,
+    links: (await lines('ip', ['-o', 'link', 'show'])).map(l => l.split(': ')[1].replace(/@.*/, '')),
+    netns: (await lines('ip', ['netns', 'list'])).map(l => l.split(' ')[0]),
+    qdiscs: (await lines('tc', ['qdisc', 'show'])).filter(l => !/^qdisc (noqueue|pfifo_fast|fq_codel|mq) /.test(l)),
+  };
 }
 
 /** Lines kept per failing file in the summary at the end (CI keeps only the log's tail). */
@@ -88,16 +110,17 @@ async function main(): Promise<void> {
   const together = files.filter(f => !alone.includes(f));
   const times = new Map<string, number>();
   const failures = new Map<string, string>();
+  const before = await machineSnapshot();
   const t0 = performance.now();
   const ok1 = await runFiles(together, concurrency, times, failures);
   const ok2 = await runFiles(alone, 1, times, failures);
   const wall = (performance.now() - t0) / 1000;
-  // with two files at once a loop on a shared fixture that nothing holds cannot be attributed
-  // to one file (guard.ts); once every file has ended, none may be left at all
-  const leftLoops = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout)
-    .split('\n').filter(l => l.includes('/var/cache/ferry/fixtures/'));
-  const ok3 = leftLoops.length === 0;
-  if (!ok3) process.stdout.write(`# loops left on shared fixtures after the suite:\n${leftLoops.map(l => `#   ${l}`).join('\n')}\n`);
+  // with two files at once, a loop on a shared fixture that nothing holds, or a network link,
+  // cannot always be put down to one file (guard.ts); once every file has ended, nothing may be left at all
+  const after = await machineSnapshot();
+  const left = (Object.keys(after) as (keyof Snapshot)[]).flatMap(k => after[k].filter(i => !before[k].includes(i)).map(i => `${k}: ${i}`));
+  const ok3 = left.length === 0;
+  if (!ok3) process.stdout.write(`# left on the machine after the suite (not there before it):\n${left.map(l => `#   ${l}`).join('\n')}\n`);
   const rows = [...times].sort((a, b) => b[1] - a[1]).map(([f, s]) => `#   ${s.toFixed(0).padStart(5)} s  ${f.slice(HERE.length + 1)}`);
   // repeated here, at the end, where a log cut to its tail still shows why
   for (const [f, text] of failures) process.stdout.write(`# FAILED ${f.slice(HERE.length + 1)}:\n${text}\n`);
