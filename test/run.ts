@@ -53,11 +53,11 @@ export function order(files: string[]): string[] {
 
 interface Snapshot { loops: string[]; mounts: string[]; daemons: string[]; links: string[]; netns: string[]; qdiscs: string[] }
 
-/** The whole machine's loops, Ferry/FUSE mounts, helper daemons, network links, namespaces and traffic shapers; a read that fails throws. */
+/** The whole machine's loops, Ferry/FUSE/namespace mounts (and /run/netns, which `ip netns add` makes one), helper daemons, network links, namespaces and traffic shapers; a read that fails throws. */
 async function machineSnapshot(): Promise<Snapshot> {
   const lines = async (cmd: string, args: string[]) => String((await execa(cmd, args, { stdin: 'ignore' })).stdout).split('\n').filter(Boolean);
   const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n')
-    .filter(l => /ferry-|ferrytest/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('binfmt_misc') || / nsfs /.test(l))
+    .filter(l => /ferry-|ferrytest/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('binfmt_misc') || / nsfs /.test(l) || /^\S+ \/run\/netns /.test(l))
     .map(l => l.split(' ').slice(0, 3).join(' '));
   // pgrep exits 1 when there is none
   const daemons = String((await execa('pgrep', ['-a', '-r', 'R,S,D,T', '-x', DAEMONS.join('|')], { reject: false, stdin: 'ignore' })).stdout).split('\n').filter(Boolean);

@@ -2,12 +2,14 @@
 // an address on each end (/30 unless told; the namespace's end may have none,
 // for a DHCP client to fill). remove() takes the pair and the namespace away.
 // `ip netns add` also turns /run/netns into a mount point the first time it
-// runs on a machine; that stays, as iproute2 itself leaves it: taking it away
-// raced with another test file's `ip netns add` (between its listing and its
-// umount the other file's namespace could lose its mount). The namespace is registered in the file's scope dir (the
-// guard counts it as this file's, not as the other running file's).
+// runs on a machine; the test that removes the last namespace takes that mount
+// away again when a test made it, so the machine is as it was. Two test files
+// run at once: adding a namespace, and removing one with that check, happen
+// under one lock for all test processes (otherwise a file's `ip netns add` could
+// come between another's listing and its umount). The namespace is registered in
+// the file's scope dir (the guard counts it as this file's, not the other file's).
 import assert from 'node:assert/strict';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { testScope } from './test-scope.js';
@@ -20,6 +22,30 @@ export interface NetnsLink {
 }
 
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
+const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
+
+// shared by every test process (their roots' parent dir): the lock, and the mark that a test made /run/netns a mount point
+const LOCK = join(testScope.scopes, '.netns-lock');
+const MOUNTED_BY_TESTS = join(testScope.scopes, '.netns-mounted-by-tests');
+const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+
+/** Run fn while holding the machine-wide namespace lock (a dir; one left by a dead process is taken over). */
+async function withNetnsLock<T>(fn: () => Promise<T>): Promise<T> {
+  for (;;) {
+    try {
+      await mkdir(LOCK);
+      await writeFile(join(LOCK, 'pid'), String(process.pid));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const owner = Number(await readFile(join(LOCK, 'pid'), 'utf8').catch(() => ''));
+      // no pid yet: its owner is between mkdir and writeFile
+      if (owner && !alive(owner)) await rm(LOCK, { recursive: true, force: true });
+      else await new Promise(r => setTimeout(r, 20));
+    }
+  }
+  try { return await fn(); } finally { await rm(LOCK, { recursive: true, force: true }); }
+}
 
 /**
  * Make the namespace and the pair, addresses up, lo up inside; refuses a /30 this host already uses.
@@ -42,8 +68,15 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
     async remove() {
       // deleting one end deletes the pair; `ip netns del` alone frees the veth only later, asynchronously
       if (!o.isolated) await execa('ip', ['link', 'del', o.hostIf], { reject: false, stdin: 'ignore' });
-      if (made) await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
-      const others = String((await execa('ip', ['netns', 'list'], { reject: false, stdin: 'ignore' })).stdout).trim();
+      const others = await withNetnsLock(async () => {
+        if (made) await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
+        const left = String((await execa('ip', ['netns', 'list'], { stdin: 'ignore' })).stdout).trim();
+        if (!left && await netnsMounted() && await readFile(MOUNTED_BY_TESTS).then(() => true, () => false)) {
+          await execa('umount', ['/run/netns'], { stdin: 'ignore' });
+          await rm(MOUNTED_BY_TESTS, { force: true });
+        }
+        return left;
+      });
       if (!o.isolated) assert.notEqual((await execa('ip', ['link', 'show', o.hostIf], { reject: false, stdin: 'ignore' })).exitCode, 0, `veth ${o.hostIf} left behind`);
       assert.ok(!others.split('\n').some(l => l.split(' ')[0] === o.ns), `netns ${o.ns} left behind`);
       await rm(registration, { force: true });
@@ -52,8 +85,12 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
   const registration = join(testScope.root, 'netns', o.ns);
   try {
     await writeFile(registration, '');
-    await sh('ip', ['netns', 'add', o.ns]);
-    made = true;
+    await withNetnsLock(async () => {
+      const mountedBefore = await netnsMounted();
+      await sh('ip', ['netns', 'add', o.ns]);
+      made = true;
+      if (!mountedBefore && await netnsMounted()) await writeFile(MOUNTED_BY_TESTS, '');
+    });
     if (!o.isolated) {
       await sh('ip', ['link', 'add', o.hostIf, 'type', 'veth', 'peer', 'name', o.nsIf]);
       await sh('ip', ['link', 'set', o.nsIf, 'netns', o.ns]);
