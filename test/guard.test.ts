@@ -2,7 +2,7 @@
 // reported, what another test file (another FERRY_TEST_MARK, another root) has
 // running at the same moment is not.
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -11,7 +11,7 @@ import { execa, type ResultPromise } from 'execa';
 import { guardMachine, tempDir, testScope } from './support/harness.js';
 import { leftBehind, machineState, markOf, netnsIsOurs } from './support/guard.js';
 import { MARK_VAR } from './support/test-scope.js';
-import { makeNetnsLink } from './support/netns.js';
+import { makeNetnsLink, netnsMounted } from './support/netns.js';
 
 guardMachine();
 const dir = await tempDir('ferrytest-guard-');
@@ -145,12 +145,11 @@ describe('the guard counts only this test file\'s leftovers', () => {
   });
 
   it('a namespace made and removed leaves /run/netns as it found it (not a mount point, when it was not one)', async () => {
-    const mounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
-    const before = await mounted();
+    const before = await netnsMounted();
     const link = await makeNetnsLink({ ns: `ferry-guard-${process.pid}`, hostIf: 'unused', nsIf: 'unused', hostIp: '10.0.0.1', isolated: true });
-    assert.equal(await mounted(), true, 'ip netns add made /run/netns a mount point');
+    assert.equal(await netnsMounted(), true, 'ip netns add made /run/netns a mount point');
     await link.remove();
-    assert.equal(await mounted(), before, `/run/netns mounted after the last namespace went: ${await mounted()}, before: ${before}`);
+    assert.equal(await netnsMounted(), before, `/run/netns mounted after the last namespace went: ${await netnsMounted()}, before: ${before}`);
   });
 
   it('this process runs in its own root: TMPDIR, FERRY_TMP, FERRY_RUN_DIR, FERRY_HOME', () => {

@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { DAEMONS } from './support/guard.js';
+import { DAEMONS, watchedMount } from './support/guard.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -57,7 +57,7 @@ interface Snapshot { loops: string[]; mounts: string[]; daemons: string[]; links
 async function machineSnapshot(): Promise<Snapshot> {
   const lines = async (cmd: string, args: string[]) => String((await execa(cmd, args, { stdin: 'ignore' })).stdout).split('\n').filter(Boolean);
   const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n')
-    .filter(l => /ferry-|ferrytest/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('binfmt_misc') || / nsfs /.test(l) || /^\S+ \/run\/netns /.test(l))
+    .filter(l => watchedMount(l) || /ferrytest| nsfs /.test(l))
     .map(l => l.split(' ').slice(0, 3).join(' '));
   // pgrep exits 1 when there is none
   const daemons = String((await execa('pgrep', ['-a', '-r', 'R,S,D,T', '-x', DAEMONS.join('|')], { reject: false, stdin: 'ignore' })).stdout).split('\n').filter(Boolean);

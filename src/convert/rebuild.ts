@@ -14,6 +14,7 @@ import { withScope, type Scope } from '../util/scope.js';
 import { copyBootCode } from './boot-code.js';
 import { checkSpace, type ConvertPlan, type Mode } from './options.js';
 import { checkCopyProof, copyUsedRanges } from '../fs/used-copy.js';
+import { volumeTag } from '../verify/disks.js';
 import { run } from '../util/exec.js';
 import { doesNotFit, ntfsNotClean, verifyFailed } from '../errors.js';
 import { ntfsUncleanState } from '../fs/ntfs.js';
@@ -188,13 +189,14 @@ async function copyVolume({ mode, prove }: CopyHow, vol: Volume, ranges: [number
       if (path === 'clone') {
         const sourceDev = await attachSource(ranges[0]);
         const used = await vol.module!.usedRanges!(sourceDev);
-        progress.phase(`clone ${label}`, used.reduce((n, r) => n + r[1], 0));
+        const usedBytes = used.reduce((n, r) => n + r[1], 0);
+        progress.phase(`clone ${label}`, usedBytes);
         // a resumed job's target may hold an earlier attempt: free space must read as zeros (no stale block)
         if (target.remote || !target.fresh) await run('blkdiscard', ['-f', '-z', dev]);
         const { written, proof } = await copyUsedRanges(sourceDev, dev, used, progress, { prove });
         if (proof) {
           // before the grow, which rewrites the file system's own metadata blocks
-          progress.phase(`prove ${label}`, used.reduce((n, r) => n + r[1], 0));
+          progress.phase(`prove ${label}`, usedBytes);
           const at = await checkCopyProof(target.file, offset, proof, progress);
           if (at !== undefined) throw verifyFailed([`${label}: used blocks differ from the source's at byte ${at}`]);
         }
@@ -235,12 +237,12 @@ const volumeReport = (v: Volume, c: Copied) => ({
   ...(c.why ? { why: c.why } : {}), ...(c.proven ? { proven: true } : {}), bytesCopied: c.bytesCopied,
 });
 
-/** The volumes whose copy proved itself, named as verify names them: p<N>, p<N>-<LV> */
+/** The volumes whose copy proved itself, named as verify names them (volumeTag) */
 export function provenVolumes(report: Pick<RebuildReport, 'partitions'> | undefined): Set<string> {
   const out = new Set<string>();
   for (const p of report?.partitions ?? []) {
-    if (p.proven) out.add(`p${p.number}`);
-    for (const l of p.lvm?.lvs ?? []) if (l.proven) out.add(`p${p.number}-${l.name}`);
+    if (p.proven) out.add(volumeTag(p.number));
+    for (const l of p.lvm?.lvs ?? []) if (l.proven) out.add(volumeTag(p.number, l.name));
   }
   return out;
 }

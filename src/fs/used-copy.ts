@@ -47,23 +47,44 @@ async function readFull(fh: FileHandle, file: string, view: Buffer, off: number)
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /**
+ * Read each piece of `file` (at byte base + its offset), IN_FLIGHT at a time so reads of one overlap
+ * the work on another, and hand it to `onPiece` with its index; onPiece returning false stops the rest.
+ */
+async function eachPiece(file: string, base: number, pieces: ByteRange[], progress: ProgressSink,
+  onPiece: (view: Buffer, i: number) => Promise<boolean | void>): Promise<void> {
+  const fh = await open(file, 'r');
+  let next = 0, done = 0, stop = false;
+  const worker = async () => {
+    const buf = Buffer.alloc(PIECE);
+    while (next < pieces.length && !stop) {
+      throwIfAborted();
+      const i = next++;
+      const [off, len] = pieces[i];
+      const view = buf.subarray(0, len);
+      await readFull(fh, file, view, base + off);
+      if (await onPiece(view, i) === false) stop = true;
+      progress.update(done += len);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
  * Copy each range of src to the same offset of dst; returns the bytes written
  * (zero pieces skipped) and, with prove, each piece's hash as read.
  */
 export async function copyUsedRanges(src: string, dst: string, ranges: ByteRange[], progress: ProgressSink, opts: { prove?: boolean } = {}): Promise<{ written: number; proof?: CopyProof }> {
   const pieces = piecesOf(ranges);
   const digests: string[] = [];
-  const s = await open(src, 'r');
   const d = await open(dst, 'r+');
-  let next = 0, done = 0, written = 0;
-  const worker = async () => {
-    const buf = Buffer.alloc(PIECE);
-    while (next < pieces.length) {
-      throwIfAborted();
-      const i = next++;
-      const [off, len] = pieces[i];
-      const view = buf.subarray(0, len);
-      await readFull(s, src, view, off);
+  let written = 0;
+  try {
+    await eachPiece(src, 0, pieces, progress, async (view, i) => {
+      const off = pieces[i][0], len = view.length;
       if (opts.prove) digests[i] = sha256(view);
       // write each run of non-zero grains (the target reads as zeros already)
       for (let a = 0; a < len;) {
@@ -77,14 +98,9 @@ export async function copyUsedRanges(src: string, dst: string, ranges: ByteRange
         }
         a = b;
       }
-      progress.update(done += len);
-    }
-  };
-  try {
-    await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
+    });
     await d.sync();
   } finally {
-    await s.close();
     await d.close();
   }
   return { written, ...(opts.prove ? { proof: { pieces, digests } } : {}) };
@@ -98,25 +114,12 @@ export async function copyUsedRanges(src: string, dst: string, ranges: ByteRange
  * volume's byte offset of the first piece that differs, or undefined.
  */
 export async function checkCopyProof(file: string, base: number, proof: CopyProof, progress: ProgressSink): Promise<number | undefined> {
-  const fh = await open(file, 'r');
-  let next = 0, done = 0;
   let differs: number | undefined;
-  const worker = async () => {
-    const buf = Buffer.alloc(PIECE);
-    while (next < proof.pieces.length && differs === undefined) {
-      throwIfAborted();
-      const i = next++;
-      const [off, len] = proof.pieces[i];
-      const view = buf.subarray(0, len);
-      await readFull(fh, file, view, base + off);
-      if (sha256(view) !== proof.digests[i]) differs = Math.min(differs ?? off, off);
-      progress.update(done += len);
-    }
-  };
-  try {
-    await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-  } finally {
-    await fh.close();
-  }
+  await eachPiece(file, base, proof.pieces, progress, async (view, i) => {
+    if (sha256(view) === proof.digests[i]) return true;
+    const off = proof.pieces[i][0];
+    differs = Math.min(differs ?? off, off);
+    return false;
+  });
   return differs;
 }

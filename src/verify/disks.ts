@@ -21,6 +21,9 @@ export interface FsVerdict {
   /** how its contents were judged: its files walked on both sides, or the copy's own proof (its used blocks hashed as read and read back) */
   by?: 'files' | 'copy proof';
 }
+/** How verify names a volume (work dirs, differences, the proven set): p<N>, or p<N>-<LV> for a logical volume */
+export const volumeTag = (partition: number, lv?: string) => lv === undefined ? `p${partition}` : `p${partition}-${lv}`;
+
 export interface VerifyResult { equivalent: boolean; differences: string[]; filesystems: FsVerdict[] }
 
 async function hashRange(file: string, length: number): Promise<string> {
@@ -103,7 +106,7 @@ async function compareLvm(work: string, source: OpenDisk, target: OpenDisk, a: S
     if (la.lv.id !== lb.lv.id) diffs.push(`${lw}: uuid ${la.lv.id} → ${lb.lv.id}`);
     if (la.lv.tags.join(',') !== lb.lv.tags.join(',')) diffs.push(`${lw}: tags ${la.lv.tags.join(',')} → ${lb.lv.tags.join(',')}`);
     if (lb.ranges.length !== 1) { diffs.push(`${lw}: target is not one range`); continue; }
-    const r = await compareVolumes(work, source, target, la, la.ranges, lb, lb.ranges[0], lw, `p${a.part.number}-${la.lv.name}`, onBytes, proven);
+    const r = await compareVolumes(work, source, target, la, la.ranges, lb, lb.ranges[0], lw, volumeTag(a.part.number, la.lv.name), onBytes, proven);
     diffs.push(...r.diffs);
     verdicts.push({ number: a.part.number, lv: `${va.name}/${la.lv.name}`, fs: la.facts?.type ?? la.fsType, uuid: la.facts?.uuid, label: la.facts?.label, entries: r.entries, differences: r.diffs.length, ...(r.by ? { by: r.by } : {}) });
   }
@@ -122,7 +125,7 @@ export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: stri
   let compared = 0;
   // the bytes verify will read (a proven volume's files are not read again)
   const toRead = (v: Volume, tag: string) => proven.has(tag) ? 0 : v.facts?.usedBytes ?? 0;
-  progress.phase('verify', la.parts.reduce((n, p) => n + toRead(p, `p${p.part.number}`) + (p.lvm?.lvs.reduce((m, l) => m + toRead(l, `p${p.part.number}-${l.lv.name}`), 0) ?? 0), 0));
+  progress.phase('verify', la.parts.reduce((n, p) => n + toRead(p, volumeTag(p.part.number)) + (p.lvm?.lvs.reduce((m, l) => m + toRead(l, volumeTag(p.part.number, l.lv.name)), 0) ?? 0), 0));
   const onBytes = (n: number) => progress.update(compared += n);
   const diffs: string[] = [];
   const ta = la.table, tb = lb.table;
@@ -156,7 +159,7 @@ export async function verifyDisks(source: OpenDisk, target: OpenDisk, work: stri
       continue;
     }
     const range = (p: SourcePart): [number, number] => [p.part.start * ss, p.part.size * ss];
-    const r = await compareVolumes(work, source, target, a, [range(a)], b, range(b), `partition ${a.part.number}`, `p${a.part.number}`, onBytes, proven);
+    const r = await compareVolumes(work, source, target, a, [range(a)], b, range(b), `partition ${a.part.number}`, volumeTag(a.part.number), onBytes, proven);
     diffs.push(...r.diffs);
     filesystems.push({ number: a.part.number, fs: a.facts?.type ?? a.fsType, uuid: a.facts?.uuid, label: a.facts?.label, entries: r.entries, differences: r.diffs.length, ...(r.by ? { by: r.by } : {}) });
   }

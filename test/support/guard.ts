@@ -182,13 +182,18 @@ export async function netnsIsOurs(name: string, s: TestScope = testScope): Promi
   return true;
 }
 
+/** A /proc/self/mounts line of the kinds tests make: Ferry's work mounts, FUSE exports, /run/netns and the namespaces in it */
+export function watchedMount(line: string): boolean {
+  const at = unescape(line.split(' ')[1] ?? '');
+  return /ferry-/.test(line) || / fuse(\.\S+)? /.test(line) && !line.includes('/proc/sys/fs/binfmt_misc') || under(at, '/run/netns');
+}
+
 export async function machineState(s: TestScope = testScope): Promise<MachineState> {
   const mountLines = (await readFile('/proc/self/mounts', 'utf8')).split('\n').filter(Boolean);
   const mounts: string[] = [];
   for (const l of mountLines) {
     const at = unescape(l.split(' ')[1] ?? '');
-    const watched = /ferry-/.test(l) || / fuse(\.\S+)? /.test(l) && !l.includes('/proc/sys/fs/binfmt_misc') || under(at, '/run/netns');
-    if (!watched) continue;
+    if (!watchedMount(l)) continue;
     // `ip netns add` bind-mounts /run/netns on itself once for the whole machine, and it stays (netns.ts)
     if (at === '/run/netns') continue;
     if (under(at, '/run/netns') ? await netnsIsOurs(at.slice('/run/netns/'.length), s) : pathOwner(at, s) !== false) mounts.push(l);

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { testScope } from './test-scope.js';
+import { alive, testScope } from './test-scope.js';
 
 export interface NetnsLink {
   ns: string; hostIf: string; nsIf: string; hostIp: string; nsIp?: string; prefix?: number;
@@ -22,12 +22,12 @@ export interface NetnsLink {
 }
 
 const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' });
-const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
+/** whether /run/netns is a mount point (`ip netns add` makes it one) */
+export const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
 
 // shared by every test process (their roots' parent dir): the lock, and the mark that a test made /run/netns a mount point
 const LOCK = join(testScope.scopes, '.netns-lock');
 const MOUNTED_BY_TESTS = join(testScope.scopes, '.netns-mounted-by-tests');
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
 
 /** Run fn while holding the machine-wide namespace lock (a dir; one left by a dead process is taken over). */
 async function withNetnsLock<T>(fn: () => Promise<T>): Promise<T> {

@@ -26,7 +26,8 @@ export interface TestScope {
   scopes: string;
 }
 
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; } };
+/** whether a process of this pid exists (EPERM: it does, owned by another user) */
+export const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; } };
 const mountPoints = () => readFileSync('/proc/self/mounts', 'utf8').split('\n').map(l => l.split(' ')[1]).filter(Boolean);
 
 /** Roots of test processes that are gone and left nothing mounted under them: removed (a killed file's dir). */
