@@ -20,7 +20,7 @@ import { changesState, sameOrigin, setSecurityHeaders } from '../web/security.js
 import { Sessions } from '../web/session.js';
 import { webRoutes } from '../web/routes.js';
 import type { FieldError, JobRecord, JobSpec, JobState, JobStore, ProgressEvent } from '../jobs/types.js';
-import { validateSpec } from '../jobs/spec.js';
+import { specProblems } from '../jobs/control.js';
 import { redact } from '../sources/secrets.js';
 import { documentedRoutes, idParamsSchema, jobSpecSchema, listQuerySchema, logsQuerySchema, openApiDocument, TERMINAL_STATES } from './openapi.js';
 
@@ -171,7 +171,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       if (e.validationContext !== 'body') return reply.code(400).send({ error: 'BAD_REQUEST', message: e.message, fieldErrors: fieldErrorsOf(e.validation) });
       // a spec's every problem at once: the shape (schema) and the meaning (validateSpec), one entry per field
       const fieldErrors = new Map(fieldErrorsOf(e.validation).map(f => [f.field, f]));
-      for (const f of validateSpec(req.body)) fieldErrors.set(f.field, f);
+      for (const f of specProblems(req.body)) fieldErrors.set(f.field, f);
       return reply.code(400).send({ error: 'BAD_SPEC', message: 'the job spec is not valid', fieldErrors: [...fieldErrors.values()] });
     }
     const fieldErrors = specErrorsOf(e);

@@ -127,13 +127,15 @@ async function jobsPage(params) {
     pager);
 
   const rows = new Map();
+  // the latest live progress of each running job: a reload of the rows must not move a bar back to the stored (older) figure
+  const live = new Map();
   async function load() {
     const q = new URLSearchParams({ order: 'newest', limit: String(PAGE), offset: String(offset) });
     if (filter) q.set('state', filter);
     const r = await api('GET', `/jobs?${q}`);
     rows.clear();
     body.replaceChildren(...r.jobs.map(j => {
-      const prog = h('td', { 'data-label': 'Progress' }, progressCell(j.steps.find(s => s.state === 'running')?.progress));
+      const prog = h('td', { 'data-label': 'Progress' }, progressCell(j.state === 'running' ? live.get(j.id) ?? j.steps.find(s => s.state === 'running')?.progress : undefined));
       const stepCell = h('td', { 'data-label': 'Step' }, stepOf(j));
       const tr = h('tr', { 'data-job': j.id },
         h('td', { 'data-label': 'Job' }, h('a', { href: `#/jobs/${encodeURIComponent(j.id)}` }, j.id)),
@@ -157,11 +159,13 @@ async function jobsPage(params) {
   const again = () => { clearTimeout(reload); reload = setTimeout(() => load().catch(() => {}), 300); };
   es.addEventListener('progress', ev => {
     const p = JSON.parse(ev.data);
+    live.set(p.jobId, p);
     const row = rows.get(p.jobId);
     if (row) { row.prog.replaceChildren(progressCell(p)); if (p.step) row.stepCell.textContent = p.step; }
   });
-  es.addEventListener('state', again);
-  es.addEventListener('step', again);
+  const changed = ev => { live.delete(JSON.parse(ev.data).jobId); again(); };
+  es.addEventListener('state', changed);
+  es.addEventListener('step', changed);
 }
 
 // ——— one job ———
