@@ -9,6 +9,8 @@
 import assert from 'node:assert/strict';
 import { copyFile, mkdir, readdir, readFile, stat, access } from 'node:fs/promises';
 import { createServer, type Server as HttpServer } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { execa } from 'execa';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -98,6 +100,38 @@ function assertClean(what: string): void {
 async function go(hash: string): Promise<void> {
   if (page.url().startsWith(serve!.base)) await page.evaluate(() => document.getElementById('main')?.replaceChildren());
   await page.goto(`${serve!.base}/${hash}`);
+}
+
+/**
+ * Text below WCAG AA contrast on the page (4.5:1; 3:1 for large text), from
+ * the computed colours of every element holding text and the first opaque
+ * background behind it. Runs in the page.
+ */
+function lowContrast(): string[] {
+  const rgb = (c: string) => (c.match(/[\d.]+/g) ?? []).map(Number);
+  const lum = ([r, g, b]: number[]) => {
+    const f = (v: number) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const bgOf = (el: Element | null): number[] => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out: string[] = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (!(el instanceof HTMLElement) || !el.offsetParent && getComputedStyle(el).position !== 'fixed') continue;
+    if (![...el.childNodes].some(n => n.nodeType === 3 && n.textContent!.trim())) continue;
+    const st = getComputedStyle(el);
+    const [a, b] = [lum(rgb(st.color)), lum(bgOf(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const px = parseFloat(st.fontSize);
+    const large = px >= 24 || (px >= 18.66 && Number(st.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) out.push(`${el.tagName.toLowerCase()} "${el.textContent!.trim().slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+  }
+  return out;
 }
 
 const rowNames = (sel: string) => page.$$eval(`${sel} tbody tr td:first-child`, tds => tds.map(td => td.textContent!.trim()));
@@ -231,7 +265,12 @@ describe('the console', () => {
         };
       }).catch(() => undefined);
       if (v?.value && values.at(-1)?.value !== v.value) values.push({ step: v.step, max: v.max, value: v.value });
-      if (v?.value && v.rate && /\/s, ETA/.test(v.rate) && !shot) { await page.screenshot({ path: join(shots, 'jobs-running-desktop.png') }); shot = true; }
+      if (v?.value && v.rate && /\/s, ETA/.test(v.rate) && !shot) {
+        await page.screenshot({ path: join(shots, 'jobs-running-desktop.png') });
+        // the README's picture: the top of the table with the running job
+        await page.screenshot({ path: join(shots, 'readme-jobs.png'), clip: { x: 0, y: 0, width: 1280, height: 360 } });
+        shot = true;
+      }
       if (v?.state === 'done') break;
       await sleep(100);
     }
@@ -391,6 +430,9 @@ describe('the console', () => {
         await go(hash);
         await page.waitForSelector(ready);
         await page.screenshot({ path: join(shots, `${name}-${size}.png`), fullPage: size === 'phone' });
+        if (name === 'job' && size === 'phone') await page.screenshot({ path: join(shots, 'readme-job-phone.png') });
+        const low = await page.evaluate(lowContrast);
+        assert.deepEqual(low, [], `${name} at ${size}: text below WCAG AA contrast`);
         const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         assert.ok(wide <= 0, `${name} at ${size}: ${wide} px wider than the screen`);
         assertClean(`${name} at ${size}`);
@@ -417,6 +459,7 @@ describe('the console', () => {
       assert.ok(s.csp, `CSP on ${s.url}`);
       const script = /script-src ([^;]*)/.exec(s.csp!)?.[1] ?? /default-src ([^;]*)/.exec(s.csp!)?.[1] ?? '';
       assert.ok(!/unsafe-inline|unsafe-eval/.test(script), `${s.url}: ${s.csp}`);
+      assert.ok(!/'unsafe-inline'/.test(/style-src ([^;]*)/.exec(s.csp!)?.[1] ?? ''), `no inline style either: ${s.csp}`);
     }
     // hashed assets are cached for good; the shell never is
     const asset = fromServer.find(s => /\/assets\/app\.[0-9a-f]{16}\.js$/.test(s.url));
@@ -430,5 +473,35 @@ describe('the console', () => {
     assertClean('keyboard');
     if (process.env.FERRY_CONSOLE_SHOTS) for (const f of await readdir(shots)) await copyFile(join(shots, f), join(process.env.FERRY_CONSOLE_SHOTS, f));
     assert.ok((await stat(join(shots, 'jobs-phone.png'))).size > 1000);
+  });
+
+  it('over HTTPS (--tls-cert/--tls-key) the session cookie is Secure', async () => {
+    const certs = join(dir, 'tls');
+    await mkdir(certs);
+    const cert = join(certs, 'cert.pem'), key = join(certs, 'key.pem');
+    await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
+      '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+    const tlsHome = join(dir, 'home-tls');
+    const s = await startServe(['--listen', '127.0.0.1:0', '--tls-cert', cert, '--tls-key', key, '--log-level', 'warn'], { FERRY_HOME: tlsHome });
+    try {
+      assert.match(s.base, /^https:\/\/127\.0\.0\.1:\d+$/);
+      const t = (await readFile(s.tokenPath, 'utf8')).trim();
+      const ca = await readFile(cert);
+      const call = (method: string, path: string, headers: Record<string, string>, body?: string) => new Promise<{ status: number; headers: Record<string, string | string[] | undefined> }>((res, rej) => {
+        const r = httpsRequest(s.base + path, { method, headers, ca }, resp => { resp.resume(); resp.on('end', () => res({ status: resp.statusCode!, headers: resp.headers })); });
+        r.on('error', rej);
+        r.end(body);
+      });
+      const login = await call('POST', '/login', { 'content-type': 'application/json', origin: s.base }, JSON.stringify({ token: t }));
+      assert.equal(login.status, 204);
+      const cookie = String(login.headers['set-cookie']);
+      assert.match(cookie, /^ferry_session=[0-9a-f]{64}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+; Secure$/);
+      assert.ok(login.headers['strict-transport-security'], 'HSTS under TLS');
+      assert.ok(login.headers['content-security-policy']);
+      const jobs = await call('GET', '/jobs', { cookie: cookie.split(';')[0] });
+      assert.equal(jobs.status, 200);
+    } finally {
+      assert.equal(await s.stop(), 0, s.output());
+    }
   });
 });
