@@ -255,7 +255,7 @@ function field(name, label, input, help) {
 
 async function submitPage() {
   const profiles = await api('GET', '/profiles').then(r => r.profiles.map(p => p.name), () => []);
-  const text = (help) => h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false', ...(help ? {} : {}) });
+  const text = () => h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false' });
   const general = h('div', { class: 'alert', role: 'alert', id: 'form-error' });
   const form = h('form', { class: 'stack', id: 'submit-form', novalidate: true },
     field('source', 'Source', text(), 'a disk image path on the server, or nbd://, nbds://, iscsi:// …'),
