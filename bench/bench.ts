@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { measureJobs, reportJobs, type JobsResult } from './jobs.js';
 import { measureDeploy, reportDeploy, type DeployBench } from './deploy.js';
+import { measureConsole, reportConsole, type ConsoleBench } from './console.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..'); // dist/bench -> repo
 const CLI = join(REPO, 'dist/src/cli/main.js');
@@ -526,7 +527,7 @@ function reportNetwork(r: NetworkResult): string {
   return lines.join('\n');
 }
 
-const PARTS = ['data', 'debian', 'lvm', 'ntfs', 'network', 'inspect', 'jobs', 'deploy'] as const;
+const PARTS = ['data', 'debian', 'lvm', 'ntfs', 'network', 'inspect', 'jobs', 'deploy', 'console'] as const;
 type Part = typeof PARTS[number];
 
 /** `--only a,b` / `--only=a,b` or FERRY_BENCH_ONLY=a,b: which parts run (default all). */
@@ -558,6 +559,7 @@ async function main(): Promise<void> {
   const inspected: InspectResult[] = [];
   let jobs: JobsResult | undefined;
   let deploy: DeployBench | undefined;
+  let consoleBench: ConsoleBench | undefined;
   try {
     for (const [name, image] of inputs) results.push(await measure(name, image, work));
     if (parts.has('network')) network = await measureNetwork('Debian 12 guest', debian, work);
@@ -569,6 +571,7 @@ async function main(): Promise<void> {
     }
     if (parts.has('jobs')) jobs = await measureJobs(work);
     if (parts.has('deploy')) deploy = await measureDeploy(CLI, debian, (await sourceUsed(debian)).used, work);
+    if (parts.has('console')) consoleBench = await measureConsole(work);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -577,15 +580,16 @@ async function main(): Promise<void> {
   for (const r of inspected) console.log(reportInspect(r));
   if (jobs) console.log(reportJobs(jobs));
   if (deploy) console.log(reportDeploy(deploy));
+  if (consoleBench) console.log(reportConsole(consoleBench));
   // a partial run keeps the figures of the parts it did not run
   const file = join(REPO, 'bench', 'results.json');
   const old = parts.size < PARTS.length
-    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[]; jobs?: JobsResult; deploy?: DeployBench }
+    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[]; jobs?: JobsResult; deploy?: DeployBench; console?: ConsoleBench }
     : {};
   const merged = [...(old.results ?? []).filter(o => !results.some(r => r.name === o.name)), ...results];
   await writeFile(file, JSON.stringify({
     date: new Date().toISOString(), cpus: cpus().length, repeat: REPEAT, parts: [...parts],
-    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect, jobs: jobs ?? old.jobs, deploy: deploy ?? old.deploy,
+    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect, jobs: jobs ?? old.jobs, deploy: deploy ?? old.deploy, console: consoleBench ?? old.console,
   }, null, 2) + '\n');
   console.log(`\nwritten ${file}`);
   if (jobs && !jobs.ok) process.exitCode = 1;

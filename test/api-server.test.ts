@@ -83,7 +83,9 @@ describe('HTTP API with a fake runner', () => {
     assert.equal(r.status, 200);
     assert.equal(r.body.openapi, '3.1.0');
     const ops = Object.entries(r.body.paths as Record<string, object>).flatMap(([p, o]) => Object.keys(o).map(m => `${m} ${p}`)).sort();
-    assert.deepEqual(ops, ['get /jobs', 'get /jobs/{id}', 'get /jobs/{id}/events', 'get /jobs/{id}/logs', 'get /openapi.json', 'post /jobs', 'post /jobs/{id}/cancel', 'post /jobs/{id}/retry']);
+    assert.deepEqual(ops, ['get /', 'get /assets/{name}', 'get /drivers', 'get /events', 'get /images', 'get /images/{name}',
+      'get /jobs', 'get /jobs/{id}', 'get /jobs/{id}/events', 'get /jobs/{id}/logs', 'get /openapi.json', 'get /profiles', 'get /session',
+      'post /jobs', 'post /jobs/{id}/cancel', 'post /jobs/{id}/retry', 'post /login', 'post /logout']);
     assert.ok(r.body.components.schemas.JobSpec.properties.register);
     assert.deepEqual(r.body.components.securitySchemes.bearer, { type: 'http', scheme: 'bearer', description: 'the token in $FERRY_HOME/api-token' });
   });

@@ -84,10 +84,11 @@ describe('ferry serve', () => {
     assert.equal(r.status, 200);
     assert.equal(r.body.openapi, '3.1.0');
     const ops = Object.entries(r.body.paths as Record<string, object>).flatMap(([p, o]) => Object.keys(o).map(m => `${m.toUpperCase()} ${p}`)).sort();
-    assert.deepEqual(ops, ['DELETE /machines/{id}', 'GET /boot/initrd.img', 'GET /boot/ipxe', 'GET /boot/vmlinuz',
+    assert.deepEqual(ops, ['DELETE /machines/{id}', 'GET /', 'GET /assets/{name}', 'GET /boot/initrd.img', 'GET /boot/ipxe', 'GET /boot/vmlinuz',
+      'GET /drivers', 'GET /events', 'GET /images', 'GET /images/{name}',
       'GET /jobs', 'GET /jobs/{id}', 'GET /jobs/{id}/events', 'GET /jobs/{id}/logs',
-      'GET /machines', 'GET /machines/{id}', 'GET /machines/{id}/work', 'GET /openapi.json',
-      'POST /jobs', 'POST /jobs/{id}/cancel', 'POST /jobs/{id}/retry',
+      'GET /machines', 'GET /machines/{id}', 'GET /machines/{id}/work', 'GET /openapi.json', 'GET /profiles', 'GET /session',
+      'POST /jobs', 'POST /jobs/{id}/cancel', 'POST /jobs/{id}/retry', 'POST /login', 'POST /logout',
       'POST /machines/register', 'POST /machines/{id}/booted', 'POST /machines/{id}/status']);
   });
 

@@ -94,7 +94,47 @@ export const idParamsSchema = {
 export const listQuerySchema = {
   type: 'object',
   additionalProperties: false,
-  properties: { state: { type: 'string', enum: JOB_STATES } },
+  properties: {
+    state: { type: 'string', enum: JOB_STATES },
+    // a query string is text (the API never coerces types): digits only
+    limit: { type: 'string', pattern: '^[0-9]{1,6}$', description: 'at most this many jobs (a page); `total` then says how many match' },
+    offset: { type: 'string', pattern: '^[0-9]{1,9}$', description: 'skip this many first (with limit: the page)' },
+    order: { type: 'string', enum: ['oldest', 'newest'], description: 'default oldest first' },
+  },
+} as const;
+
+const oneOrMore = (description: string) => ({ type: ['string', 'array'], minLength: 1, items: { type: 'string', minLength: 1 }, description });
+
+/** GET /images: the filters of `ferry images search` (repeat a list one: ?tag=a&tag=b) */
+export const imagesQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    os: { type: 'string', description: 'linux or windows' },
+    distro: { type: 'string', description: 'os-release ID: debian, ubuntu, rhel, rocky, …' },
+    version: oneOrMore("OS version comparison: '>=12', '<13', '12'; repeat for a range"),
+    kernel: oneOrMore("a kernel's version comparison: '>=6.1'"),
+    hasDriver: oneOrMore('a storage or network kernel module, or a Windows driver or service (repeat: all of them)'),
+    firmware: { type: 'string', description: 'bios or uefi' },
+    tag: oneOrMore('a tag (repeat: all of them)'),
+  },
+} as const;
+
+export const imageParamsSchema = {
+  type: 'object', required: ['name'],
+  properties: { name: { type: 'string', minLength: 1, maxLength: 128 } },
+} as const;
+
+/** GET /drivers: the filters of `ferry drivers list` */
+export const driversQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    os: { type: 'string', description: "linux, windows, or a release: '2003', 'debian 12', 'rhel'" },
+    component: { type: 'string', description: 'virtio_blk, viostor.sys, hal.dll …' },
+    arch: { type: 'string' },
+    kernel: { type: 'string', description: 'modules built for this kernel release (uname -r)' },
+  },
 } as const;
 
 export const logsQuerySchema = {
@@ -343,7 +383,9 @@ function jobsDocument(version: string): Record<string, unknown> {
       title: 'Ferry job service',
       version,
       description: 'Submit, watch, cancel and retry machine conversions. Every request needs `Authorization: Bearer TOKEN`; '
-        + '`ferry serve` writes the token to $FERRY_HOME/api-token (mode 0600) on its first start.',
+        + '`ferry serve` writes the token to $FERRY_HOME/api-token (mode 0600) on its first start. The console (GET /) may use '
+        + 'the session cookie of POST /login instead; a state-changing request with the cookie must carry this server\'s Origin '
+        + '(403 CROSS_ORIGIN otherwise).',
     },
     security: [{ bearer: [] }],
     paths: {
@@ -359,9 +401,9 @@ function jobsDocument(version: string): Record<string, unknown> {
         },
         get: {
           operationId: 'listJobs', summary: 'jobs, newest last',
-          parameters: [{ name: 'state', in: 'query', required: false, schema: { type: 'string', enum: JOB_STATES } }],
+          parameters: Object.entries(listQuerySchema.properties).map(([name, schema]) => ({ name, in: 'query', required: false, schema })),
           responses: {
-            200: { description: 'the jobs', content: json({ type: 'object', required: ['jobs'], properties: { jobs: { type: 'array', items: ref('JobRecord') } } }) },
+            200: { description: 'the jobs; `total`: how many match (with limit/offset, more than the page)', content: json({ type: 'object', required: ['jobs', 'total'], properties: { jobs: { type: 'array', items: ref('JobRecord') }, total: { type: 'integer' } } }) },
             400: err('an unknown state'),
             ...common,
           },
@@ -427,6 +469,84 @@ function jobsDocument(version: string): Record<string, unknown> {
           },
         },
       },
+      '/events': {
+        get: {
+          operationId: 'allEvents',
+          summary: "server-sent events of every job: `state` and `step` events as they happen, each running job's `progress` at most once a second (no log lines)",
+          description: 'For a table of many jobs over one connection (a browser opens at most six to one server). '
+            + 'Starts with `event: hello`; comments (`: keep-alive`) keep idle connections open; it never ends by itself.',
+          responses: { 200: { description: 'the event stream', content: { 'text/event-stream': { schema: { type: 'string' }, 'x-event-data': ref('ProgressEvent') } } }, ...common },
+        },
+      },
+      '/images': {
+        get: {
+          operationId: 'searchImages', summary: 'catalog images matching every filter given (as `ferry images search`); changed images are inspected again first',
+          parameters: Object.entries(imagesQuerySchema.properties).map(([name, schema]) => ({ name, in: 'query', required: false, schema })),
+          responses: {
+            200: { description: 'the images, and those missing or unreadable now', content: json({ type: 'object', required: ['images', 'refreshed', 'missing', 'failed'], properties: { images: { type: 'array', items: ref('ImageSummary') }, refreshed: { type: 'array', items: { type: 'string' } }, missing: { type: 'array' }, failed: { type: 'array' } } }) },
+            400: err('a bad filter (BAD_FILTER)'),
+            ...common,
+          },
+        },
+      },
+      '/images/{name}': {
+        get: {
+          operationId: 'showImage', summary: "an image's inspection report (as `ferry images show`), what each kernel's initramfs lacks for each profile, and its history",
+          parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            200: {
+              description: 'the image', content: json({
+                allOf: [ref('ImageSummary')],
+                properties: {
+                  report: { description: 'the inspection report (as `ferry inspect --json`)' },
+                  refreshed: { type: 'boolean' },
+                  initramfs: { type: 'array', items: { type: 'object', properties: { kernel: { type: 'string' }, profile: { type: 'string' }, lacks: { type: 'array', items: { type: 'string' } } } } },
+                  history: { type: 'array', items: { type: 'object', required: ['at', 'event'], properties: { at: { type: 'string' }, event: { type: 'string' }, jobId: { type: 'string' } } } },
+                },
+              }),
+            },
+            404: err('no such image (IMAGE_NOT_FOUND)'),
+            422: err('its source is missing or cannot be inspected now'),
+            ...common,
+          },
+        },
+      },
+      '/drivers': {
+        get: {
+          operationId: 'listDrivers', summary: 'the files of the driver store (as `ferry drivers list`)',
+          parameters: Object.entries(driversQuerySchema.properties).map(([name, schema]) => ({ name, in: 'query', required: false, schema })),
+          responses: { 200: { description: 'the files', content: json({ type: 'object', required: ['files'], properties: { files: { type: 'array', items: { type: 'object' } } } }) }, ...common },
+        },
+      },
+      '/profiles': {
+        get: {
+          operationId: 'listProfiles', summary: 'the hardware profiles (as `ferry profiles list`)',
+          responses: { 200: { description: 'the profiles', content: json({ type: 'object', required: ['profiles'], properties: { profiles: { type: 'array', items: { type: 'object' } } } }) }, ...common },
+        },
+      },
+      '/': {
+        get: { operationId: 'console', summary: 'the console (a page for people); logs in with the API token', security: [], responses: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } },
+      },
+      '/assets/{name}': {
+        get: {
+          operationId: 'consoleAsset', summary: "the console's files, named by their content hash (cached for a year)", security: [],
+          parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { 200: { description: 'the file' }, 404: err('no such file') },
+        },
+      },
+      '/login': {
+        post: {
+          operationId: 'login', summary: 'trade the API token for a session cookie (HttpOnly, SameSite=Strict, Secure under TLS); only from a page of this server (Origin)', security: [],
+          requestBody: { required: true, content: json({ type: 'object', required: ['token'], properties: { token: { type: 'string' } } }) },
+          responses: { 204: { description: 'logged in: Set-Cookie ferry_session' }, 401: err('a wrong token'), 403: err('from another origin (CROSS_ORIGIN)') },
+        },
+      },
+      '/logout': {
+        post: { operationId: 'logout', summary: 'end the session', responses: { 204: { description: 'logged out' }, ...common } },
+      },
+      '/session': {
+        get: { operationId: 'session', summary: 'whether the cookie (or bearer token) is good', responses: { 200: { description: 'yes', content: json({ type: 'object' }) }, ...common } },
+      },
       '/openapi.json': {
         get: {
           operationId: 'openApi', summary: 'this document',
@@ -443,6 +563,14 @@ function jobsDocument(version: string): Record<string, unknown> {
         ProgressEvent: progressEvent,
         FieldError: fieldError,
         Error: errorBody,
+        ImageSummary: {
+          type: 'object', required: ['name', 'source', 'tags', 'addedAt', 'inspectedAt', 'os'],
+          properties: {
+            name: { type: 'string' }, source: { type: 'string' }, tags: { type: 'array', items: { type: 'string' } },
+            addedAt: { type: 'string' }, inspectedAt: { type: 'string' },
+            os: { type: 'array', items: { type: 'object', properties: { type: { type: 'string' }, distro: { type: 'string' }, name: { type: 'string' }, version: { type: 'string' }, patchLevel: { type: 'string' }, arch: { type: 'string' }, firmware: { type: 'string' }, kernels: { type: 'array', items: { type: 'string' } } } } },
+          },
+        },
       },
     },
   };

@@ -3,7 +3,9 @@
 // the runner owns the queue, the steps and every resource a job holds.
 //
 // Every route needs `Authorization: Bearer TOKEN`, compared in constant time,
-// except the machine routes (api/machines.ts), which check their own tokens.
+// or the console's session cookie (src/web/), except the machine routes
+// (api/machines.ts), which check their own tokens, and the console's page,
+// assets and login. Every response carries a Content-Security-Policy.
 // The token never reaches a log line: requests are logged as method, path
 // (without its query) and status, never with their headers.
 import type { EventEmitter } from 'node:events';
@@ -13,8 +15,12 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } f
 import { FerryError } from '../errors.js';
 import { carries, digest, hasOwnAuth, unauthorized } from './auth.js';
 import { machineRoutes, type MachineRouteOptions } from './machines.js';
+import { catalogRoutes } from './catalog.js';
+import { changesState, sameOrigin, setSecurityHeaders } from '../web/security.js';
+import { Sessions } from '../web/session.js';
+import { webRoutes } from '../web/routes.js';
 import type { FieldError, JobRecord, JobSpec, JobState, JobStore, ProgressEvent } from '../jobs/types.js';
-import { validateSpec } from '../jobs/spec.js';
+import { specProblems } from '../jobs/control.js';
 import { redact } from '../sources/secrets.js';
 import { documentedRoutes, idParamsSchema, jobSpecSchema, listQuerySchema, logsQuerySchema, openApiDocument, TERMINAL_STATES } from './openapi.js';
 
@@ -39,6 +45,10 @@ export interface ServerOptions {
   keepAliveMs?: number;
   /** the machine registry's routes (agents, PXE boot); absent: none */
   machines?: MachineRouteOptions;
+  /** serve HTTPS with this certificate and key (PEM) */
+  tls?: { cert: Buffer | string; key: Buffer | string };
+  /** how often the all-jobs event stream sends each running job's progress (default 1000 ms) */
+  progressEveryMs?: number;
 }
 
 const VERSION = (() => {
@@ -82,8 +92,16 @@ class EventHub {
     if (e.type === 'progress') this.lastProgress.set(e.jobId, e);
     else if (e.type === 'step' || (e.type === 'state' && e.state && isTerminal(e.state))) this.lastProgress.delete(e.jobId);
     for (const f of this.subscribers.get(e.jobId) ?? []) f(e);
+    for (const f of this.everyone) f(e);
   };
   constructor(private readonly emitter: EventEmitter) { emitter.on('event', this.onEvent); }
+
+  private readonly everyone = new Set<(e: ProgressEvent) => void>();
+  /** every job's events (the all-jobs stream) */
+  subscribeAll(f: (e: ProgressEvent) => void): () => void {
+    this.everyone.add(f);
+    return () => { this.everyone.delete(f); };
+  }
 
   subscribe(jobId: string, f: (e: ProgressEvent) => void): () => void {
     let set = this.subscribers.get(jobId);
@@ -110,8 +128,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     // a second guard should a serializer ever change: headers are never written
     redact: { paths: ['req.headers', 'headers', 'authorization', '*.authorization'], censor: '***' },
   };
+  const tls = opts.tls !== undefined;
   const app = Fastify({
     logger,
+    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     // report every problem of a spec; never drop or coerce what the client sent
     ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: false, useDefaults: false, allowUnionTypes: true } },
     // the routes are fixed: keep the body small
@@ -132,8 +152,17 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
 
   // the API token everywhere but on the machine routes that check their own (agents, firmware)
+  // or the console's session cookie, which must come with this server's Origin on anything that changes state
+  const sessions = new Sessions();
   app.addHook('onRequest', async (req, reply) => {
+    setSecurityHeaders(reply, tls);
     if (hasOwnAuth(req) || carries(req, expected)) return;
+    if (sessions.valid(req)) {
+      if (changesState(req) && !sameOrigin(req)) {
+        return reply.code(403).send({ error: 'CROSS_ORIGIN', message: 'a request with the session cookie must come from the console of this server' });
+      }
+      return;
+    }
     return unauthorized(reply, 'send Authorization: Bearer TOKEN with the token from $FERRY_HOME/api-token');
   });
 
@@ -142,7 +171,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       if (e.validationContext !== 'body') return reply.code(400).send({ error: 'BAD_REQUEST', message: e.message, fieldErrors: fieldErrorsOf(e.validation) });
       // a spec's every problem at once: the shape (schema) and the meaning (validateSpec), one entry per field
       const fieldErrors = new Map(fieldErrorsOf(e.validation).map(f => [f.field, f]));
-      for (const f of validateSpec(req.body)) fieldErrors.set(f.field, f);
+      for (const f of specProblems(req.body)) fieldErrors.set(f.field, f);
       return reply.code(400).send({ error: 'BAD_SPEC', message: 'the job spec is not valid', fieldErrors: [...fieldErrors.values()] });
     }
     const fieldErrors = specErrorsOf(e);
@@ -171,8 +200,14 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     return reply.code(201).header('location', `/jobs/${encodeURIComponent(id)}`).send(job);
   });
 
-  app.get<{ Querystring: { state?: JobState } }>('/jobs', { schema: { querystring: listQuerySchema } }, async req =>
-    ({ jobs: store.list(req.query.state ? { state: req.query.state } : undefined) }));
+  app.get<{ Querystring: { state?: JobState; limit?: string; offset?: string; order?: 'oldest' | 'newest' } }>('/jobs', { schema: { querystring: listQuerySchema } }, async req => {
+    const { state, limit, offset, order } = req.query;
+    const all = store.list(state ? { state } : undefined);
+    if (order === 'newest') all.reverse();
+    const from = Number(offset ?? 0);
+    const jobs = limit === undefined && !from ? all : all.slice(from, limit === undefined ? undefined : from + Number(limit));
+    return { jobs, total: all.length };
+  });
 
   app.get<{ Params: { id: string } }>('/jobs/:id', { schema: { params: idParamsSchema } }, async (req, reply) =>
     store.get(req.params.id) ?? notFound(reply));
@@ -215,12 +250,56 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.get('/openapi.json', async () => doc);
 
   if (opts.machines) machineRoutes(app, opts.machines);
+  catalogRoutes(app, store);
+  webRoutes(app, { token: opts.token, sessions, tls });
 
   // ——— server-sent events ———
   const hub = new EventHub(runner.events);
   const streams = new Set<() => void>();
   app.addHook('preClose', async () => { for (const end of [...streams]) end(); });
   app.addHook('onClose', async () => hub.close());
+
+  // every job's state and step events, and each running job's progress at most once per period:
+  // one connection for a table of many jobs
+  const progressEveryMs = opts.progressEveryMs ?? 1000;
+  app.get('/events', async (req, reply) => {
+    reply.hijack();
+    const res: ServerResponse = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    let seq = 0, ended = false, idle = 0;
+    const send = (event: string, data: unknown) => { if (!ended) res.write(`id: ${++seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
+    const pending = new Map<string, ProgressEvent>();
+    const unsubscribe = hub.subscribeAll(e => {
+      if (e.type === 'log') return;
+      if (e.type === 'progress') { pending.set(e.jobId, e); return; }
+      // a step or state change makes the latest progress stale
+      pending.delete(e.jobId);
+      send(e.type, e);
+    });
+    const timer = setInterval(() => {
+      for (const e of pending.values()) send('progress', e);
+      if (pending.size) idle = 0;
+      else if ((idle += progressEveryMs) >= keepAliveMs) { idle = 0; res.write(': keep-alive\n\n'); }
+      pending.clear();
+    }, progressEveryMs);
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      clearInterval(timer);
+      unsubscribe();
+      streams.delete(end);
+      res.end();
+    };
+    streams.add(end);
+    res.on('close', end);
+    send('hello', { at: new Date().toISOString() });
+    return reply;
+  });
 
   app.get<{ Params: { id: string } }>('/jobs/:id/events', { schema: { params: idParamsSchema } }, async (req, reply) => {
     const { id } = req.params;

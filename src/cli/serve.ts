@@ -5,6 +5,7 @@
 // agents' tokens instead: src/api/machines.ts). SIGTERM/SIGINT stop it
 // gracefully: no new requests, open event streams end, then the runner stops
 // its jobs (they resume at the next start) and releases what they hold.
+import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import { buildServer } from '../api/server.js';
 import { loadOrCreateToken } from '../api/token.js';
@@ -34,7 +35,21 @@ const LISTEN_WHY: Record<string, string> = {
   ENOTFOUND: 'the host name does not resolve',
 };
 
-interface ServeArgs { listen: string; concurrency: number; 'per-host': number; 'log-level': string; 'agent-dir'?: string; 'public-url'?: string }
+interface ServeArgs { listen: string; concurrency: number; 'per-host': number; 'log-level': string; 'agent-dir'?: string; 'public-url'?: string; 'tls-cert'?: string; 'tls-key'?: string }
+
+/** the PEM files of --tls-cert/--tls-key, both or neither */
+async function readTls(a: ServeArgs): Promise<{ cert: Buffer; key: Buffer } | undefined> {
+  const cert = a['tls-cert'], key = a['tls-key'];
+  if (cert === undefined && key === undefined) return undefined;
+  if (!cert || !key) throw usageError('--tls-cert and --tls-key go together: give the PEM certificate and its private key');
+  const read = async (path: string, flag: string) => {
+    try { return await readFile(path); } catch (e) { throw usageError(`${flag} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+  };
+  const pair = { cert: await read(cert, '--tls-cert'), key: await read(key, '--tls-key') };
+  if (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(pair.cert.toString('latin1'))) throw usageError(`--tls-cert ${cert}: not a PEM certificate`);
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pair.key.toString('latin1'))) throw usageError(`--tls-key ${key}: not a PEM private key`);
+  return pair;
+}
 
 async function serve(a: ServeArgs): Promise<void> {
   const listen = parseListen(a.listen);
@@ -45,6 +60,7 @@ async function serve(a: ServeArgs): Promise<void> {
   if (publicUrl !== undefined && !/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$|^https?:\/\/\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(publicUrl)) {
     throw usageError(`--public-url ${publicUrl}: write it as http://HOST[:PORT], the address agents reach this server at`);
   }
+  const tls = await readTls(a);
   if (process.getuid?.() !== 0) throw notRoot();
   const home = ferryHome();
   const { token, path: tokenPath } = await loadOrCreateToken(home);
@@ -56,11 +72,12 @@ async function serve(a: ServeArgs): Promise<void> {
   let app: ReturnType<typeof buildServer> | undefined;
   try {
     await runner.start();
-    app = buildServer({ runner, store, token, machines, logger: a['log-level'] === 'silent' ? false : { level: a['log-level'], stream: process.stderr } });
+    app = buildServer({ runner, store, token, machines, tls, logger: a['log-level'] === 'silent' ? false : { level: a['log-level'], stream: process.stderr } });
     try {
       await app.listen({ host: listen.host, port: listen.port });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? '';
+      if (/key values mismatch|bad decrypt|PEM/i.test((e as Error).message)) throw usageError(`--tls-cert/--tls-key: ${(e as Error).message}`);
       throw listenFailed(a.listen, LISTEN_WHY[code] ?? (e as Error).message);
     }
   } catch (e) {
@@ -73,9 +90,9 @@ async function serve(a: ServeArgs): Promise<void> {
   const { port } = app.server.address() as { port: number };
   const hostInUrl = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
   if (!listen.loopback) {
-    process.stderr.write(`ferry serve: listening on ${listen.host}, not loopback: anyone who reaches it with the token can submit jobs, and HTTP is not encrypted\n`);
+    process.stderr.write(`ferry serve: listening on ${listen.host}, not loopback: anyone who reaches it with the token can submit jobs${tls ? '' : ', and HTTP is not encrypted (give --tls-cert/--tls-key)'}\n`);
   }
-  process.stdout.write(`ferry serve: listening on http://${hostInUrl}:${port} (token in ${tokenPath})\n`);
+  process.stdout.write(`ferry serve: listening on ${tls ? 'https' : 'http'}://${hostInUrl}:${port} (token in ${tokenPath}); the console is at /\n`);
 
   await new Promise<void>(resolve => {
     let stopping = false;
@@ -112,6 +129,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     .option('per-host', { type: 'number', default: 1, describe: 'jobs reading from one source host at once' })
     .option('agent-dir', { type: 'string', describe: 'where GET /boot/vmlinuz and /boot/initrd.img come from (default: $FERRY_HOME/agent)' })
     .option('public-url', { type: 'string', describe: 'the URL agents reach this server at, for the iPXE script (default: the URL each request came in on)' })
+    .option('tls-cert', { type: 'string', describe: 'serve HTTPS with this PEM certificate (chain); with --tls-key' })
+    .option('tls-key', { type: 'string', describe: 'the PEM private key of --tls-cert' })
     .option('log-level', { choices: ['fatal', 'error', 'warn', 'info', 'debug', 'silent'], default: 'info', describe: 'request log on stderr (never holds the token)' }) as unknown as Argv<ServeArgs>,
   handler: serve,
 };

@@ -5,19 +5,29 @@ import { hostname } from 'node:os';
 import { SpecInvalidError, jobCancelled, machineBusy, jobNotFound, jobStateConflict } from '../errors.js';
 import { runnerAlive } from './reclaim.js';
 import { parseEndpoint } from '../sources/endpoint.js';
-import { checkSpec, sourceHostOf } from './spec.js';
+import { sourceHostOf, validateSpec } from './spec.js';
 import { profileNames } from '../profiles/profiles.js';
-import type { JobRecord, JobSpec, JobStore } from './types.js';
+import type { FieldError, JobRecord, JobSpec, JobStore } from './types.js';
 
 const errorOf = (e: { code: string; message: string; exitCode: number }) => ({ code: e.code, message: e.message, exitCode: e.exitCode });
+
+/** Every problem of a spec at once: its fields (validateSpec) and a hardware profile that does not exist. */
+export function specProblems(spec: unknown): FieldError[] {
+  const errors = validateSpec(spec);
+  const profile = (spec as { profile?: unknown } | null)?.profile;
+  if (typeof profile === 'string' && profile.trim() && !profileNames().includes(profile) && !errors.some(e => e.field === 'profile')) {
+    errors.push({ field: 'profile', message: `no hardware profile named '${profile}'; known: ${profileNames().join(', ')}` });
+  }
+  return errors;
+}
 
 /** Check the spec (SPEC_INVALID with fieldErrors, exit 2) and queue it. */
 export function submitJob(store: JobStore, spec: unknown): JobRecord {
   // fields left undefined (an in-process caller's optional choices) are not there at all
-  const checked = checkSpec(spec === undefined ? spec : JSON.parse(JSON.stringify(spec)));
-  if (checked.profile !== undefined && !profileNames().includes(checked.profile)) {
-    throw new SpecInvalidError([{ field: 'profile', message: `no hardware profile named '${checked.profile}'; known: ${profileNames().join(', ')}` }]);
-  }
+  const raw: unknown = spec === undefined ? spec : JSON.parse(JSON.stringify(spec));
+  const problems = specProblems(raw);
+  if (problems.length) throw new SpecInvalidError(problems);
+  const checked = raw as JobSpec;
   const target = checked.target === undefined ? undefined : parseEndpoint(checked.target);
   // two jobs writing one target would share its partial file
   const busy = target && [...store.list({ state: 'queued' }), ...store.list({ state: 'running' })]

@@ -108,7 +108,7 @@ export async function startServe(args: string[], env: Record<string, string>, ti
   };
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const m = /listening on (http:\/\/\S+) \(token in (\S+)\)/.exec(out);
+    const m = /listening on (https?:\/\/\S+) \(token in (\S+)\)/.exec(out);
     if (m) return Object.assign(serve, { base: m[1], tokenPath: m[2] });
     if (child.exitCode !== null) throw new Error(`ferry serve exited (${child.exitCode}) before listening:\n${out}`);
     await new Promise(r => setTimeout(r, 50));
