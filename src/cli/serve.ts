@@ -14,6 +14,12 @@ import { MachineRegistry } from '../machines/registry.js';
 import { listenFailed, notRoot, usageError } from '../errors.js';
 import { JobRunner } from '../jobs/runner.js';
 import { openJobStore } from '../jobs/sqlite-store.js';
+import { describeStore, type StoreLocation } from '../store/connection.js';
+import { openFleetStore } from '../store/kysely-store.js';
+import { StoreFrontend } from '../store/frontend.js';
+import { FleetWorker } from '../store/worker.js';
+import { locationOf, storeOptions, type StoreArgs } from './store-options.js';
+import { checkWorkerArgs, runUntilSignal } from './worker.js';
 
 export interface ListenAddress { host: string; port: number; loopback: boolean }
 
@@ -34,7 +40,7 @@ const LISTEN_WHY: Record<string, string> = {
   ENOTFOUND: 'the host name does not resolve',
 };
 
-interface ServeArgs { listen: string; concurrency: number; 'per-host': number; 'log-level': string; 'agent-dir'?: string; 'public-url'?: string }
+interface ServeArgs extends StoreArgs { worker: boolean; name?: string; tag?: string[]; 'heartbeat-timeout': number; listen: string; concurrency: number; 'per-host': number; 'log-level': string; 'agent-dir'?: string; 'public-url'?: string }
 
 async function serve(a: ServeArgs): Promise<void> {
   const listen = parseListen(a.listen);
@@ -45,6 +51,10 @@ async function serve(a: ServeArgs): Promise<void> {
   if (publicUrl !== undefined && !/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$|^https?:\/\/\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(publicUrl)) {
     throw usageError(`--public-url ${publicUrl}: write it as http://HOST[:PORT], the address agents reach this server at`);
   }
+  const loc = locationOf(a);
+  if (loc.dialect === 'postgres') return serveFleet(a, listen, loc, publicUrl);
+  if (!a.worker) throw usageError('--no-worker: the embedded SQLite store has no other worker to run the jobs; give --store postgres://… for a fleet');
+  if (loc.home !== ferryHome()) process.env.FERRY_HOME = loc.home;
   if (process.getuid?.() !== 0) throw notRoot();
   const home = ferryHome();
   const { token, path: tokenPath } = await loadOrCreateToken(home);
@@ -103,10 +113,55 @@ async function serve(a: ServeArgs): Promise<void> {
   process.stderr.write('ferry serve: stopped\n');
 }
 
+/**
+ * The API in front of a shared store: jobs go in and out through the store, events come from
+ * it (StoreFrontend), and unless --no-worker this process is one of the fleet's workers too.
+ */
+async function serveFleet(a: ServeArgs, listen: ListenAddress, loc: Extract<StoreLocation, { dialect: 'postgres' }>, publicUrl?: string): Promise<void> {
+  const w = a.worker ? checkWorkerArgs({ ...a, concurrency: a.concurrency, 'per-host': a['per-host'] }) : undefined;
+  if (process.getuid?.() !== 0) throw notRoot();
+  const home = ferryHome();
+  const { token, path: tokenPath } = await loadOrCreateToken(home);
+  const { token: enrolToken } = await loadOrCreateToken(home, 'enrol');
+  const store = await openFleetStore(loc);
+  // the machine registry stays in this host's ferry.db: agents talk to the API process they enrolled with
+  const registry = new MachineRegistry(home);
+  const frontend = new StoreFrontend(store);
+  const worker = w && new FleetWorker(store, { name: w.name, tags: w.tags, concurrency: a.concurrency, perHost: a['per-host'], staleAfterMs: a['heartbeat-timeout'] * 1000 });
+  let app: ReturnType<typeof buildServer> | undefined;
+  const shutdown = async () => {
+    await app?.close().catch(() => undefined);
+    frontend.stop();
+    try { await worker?.stop(); } finally { await store.close(); registry.close(); }
+  };
+  try {
+    frontend.start();
+    await worker?.start();
+    app = buildServer({ runner: frontend, store, token, machines: { registry, enrolToken, agentDir: a['agent-dir'] ?? join(home, 'agent'), publicUrl }, logger: a['log-level'] === 'silent' ? false : { level: a['log-level'], stream: process.stderr } });
+    try {
+      await app.listen({ host: listen.host, port: listen.port });
+    } catch (e) {
+      throw listenFailed(a.listen, LISTEN_WHY[(e as NodeJS.ErrnoException).code ?? ''] ?? (e as Error).message);
+    }
+  } catch (e) {
+    await shutdown();
+    throw e;
+  }
+  const { port } = app.server.address() as { port: number };
+  const hostInUrl = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  process.stdout.write(`ferry serve: listening on http://${hostInUrl}:${port} (token in ${tokenPath}); store ${describeStore(loc)}${worker ? `; worker ${w!.name}` : '; no worker here'}\n`);
+  await runUntilSignal(shutdown, 'ferry serve');
+  process.stderr.write('ferry serve: stopped\n');
+}
+
 export const serveCommand: CommandModule<object, ServeArgs> = {
   command: 'serve',
   describe: 'the job service: HTTP API (token in $FERRY_HOME/api-token) and the job runner',
-  builder: (y: Argv<object>) => y
+  builder: (y: Argv<object>) => storeOptions(y)
+    .option('worker', { type: 'boolean', default: true, describe: 'run jobs in this process too (--no-worker: only the API, for a fleet of ferry worker hosts)' })
+    .option('name', { type: 'string', describe: "with a shared store: this process's worker name (default: the host name)" })
+    .option('tag', { type: 'string', array: true, describe: 'with a shared store: a tag jobs may require (spec requires: [TAG])' })
+    .option('heartbeat-timeout', { type: 'number', default: 15, describe: 'with a shared store: seconds of silence after which a worker\'s jobs are taken over' })
     .option('listen', { type: 'string', default: '127.0.0.1:8470', describe: 'HOST:PORT; anything but loopback must be asked for, e.g. 0.0.0.0:8470' })
     .option('concurrency', { type: 'number', default: 2, describe: 'jobs running at once' })
     .option('per-host', { type: 'number', default: 1, describe: 'jobs reading from one source host at once' })
