@@ -9,7 +9,7 @@
 // PGPASSFILE / ~/.pgpass (node-postgres reads those itself when no password is
 // given). TLS is libpq's sslmode: disable, require, verify-ca, verify-full.
 import { readFileSync, statSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { isIP, Socket } from 'node:net';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import type { PoolConfig } from 'pg';
@@ -25,6 +25,9 @@ export interface StoreChoice {
   store?: string;
   passwordFile?: string;
 }
+
+/** every query is short; the pool closes idle connections before this (kysely-store.ts) */
+export const SILENT_MS = 10_000;
 
 const SSLMODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
 
@@ -101,6 +104,13 @@ export function storeLocation(c: StoreChoice = {}): StoreLocation {
     connectionTimeoutMillis: Number(q.get('connect_timeout') ?? 10) * 1000,
     // a dead peer is noticed by TCP keep-alive, not after the kernel's two hours
     keepAlive: true, keepAliveInitialDelayMillis: 10_000,
+    // a connection that has said nothing for SILENT_MS (a cut link: the query's packets are lost and TCP
+    // would retransmit for a quarter of an hour) is dropped, so its query fails and the pool dials again
+    stream: () => {
+      const s = new Socket();
+      s.setTimeout(SILENT_MS, () => s.destroy(new Error(`the database said nothing for ${SILENT_MS / 1000} s`)));
+      return s;
+    },
   };
   if (c.passwordFile) pg.password = readPasswordFile(c.passwordFile);
   // asked at each connection, so a ~/.pgpass changed meanwhile counts; none found: the server says what it wants

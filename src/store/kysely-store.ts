@@ -281,7 +281,7 @@ export async function openFleetStore(loc: StoreLocation, opts: { poolSize?: numb
     const raw = openDb(loc.home);
     db = new Kysely<StoreDb>({ dialect: new SqliteDialect({ database: raw }) });
   } else {
-    const pool = new pg.Pool({ ...loc.pg, max: opts.poolSize ?? 4, idleTimeoutMillis: 30_000 });
+    const pool = new pg.Pool({ ...loc.pg, max: opts.poolSize ?? 4, idleTimeoutMillis: 5_000 });
     // an idle connection dropped by a database restart must not end the process: the next query reconnects
     pool.on('error', () => undefined);
     db = new Kysely<StoreDb>({ dialect: new PostgresDialect({ pool }) });

@@ -17,6 +17,7 @@ import { hostname } from 'node:os';
 import { FerryError, jobCancelled, jobInterrupted, jobResumeFailed } from '../errors.js';
 import { withNetworkCredentials } from '../sources/secrets.js';
 import { withAbortSignal } from '../util/abort.js';
+import { run } from '../util/exec.js';
 import { withResourceJournal, type ResourceJournal } from '../util/scope.js';
 import { jobProgress } from '../jobs/progress.js';
 import { reclaimOne } from '../jobs/reclaim.js';
@@ -43,6 +44,15 @@ const asFerryError = (e: unknown) => e instanceof FerryError ? e
   : new FerryError('INTERNAL', 70, `internal error: ${(e as Error)?.stack?.split('\n').slice(0, 3).join(' ') ?? String(e)}`);
 const exists = (p: string) => access(p).then(() => true, () => false);
 const pause = (ms: number) => new Promise(r => setTimeout(r, ms));
+
+/**
+ * Whether another process (a dead worker's leftover daemon, on this host or on another one sharing
+ * the storage) still holds the partial target open for writing: qemu's image locks say so.
+ */
+async function heldElsewhere(path: string): Promise<string | undefined> {
+  const r = await run('qemu-img', ['info', path], { ignoreAbort: true, okCodes: [1] });
+  return r.exitCode !== 0 && /lock|another process/i.test(r.stderr) ? r.stderr.trim().split('\n').pop() : undefined;
+}
 
 interface Running { abort: AbortController; done: Promise<void>; writes: Promise<unknown> }
 
@@ -146,10 +156,13 @@ export class FleetWorker {
         await this.log(job.id, `worker ${from} stopped heartbeating (silent over ${this.staleAfterMs / 1000} s); ${this.opts.name} took the job over and queued it again`);
         this.emit({ jobId: job.id, type: 'state', state: 'queued' });
       }
-      if (this.running.size) {
-        for (const j of await this.store.list({ state: 'running' })) {
-          const r = this.running.get(j.id);
-          if (r && j.cancelRequested && !r.abort.signal.aborted) r.abort.abort(jobCancelled(j.id));
+      for (const j of await this.store.list({ state: 'running' })) {
+        const r = this.running.get(j.id);
+        if (r && j.cancelRequested && !r.abort.signal.aborted) r.abort.abort(jobCancelled(j.id));
+        // a claim whose commit went through while its answer was lost with the connection: nobody runs it
+        if (!r && j.runner === this.opts.name) {
+          await this.store.update(j.id, { state: 'queued', runner: undefined }, { ifRunner: this.opts.name });
+          await this.log(j.id, `worker ${this.opts.name} lost the answer to its claim (the store connection dropped); queued again`);
         }
       }
       while (!this.stopping && this.running.size < this.opts.concurrency) {
@@ -159,7 +172,8 @@ export class FleetWorker {
       }
     } catch (e) {
       this.failures++;
-      const wait = Math.min(500 * 2 ** Math.min(this.failures, 5), 10_000);
+      // short enough that a store back within the fence finds the heartbeat before the fence fires
+      const wait = Math.min(250 * 2 ** Math.min(this.failures, 5), 10_000, this.staleAfterMs / 8);
       this.backoffUntil = Date.now() + wait;
       if (this.failures === 1 || this.failures % 10 === 0) this.say(`the store does not answer (${(e as Error).message}); not claiming, retrying in ${wait} ms`);
     } finally {
@@ -203,8 +217,14 @@ export class FleetWorker {
     const partial = partialOf(claimed.spec);
     if (steps.some(s => s.state !== 'pending')) {
       const done = steps.filter(s => s.state === 'done').map(s => s.name);
-      if (partial && !steps.some(s => s.name === 'commit' && s.state === 'done') && done.some(n => n !== 'open source' && n !== 'plan layout') && !(await exists(partial))) {
-        await this.log(id, `restarting on worker ${me} (run ${claimed.attempts}): the partial target ${partial} is not reachable from this host; starting again from the beginning`);
+      const needsPartial = partial && !steps.some(s => s.name === 'commit' && s.state === 'done') && done.some(n => n !== 'open source' && n !== 'plan layout');
+      const held = needsPartial && await exists(partial) ? await heldElsewhere(partial) : undefined;
+      if (needsPartial && (held || !(await exists(partial)))) {
+        await this.log(id, `restarting on worker ${me} (run ${claimed.attempts}): ${held
+          ? `the partial target ${partial} is still held open by another process (${held}), the dead worker's leftovers, reclaimed when it comes back`
+          : `the partial target ${partial} is not reachable from this host`}; starting again from the beginning`);
+        // unlinked, not written: a leftover writer keeps its own inode, the new run gets a new file
+        if (held) await rm(partial, { force: true });
         steps = [];
         await this.retrying(id, () => this.store.update(id, { steps }, { ifRunner: me }));
       } else {
