@@ -25,6 +25,7 @@ import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
 import { workerCommand } from './worker.js';
 import { workersCommand } from './workers.js';
+import { storeCommand } from './store.js';
 import { jobsCommand, submitDetached } from './jobs.js';
 import { captureCommand, deployCommand } from './deploy.js';
 import { agentCommand } from './agent.js';
@@ -139,6 +140,7 @@ async function parseCommandLine(): Promise<void> {
     .command(serveCommand)
     .command(workerCommand)
     .command(workersCommand)
+    .command(storeCommand)
     .command(jobsCommand)
     .command(machinesCommand)
     .command(pxeCommand)
@@ -149,7 +151,7 @@ async function parseCommandLine(): Promise<void> {
     .command(diffCommand)
     .command(deltaCommand)
     .command(factoryCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, tools, profiles, reconfigure, customize, jobs, serve, worker, workers, machines, pxe, agent, deploy, capture, register, export, cleanup, diff, delta or factory')
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, tools, profiles, reconfigure, customize, jobs, serve, worker, workers, store, machines, pxe, agent, deploy, capture, register, export, cleanup, diff, delta or factory')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

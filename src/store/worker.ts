@@ -65,6 +65,7 @@ export class FleetWorker {
   private lastBeat = Date.now();
   private backoffUntil = 0;
   private failures = 0;
+  private leftoversDue = false;
   private readonly info: WorkerInfo;
   readonly pollMs: number;
   readonly staleAfterMs: number;
@@ -82,13 +83,20 @@ export class FleetWorker {
     await this.store.heartbeat(this.info);
     this.lastBeat = Date.now();
     await this.reclaimOwn();
-    this.timer = setInterval(() => void this.tick(), this.pollMs);
+    this.schedule();
     void this.tick();
   }
 
   /** What this worker left behind when it died or was cut off: undone here, on its own host, before it takes work. */
   private async reclaimOwn(): Promise<void> {
-    for (const r of (await this.store.leftovers(this.opts.name)).reverse()) {
+    await this.reclaimLeftovers();
+    await this.requeueOwn();
+  }
+
+  /** What other workers found held by this one's jobs when they took them over (skipping a job this process still stops). */
+  private async reclaimLeftovers(): Promise<number> {
+    const left = (await this.store.leftovers(this.opts.name)).filter(r => !this.running.has(r.jobId));
+    for (const r of left.reverse()) {
       try {
         const did = await reclaimOne(r, line => this.say(line));
         this.say(`${did ? 'reclaimed' : 'already gone'}: ${r.kind} ${r.id} (left by job ${r.jobId}, which another worker took over)`);
@@ -97,7 +105,11 @@ export class FleetWorker {
         this.say(`could not reclaim ${r.kind} ${r.id}: ${(e as Error).message}`);
       }
     }
-    // jobs still marked ours: this worker died and came back before anyone took them over
+    return left.length;
+  }
+
+  /** Jobs still marked ours: this worker died and came back before anyone took them over. */
+  private async requeueOwn(): Promise<void> {
     for (const job of (await this.store.list({ state: 'running' })).filter(j => j.runner === this.opts.name)) {
       await this.log(job.id, `worker ${this.opts.name} restarted; reclaiming what its previous run held`);
       for (const r of (await this.store.resources(job.id)).reverse()) {
@@ -109,10 +121,16 @@ export class FleetWorker {
     }
   }
 
+  /** The next tick after 0.5-1.5 poll intervals: workers polling in lockstep would hand every freed slot to the same one. */
+  private schedule(): void {
+    if (this.stopping) return;
+    this.timer = setTimeout(() => { void this.tick().finally(() => this.schedule()); }, this.pollMs * (0.5 + Math.random()));
+  }
+
   /** Stop claiming; running jobs stop where they are (queued again, to resume on any worker). */
   async stop(): Promise<void> {
     this.stopping = true;
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     for (const [id, r] of this.running) if (!r.abort.signal.aborted) r.abort.abort(jobInterrupted(id));
     await Promise.all([...this.running.values()].map(r => r.done));
     await this.store.removeWorker(this.opts.name).catch(() => undefined);
@@ -150,8 +168,13 @@ export class FleetWorker {
       if (Date.now() < this.backoffUntil) return;
       await this.store.heartbeat(this.info);
       this.lastBeat = Date.now();
-      if (this.failures) this.say(`the store answers again after ${this.failures} failed attempt(s); claiming again`);
+      if (this.failures) {
+        this.say(`the store answers again after ${this.failures} failed attempt(s); claiming again`);
+        this.leftoversDue = true;
+      }
       this.failures = 0;
+      // back from a cut: what others took over from us is undone here once our own run of it has stopped
+      if (this.leftoversDue) this.leftoversDue = (await this.reclaimLeftovers()) > 0 || [...this.running.values()].some(r => r.abort.signal.aborted);
       for (const { job, from } of await this.store.takeOverStale(this.staleAfterMs, this.opts.name)) {
         await this.log(job.id, `worker ${from} stopped heartbeating (silent over ${this.staleAfterMs / 1000} s); ${this.opts.name} took the job over and queued it again`);
         this.emit({ jobId: job.id, type: 'state', state: 'queued' });
