@@ -104,6 +104,24 @@ async function daemonsOf(partialOrDir: string): Promise<number[]> {
 }
 
 describe('ferry fleet on PostgreSQL', () => {
+/**
+ * A worker host crashing: its processes die (the worker's group, the daemons it started in their own
+ * sessions) and, as at a reboot, the kernel's state of it goes too (its mounts and loop devices, found
+ * before the daemons under them die). What is left (records, the work dir) is its own business when it is back.
+ */
+async function crashHost(w: ResultPromise, workDir: string | undefined, daemons: number[]): Promise<void> {
+  const within = (p: string) => !!workDir && (p === workDir || p.startsWith(`${workDir}/`));
+  const loops = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'])).stdout).split('\n')
+    .map(l => l.trim().split(/\s+/)).filter(([, back]) => back && within(back)).map(([dev]) => dev);
+  const onLoops = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'])).stdout).split('\n')
+    .map(l => l.trim().split(/\s+/)).filter(([, back]) => back && loops.includes(back)).map(([dev]) => dev);
+  try { process.kill(-w.pid!, 'SIGKILL'); } catch { /* it ended by itself */ }
+  for (const pid of [...daemons, ...(workDir ? await daemonsOf(workDir) : [])]) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n').map(l => l.split(' ')[1]).filter(m => m && within(m)).sort().reverse();
+  for (const m of mounts) await execa('umount', ['-l', m], { reject: false });
+  for (const dev of [...onLoops, ...loops]) await execa('losetup', ['-d', dev], { reject: false });
+}
+
 before(async () => {
   await mkdir(join(dir, 'out'));
   const lo = String((await execa('ip', ['-4', '-o', 'addr', 'show', 'dev', 'lo'])).stdout);
@@ -239,8 +257,7 @@ after(async () => {
     // the host dies: the worker, its process group and the daemons it started (they run on in their own session)
     const daemons = await daemonsOf(partial);
     const workDir = (await readFile(`/proc/${daemons[0]}/cmdline`, 'utf8')).split('\0').map(a => /"mountpoint": ?"([^"]+)\/target\.img"/.exec(a)?.[1]).find(Boolean);
-    process.kill(-w.pid!, 'SIGKILL');
-    for (const pid of [...daemons, ...(workDir ? await daemonsOf(workDir) : [])]) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    await crashHost(w, workDir, daemons);
     await w;
     workers.delete(victim);
     const done = await finished(job.id, 180_000);
@@ -287,8 +304,7 @@ after(async () => {
     const daemons = await daemonsOf(join(dir, 'out', '.cut.qcow2.ferry-partial'));
     const workDir = daemons.length ? (await readFile(`/proc/${daemons[0]}/cmdline`, 'utf8')).split('\0').map(a => /"mountpoint": ?"([^"]+)\/target\.img"/.exec(a)?.[1]).find(Boolean) : undefined;
     const w = workers.get(cutName)!;
-    try { process.kill(-w.pid!, 'SIGKILL'); } catch { /* it ended by itself: shown below */ }
-    for (const pid of [...daemons, ...(workDir ? await daemonsOf(workDir) : [])]) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    await crashHost(w, workDir, daemons);
     const ended = await w;
     if (!ended.isTerminated) process.stdout.write(`# fleet: the cut worker had exited by itself (${ended.exitCode}): ${String(ended.stderr).split('\n').slice(-6).join(' | ')}\n`);
     workers.delete(cutName);

@@ -108,7 +108,10 @@ export function storeLocation(c: StoreChoice = {}): StoreLocation {
     // would retransmit for a quarter of an hour) is dropped, so its query fails and the pool dials again
     stream: () => {
       const s = new Socket();
-      s.setTimeout(SILENT_MS, () => s.destroy(new Error(`the database said nothing for ${SILENT_MS / 1000} s`)));
+      // closed, not errored: pg reports "connection terminated" to the query; an 'error' with no listener
+      // left (a client the pool already dropped) would end the process
+      s.setTimeout(SILENT_MS, () => s.destroy());
+      s.on('error', () => undefined);
       return s;
     },
   };
