@@ -27,6 +27,7 @@ PACKAGES=(
   ntfs-3g libhivex-bin libwin-hivex-perl python3-pefile binutils-mingw-w64-i686 binutils-mingw-w64-x86-64  # Windows inspection (+ the phony Windows fixture)
   dnsmasq-base ipxe busybox-static  # ferry pxe serve: DHCP/TFTP and iPXE (+ its test: udhcpc, tftp)
   chromium  # the console's browser test (test/console.test.ts, driven by playwright-core; no browser download)
+  postgresql  # the fleet's shared job store (+ its test: initdb/pg_ctl of PostgreSQL 15, psql)
 )
 
 # `setup.sh --bench` (npm run bench) also installs what only the bench needs: virt-inspector

@@ -155,7 +155,8 @@ before(async () => {
     store.update(j.id, { state: 'done' });
   }
   store.close();
-  paced = await startNbdkit({ file: src, rate: '32M' });
+  // slow enough that a loaded host's page still sees the bar at two points of one step (about 17 s of copy)
+  paced = await startNbdkit({ file: src, rate: '16M' });
   crawl = await startNbdkit({ file: src, rate: '2M' });
   serve = await startServe(['--listen', '127.0.0.1:0', '--concurrency', '3', '--per-host', '3', '--log-level', 'warn'], env);
   token = (await readFile(serve.tokenPath, 'utf8')).trim();

@@ -11,8 +11,8 @@ import { DriverStore, type DriverQuery } from '../drivers/store.js';
 import { FerryError } from '../errors.js';
 import { inspect } from '../inspect/inspect.js';
 import type { LinuxOs } from '../inspect/report.js';
-import type { JobStore } from '../jobs/types.js';
 import { listProfiles, type Profile } from '../profiles/profiles.js';
+import type { AnyJobStore } from '../store/types.js';
 import { driversQuerySchema, imageParamsSchema, imagesQuerySchema } from './openapi.js';
 
 type Many = string | string[] | undefined;
@@ -42,7 +42,7 @@ export function initramfsGaps(os: LinuxOs, profiles: Profile[]): { kernel: strin
   return out;
 }
 
-export function catalogRoutes(app: FastifyInstance, store: JobStore): void {
+export function catalogRoutes(app: FastifyInstance, store: Pick<AnyJobStore, 'list'>): void {
   app.get<{ Querystring: Record<string, Many> }>('/images', { schema: { querystring: imagesQuerySchema } }, async (req, reply) => {
     const q = req.query;
     const one = (v: Many) => many(v)?.at(-1);
@@ -60,7 +60,7 @@ export function catalogRoutes(app: FastifyInstance, store: JobStore): void {
       const profiles = await listProfiles();
       const initramfs = image.report.operatingSystems.flatMap(os => os.type === 'linux' ? initramfsGaps(os, profiles) : []);
       // its history: when it came into the catalog, its last inspection, and every job that read or wrote it
-      const jobs = store.list().filter(j => j.spec.source === image.source || j.spec.target === image.source);
+      const jobs = (await store.list()).filter(j => j.spec.source === image.source || j.spec.target === image.source);
       const history = [
         { at: image.addedAt, event: 'added' },
         { at: image.inspectedAt, event: image.refreshed ? 'inspected again (it had changed)' : 'inspected' },

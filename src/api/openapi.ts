@@ -69,6 +69,10 @@ export const jobSpecSchema = {
         tlsCerts: str('NBD x509 credentials directory'),
       },
     },
+    requires: {
+      type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' },
+      description: 'fleet: only a worker with every one of these tags (ferry worker --tag) runs the job',
+    },
     register: {
       type: 'object',
       additionalProperties: false,

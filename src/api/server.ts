@@ -19,7 +19,8 @@ import { catalogRoutes } from './catalog.js';
 import { changesState, sameOrigin, setSecurityHeaders } from '../web/security.js';
 import { Sessions } from '../web/session.js';
 import { webRoutes } from '../web/routes.js';
-import type { FieldError, JobRecord, JobSpec, JobState, JobStore, ProgressEvent } from '../jobs/types.js';
+import type { FieldError, JobRecord, JobSpec, JobState, ProgressEvent } from '../jobs/types.js';
+import type { AnyJobStore } from '../store/types.js';
 import { specProblems } from '../jobs/control.js';
 import { redact } from '../sources/secrets.js';
 import { documentedRoutes, idParamsSchema, jobSpecSchema, listQuerySchema, logsQuerySchema, openApiDocument, TERMINAL_STATES } from './openapi.js';
@@ -37,7 +38,8 @@ export interface ApiRunner {
 
 export interface ServerOptions {
   runner: ApiRunner;
-  store: JobStore;
+  /** the embedded store (sync) or a shared one (async, src/store/): every call is awaited */
+  store: Pick<AnyJobStore, 'get' | 'list' | 'logs'>;
   token: string;
   /** false: no log; else pino options (level, stream); default: info to stdout */
   logger?: false | { level?: string; stream?: NodeJS.WritableStream };
@@ -196,13 +198,13 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.post<{ Body: JobSpec }>('/jobs', { schema: { body: jobSpecSchema } }, async (req, reply) => {
     const r = await runner.submit(req.body);
     const id = typeof r === 'string' ? r : r.id;
-    const job = store.get(id) ?? (typeof r === 'string' ? undefined : r);
+    const job = (await store.get(id)) ?? (typeof r === 'string' ? undefined : r);
     return reply.code(201).header('location', `/jobs/${encodeURIComponent(id)}`).send(job);
   });
 
   app.get<{ Querystring: { state?: JobState; limit?: string; offset?: string; order?: 'oldest' | 'newest' } }>('/jobs', { schema: { querystring: listQuerySchema } }, async req => {
     const { state, limit, offset, order } = req.query;
-    const all = store.list(state ? { state } : undefined);
+    const all = await store.list(state ? { state } : undefined);
     if (order === 'newest') all.reverse();
     const from = Number(offset ?? 0);
     const jobs = limit === undefined && !from ? all : all.slice(from, limit === undefined ? undefined : from + Number(limit));
@@ -210,11 +212,11 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
 
   app.get<{ Params: { id: string } }>('/jobs/:id', { schema: { params: idParamsSchema } }, async (req, reply) =>
-    store.get(req.params.id) ?? notFound(reply));
+    (await store.get(req.params.id)) ?? notFound(reply));
 
   app.post<{ Params: { id: string } }>('/jobs/:id/cancel', { schema: { params: idParamsSchema } }, async (req, reply) => {
     const { id } = req.params;
-    const job = store.get(id);
+    const job = await store.get(id);
     if (!job) return notFound(reply);
     const finished = (j: JobRecord) => reply.code(409).send({ error: 'JOB_FINISHED', message: `job ${id} has already ended (${j.state})`, state: j.state });
     if (isTerminal(job.state)) return finished(job);
@@ -222,16 +224,16 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       await runner.cancel(id);
     } catch (e) {
       // it ended between our look and the runner's
-      const now = store.get(id);
+      const now = await store.get(id);
       if (now && isTerminal(now.state)) return finished(now);
       throw e;
     }
-    return reply.code(202).send(store.get(id));
+    return reply.code(202).send(await store.get(id));
   });
 
   app.post<{ Params: { id: string } }>('/jobs/:id/retry', { schema: { params: idParamsSchema } }, async (req, reply) => {
     const { id } = req.params;
-    if (!store.get(id)) return notFound(reply);
+    if (!(await store.get(id))) return notFound(reply);
     try {
       await runner.retry(id);
     } catch (e) {
@@ -239,12 +241,12 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       if (e instanceof FerryError && e.code === 'JOB_STATE_CONFLICT') return reply.code(409).send({ error: e.code, message: e.message, state: e.details.state });
       throw e;
     }
-    return reply.code(202).send(store.get(id));
+    return reply.code(202).send(await store.get(id));
   });
 
   app.get<{ Params: { id: string }; Querystring: { after?: string } }>('/jobs/:id/logs', { schema: { params: idParamsSchema, querystring: logsQuerySchema } }, async (req, reply) => {
-    if (!store.get(req.params.id)) return notFound(reply);
-    return { lines: store.logs(req.params.id, Number(req.query.after ?? 0)).map(l => ({ n: l.n, line: redact(l.line) })) };
+    if (!(await store.get(req.params.id))) return notFound(reply);
+    return { lines: (await store.logs(req.params.id, Number(req.query.after ?? 0))).map(l => ({ n: l.n, line: redact(l.line) })) };
   });
 
   app.get('/openapi.json', async () => doc);
@@ -303,7 +305,9 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
 
   app.get<{ Params: { id: string } }>('/jobs/:id/events', { schema: { params: idParamsSchema } }, async (req, reply) => {
     const { id } = req.params;
-    const job = store.get(id);
+    // the embedded store answers in this tick (no await: no runner event can fall between the snapshot and the subscription)
+    const got = store.get(id);
+    const job = got instanceof Promise ? await got : got;
     if (!job) return notFound(reply);
     // an EventSource reconnecting to a finished job: 204 tells it to stop retrying
     if (isTerminal(job.state) && req.headers['last-event-id'] !== undefined) return reply.code(204).send();
@@ -336,11 +340,12 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       if (e.type === 'state' && e.state && isTerminal(e.state)) end();
     });
     // keep-alive; and should the runner's last event have been missed, the store still tells
-    const timer = setInterval(() => {
-      const now = store.get(id);
+    const timer = setInterval(() => void (async () => {
+      const now = await Promise.resolve(store.get(id)).catch(() => undefined); // a store away for a moment: the next tick asks again
+      if (ended) return;
       if (now && isTerminal(now.state)) return finish(now);
       res.write(': keep-alive\n\n');
-    }, keepAliveMs);
+    })(), keepAliveMs);
     streams.add(end);
     res.on('close', end);
 

@@ -23,6 +23,9 @@ import { toolsCommand } from './tools.js';
 import { registerCommand } from './register.js';
 import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
+import { workerCommand } from './worker.js';
+import { workersCommand } from './workers.js';
+import { storeCommand } from './store.js';
 import { jobsCommand, submitDetached } from './jobs.js';
 import { captureCommand, deployCommand } from './deploy.js';
 import { agentCommand } from './agent.js';
@@ -135,6 +138,9 @@ async function parseCommandLine(): Promise<void> {
     .command(registerCommand)
     .command(exportCommand)
     .command(serveCommand)
+    .command(workerCommand)
+    .command(workersCommand)
+    .command(storeCommand)
     .command(jobsCommand)
     .command(machinesCommand)
     .command(pxeCommand)
@@ -145,7 +151,7 @@ async function parseCommandLine(): Promise<void> {
     .command(diffCommand)
     .command(deltaCommand)
     .command(factoryCommand)
-    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, tools, profiles, reconfigure, customize, jobs, serve, machines, pxe, agent, deploy, capture, register, export, cleanup, diff, delta or factory')
+    .demandCommand(1, 'name a command: convert, verify, info, inspect, probe, images, drivers, tools, profiles, reconfigure, customize, jobs, serve, worker, workers, store, machines, pxe, agent, deploy, capture, register, export, cleanup, diff, delta or factory')
     .fail((msg, err) => { throw err ?? new FerryError('USAGE', 2, msg); })
     .help()
     .parseAsync();

@@ -15,10 +15,12 @@ const DOMAIN_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
 const isUrl = (s: string) => /^[a-z+]+:\/\//.test(s);
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const FIELDS: Record<string, 'string' | 'object'> = {
+const FIELDS: Record<string, 'string' | 'object' | 'array'> = {
   kind: 'string', source: 'string', target: 'string', format: 'string', size: 'string', profile: 'string', mac: 'string', firmware: 'string',
-  options: 'object', credentials: 'object', register: 'object', machine: 'string', disk: 'string', customize: 'object',
+  options: 'object', credentials: 'object', register: 'object', machine: 'string', disk: 'string', customize: 'object', requires: 'array',
 };
+/** a worker tag (ferry worker --tag) */
+export const TAG_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const KINDS = ['convert', 'deploy', 'capture'];
 const MACHINE_ID_RE = /^m-[0-9a-f]{4,32}$/;
 const OPTION_FIELDS = { mode: 'string', verify: 'boolean', force: 'boolean', inventory: 'string', forceNtfsDirty: 'boolean' } as const;
@@ -39,6 +41,9 @@ export function validateSpec(obj: unknown): FieldError[] {
   const absPath = (field: string, v: unknown) => {
     if (str(field, v) && !isAbsolute(v as string)) err(field, `must be an absolute path, not ${v as string}`);
   };
+  if (obj.requires !== undefined && (!Array.isArray(obj.requires) || obj.requires.some(t => typeof t !== 'string' || !TAG_RE.test(t)))) {
+    err('requires', 'must be a list of worker tags (letters, digits, . _ -), e.g. [nbd-rack-3]');
+  }
   const kind = obj.kind ?? 'convert';
   if (!KINDS.includes(kind as string)) err('kind', `must be one of ${KINDS.join(', ')}`);
   if (kind === 'deploy' || kind === 'capture') {

@@ -33,6 +33,8 @@ export interface JobSpec {
   /** network source credentials: paths of secret files, never the secrets */
   credentials?: { chapSecretFile?: string; mutualChapSecretFile?: string; tlsPskFile?: string; tlsCerts?: string };
   register?: { libvirt: string; name: string; memory?: string; cpus?: number; start?: boolean };
+  /** fleet: only a worker with every one of these tags runs it (ferry worker --tag), e.g. near the right storage */
+  requires?: string[];
 }
 
 /** A field-level problem with a spec (HTTP 400 body, CLI exit 2). */

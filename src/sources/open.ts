@@ -8,7 +8,7 @@ import { attachLoop } from '../blockdev/loop.js';
 import { checkImage, imageInfoChain, type ImageInfo } from '../blockdev/qemu-img.js';
 import type { OpenDisk } from '../blockdev/open-disk.js';
 import { corruptImage, notADiskImage, sourceMissing } from '../errors.js';
-import { throwIfAborted } from '../util/abort.js';
+import { currentAbortSignal, throwIfAborted } from '../util/abort.js';
 import { probeDevice } from '../fs/detect.js';
 import { readTable } from '../layout/table.js';
 import type { ProgressSink } from '../util/progress.js';
@@ -25,6 +25,16 @@ export async function openSource(scope: Scope, ep: Endpoint, work: string, name 
   if (ep.kind !== 'file') {
     const disk = await openNetworkSource(scope, ep, work, name, { requireDisk: true });
     watchConnection(scope, ep, progress, { readBytes: () => exportReadBytes(disk.file), cutOff: () => cutExport(disk.file) });
+    // A stopped run does not wait on the network: reads of a server that went away (a fleet
+    // worker cut off from its store and its source alike) would hold the copy, and so the
+    // tear-down, until TCP gives up, 15 minutes on. The source is read-only: cutting it loses nothing.
+    const signal = currentAbortSignal();
+    if (signal) {
+      const cut = () => void cutExport(disk.file);
+      if (signal.aborted) cut();
+      signal.addEventListener('abort', cut, { once: true });
+      scope.defer('cut the source off when the run stops', async () => signal.removeEventListener('abort', cut));
+    }
     // One loop device over the export for the whole run: a FUSE file drops its
     // page cache at every open, a block device keeps it, so what the copy read
     // is still in memory when verify reads it again (the server is not asked twice).

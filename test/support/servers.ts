@@ -40,15 +40,15 @@ export function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
-function canConnect(target: { port: number } | { path: string }): Promise<boolean> {
+function canConnect(target: { port: number; host?: string } | { path: string }): Promise<boolean> {
   return new Promise(resolve => {
-    const s = 'path' in target ? connect({ path: target.path }) : connect({ host: '127.0.0.1', port: target.port });
+    const s = 'path' in target ? connect({ path: target.path }) : connect({ host: target.host ?? '127.0.0.1', port: target.port });
     s.once('connect', () => { s.destroy(); resolve(true); });
     s.once('error', () => { s.destroy(); resolve(false); });
   });
 }
 
-async function waitListening(child: ResultPromise, target: { port: number } | { path: string }, what: string): Promise<void> {
+async function waitListening(child: ResultPromise, target: { port: number; host?: string } | { path: string }, what: string): Promise<void> {
   let exited = false;
   void child.then(() => { exited = true; });
   for (let i = 0; i < 200; i++) {
@@ -82,7 +82,7 @@ function track(url: string, child: ResultPromise, stop: () => Promise<void>): Se
 }
 
 /** The server once its child listens; one that never does is stopped, and the error thrown. */
-async function whenListening(server: Server, child: ResultPromise, target: { port: number } | { path: string }, what: string): Promise<Server> {
+async function whenListening(server: Server, child: ResultPromise, target: { port: number; host?: string } | { path: string }, what: string): Promise<Server> {
   try {
     await waitListening(child, target, what);
   } catch (e) {
@@ -102,6 +102,8 @@ export interface NbdOptions {
   socket?: string;
   /** require TLS with the pre-shared keys in this directory (DIR/keys.psk) */
   tlsPskDir?: string;
+  /** listen on this address instead of 127.0.0.1 (a test's own, e.g. one its network namespaces reach) */
+  bind?: string;
 }
 
 /** qemu-nbd serving a file read-only on 127.0.0.1:<free port> or on a unix socket, persistent and shared. */
@@ -109,16 +111,17 @@ export async function startQemuNbd(o: NbdOptions): Promise<Server> {
   const name = o.exportName ?? 'disk';
   const args = ['--read-only', '--persistent', '--shared=8', '-f', o.format ?? 'raw', '-x', name];
   let url: string;
-  let target: { port: number } | { path: string };
+  let target: { port: number; host?: string } | { path: string };
   if (o.socket) {
     args.push('-k', o.socket);
     url = `nbd+unix:///${name}?socket=${o.socket}`;
     target = { path: o.socket };
   } else {
     const port = await freePort();
-    args.push('-b', '127.0.0.1', '-p', String(port));
-    url = `${o.tlsPskDir ? 'nbds' : 'nbd'}://127.0.0.1:${port}/${name}`;
-    target = { port };
+    const bind = o.bind ?? '127.0.0.1';
+    args.push('-b', bind, '-p', String(port));
+    url = `${o.tlsPskDir ? 'nbds' : 'nbd'}://${bind}:${port}/${name}`;
+    target = { port, host: bind };
   }
   if (o.tlsPskDir) args.push('--object', `tls-creds-psk,id=tls0,endpoint=server,dir=${o.tlsPskDir}`, '--tls-creds', 'tls0');
   args.push(o.file);

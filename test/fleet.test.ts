@@ -1,0 +1,385 @@
+// A fleet on a real PostgreSQL 15 (its own cluster in this file's temp dir):
+// three `ferry worker` hosts, each in its own network namespace with its own
+// FERRY_HOME, reaching PostgreSQL and an NBD server over veth links, and one
+// `ferry serve --no-worker` API. Judged from outside Ferry: the NBD server's
+// own TCP connections (ss) for the per-host bound and who worked, qemu-img
+// compare and the strict tree compare for the targets, psql for the rows.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { access, chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import Database from 'better-sqlite3';
+import { FERRY, ferry, ferryProcess, guardMachine, tempDir } from './support/harness.js';
+import { assertSameFiles } from './support/independent.js';
+import { makeNetnsLink, type NetnsLink } from './support/netns.js';
+import { startPostgres, type Postgres } from './support/postgres.js';
+import { freePort, startQemuNbd, stopAllServers, type Server } from './support/servers.js';
+import { makeSmallDisk } from './support/small-disk.js';
+
+guardMachine();
+const dir = await tempDir('ferryfleet-');
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+/** the "storage host": an address of this host's loopback that every namespace routes to over its own veth */
+const SRC_IP = '10.241.9.1';
+const HEARTBEAT_S = 8;
+const NAMES = ['a', 'b', 'c'] as const;
+
+let pg: Postgres;
+let links: NetnsLink[] = [];
+let storeUrl = '';
+let pwFile = '';
+let small = '', big = '';
+let nbdSmall: Server, nbdBig: Server;
+let api: ResultPromise;
+let apiUrl = '', token = '';
+const workers = new Map<string, ResultPromise>();
+let addedLo = false;
+
+async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 60_000, every = 200): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(every);
+  }
+}
+
+/** One worker host: its namespace, its FERRY_HOME; c authenticates through PGPASSFILE over TLS (verify-full), a and b with the password file. */
+function startWorker(name: typeof NAMES[number]): void {
+  const ns = `ferry-fleet-${name}`;
+  const env: Record<string, string> = { FERRY_HOME: join(dir, `home-${name}`) };
+  const args = ['worker', '--name', `w-${name}`, '--concurrency', '2', '--per-host', '1', '--heartbeat-timeout', String(HEARTBEAT_S)];
+  if (name === 'c') {
+    env.PGPASSFILE = join(dir, 'pgpass');
+    args.push('--store', `${storeUrl}?sslmode=verify-full&sslrootcert=${pg.ca}`, '--tag', 'rack-c');
+  } else {
+    args.push('--store', storeUrl, '--store-password-file', pwFile);
+  }
+  // its own process group: kill -9 of the group is the host dying
+  workers.set(name, execa('ip', ['netns', 'exec', ns, 'node', FERRY, ...args], { env, reject: false, stdin: 'ignore', detached: true }));
+}
+
+async function stopWorker(name: string): Promise<void> {
+  const w = workers.get(name);
+  if (!w) return;
+  workers.delete(name);
+  w.kill('SIGTERM');
+  // a worker that cannot stop in time is a failure of its own, not a reason to hang the file
+  const t = setTimeout(() => { try { process.kill(-w.pid!, 'SIGKILL'); } catch { /* gone */ } }, 30_000);
+  const r = await w;
+  clearTimeout(t);
+  assert.ok(!r.isTerminated || r.signal === 'SIGTERM', `worker ${name} did not stop on SIGTERM within 30 s`);
+}
+
+const headers = () => ({ authorization: `Bearer ${token}`, 'content-type': 'application/json' });
+interface Job { id: string; state: string; attempts: number; runner?: string; steps: { name: string; state: string }[]; error?: { code: string } }
+async function submit(spec: object): Promise<Job> {
+  const r = await fetch(`${apiUrl}/jobs`, { method: 'POST', headers: headers(), body: JSON.stringify(spec) });
+  assert.equal(r.status, 201, await r.clone().text());
+  return await r.json() as Job;
+}
+const getJob = async (id: string) => await (await fetch(`${apiUrl}/jobs/${id}`, { headers: headers() })).json() as Job;
+const jobLog = async (id: string) => ((await (await fetch(`${apiUrl}/jobs/${id}/logs`, { headers: headers() })).json()) as { lines: { line: string }[] }).lines.map(l => l.line);
+const finished = (id: string, ms = 120_000) => until(`job ${id} to end`, async () => { const j = await getJob(id); return ['done', 'failed', 'cancelled'].includes(j.state) && j; }, ms, 250);
+
+/** Peers (by address) with an established connection to this NBD server right now: ss, not Ferry. */
+async function nbdPeers(port: number): Promise<string[]> {
+  const r = await execa('ss', ['-Htn', 'state', 'established', 'src', `${SRC_IP}:${port}`]);
+  return [...new Set(String(r.stdout).split('\n').filter(Boolean).map(l => l.trim().split(/\s+/).at(-1)!.replace(/:\d+$/, '')))];
+}
+
+/** The worker host's leftovers when it died: its qemu-storage-daemons die with it (kill -9 of a host). */
+async function daemonsOf(partialOrDir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.startsWith('qemu-storage-daemon') && cmd.includes(partialOrDir)) pids.push(Number(p));
+  }
+  return pids;
+}
+
+/** the work dir of a run, from its target daemon's FUSE mountpoint */
+async function workDirOf(daemon: number): Promise<string | undefined> {
+  return (await readFile(`/proc/${daemon}/cmdline`, 'utf8')).split('\0').map(a => /"mountpoint": ?"([^"]+)\/target\.img"/.exec(a)?.[1]).find(Boolean);
+}
+
+describe('ferry fleet on PostgreSQL', () => {
+/**
+ * A worker host crashing: its processes die (the worker's group, the daemons it started in their own
+ * sessions) and, as at a reboot, the kernel's state of it goes too (its mounts and loop devices, found
+ * before the daemons under them die). What is left (records, the work dir) is its own business when it is back.
+ */
+async function crashHost(w: ResultPromise, workDir: string | undefined, daemons: number[]): Promise<void> {
+  const within = (p: string) => !!workDir && (p === workDir || p.startsWith(`${workDir}/`));
+  const loops = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'])).stdout).split('\n')
+    .map(l => l.trim().split(/\s+/)).filter(([, back]) => back && within(back)).map(([dev]) => dev);
+  const onLoops = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'])).stdout).split('\n')
+    .map(l => l.trim().split(/\s+/)).filter(([, back]) => back && loops.includes(back)).map(([dev]) => dev);
+  try { process.kill(-w.pid!, 'SIGKILL'); } catch { /* it ended by itself */ }
+  for (const pid of [...daemons, ...(workDir ? await daemonsOf(workDir) : [])]) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n').map(l => l.split(' ')[1]).filter(m => m && within(m)).sort().reverse();
+  for (const m of mounts) await execa('umount', ['-l', m], { reject: false });
+  for (const dev of [...onLoops, ...loops]) await execa('losetup', ['-d', dev], { reject: false });
+}
+
+before(async () => {
+  await mkdir(join(dir, 'out'));
+  const lo = String((await execa('ip', ['-4', '-o', 'addr', 'show', 'dev', 'lo'])).stdout);
+  assert.ok(!lo.includes(`${SRC_IP}/`), `${SRC_IP} is already on lo (a leftover or a clash)`);
+  await execa('ip', ['addr', 'add', `${SRC_IP}/32`, 'dev', 'lo']);
+  addedLo = true;
+  for (const [i, n] of NAMES.entries()) {
+    const l = await makeNetnsLink({ ns: `ferry-fleet-${n}`, hostIf: `ffl-${n}0`, nsIf: `ffl-${n}1`, hostIp: `10.241.${i + 1}.1`, nsIp: `10.241.${i + 1}.2` });
+    links.push(l);
+    await execa('ip', ['-n', l.ns, 'route', 'add', 'default', 'via', l.hostIp]);
+  }
+  [pg] = await Promise.all([
+    startPostgres(dir, ['127.0.0.1', SRC_IP]),
+    makeSmallDisk(small = join(dir, 'small.raw'), { sizeMiB: 64 }),
+    makeSmallDisk(big = join(dir, 'big.raw'), { sizeMiB: 700, randomMiB: 480 }),
+  ]);
+  storeUrl = `postgres://${pg.user}@${SRC_IP}:${pg.port}/${pg.db}`;
+  pwFile = join(dir, 'store-password');
+  await writeFile(pwFile, `${pg.password}\n`, { mode: 0o600 });
+  await writeFile(join(dir, 'pgpass'), `${SRC_IP}:${pg.port}:${pg.db}:${pg.user}:${pg.password}\n`, { mode: 0o600 });
+  nbdSmall = await startQemuNbd({ file: small, bind: SRC_IP });
+  nbdBig = await startQemuNbd({ file: big, bind: SRC_IP, exportName: 'big' });
+  const port = await freePort();
+  apiUrl = `http://127.0.0.1:${port}`;
+  api = ferryProcess(['serve', '--store', storeUrl, '--store-password-file', pwFile, '--no-worker', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], { env: { FERRY_HOME: join(dir, 'home-api') } });
+  await until('the API to listen', async () => fetch(`${apiUrl}/openapi.json`).then(() => true, () => false), 30_000);
+  token = (await readFile(join(dir, 'home-api', 'api-token'), 'utf8')).trim();
+  for (const n of NAMES) startWorker(n);
+});
+
+// inside the suite: it runs before the guard's file-level check
+after(async () => {
+  for (const n of [...workers.keys()]) await stopWorker(n);
+  api?.kill('SIGTERM');
+  await api;
+  await stopAllServers();
+  await pg?.stop();
+  for (const l of links) await l.remove();
+  if (addedLo) await execa('ip', ['addr', 'del', `${SRC_IP}/32`, 'dev', 'lo'], { reject: false });
+});
+
+  it('keeps the password out of URLs, refuses a readable password file, and checks the server certificate', async () => {
+    const url = `postgres://${pg.user}:${pg.password}@127.0.0.1:${pg.port}/${pg.db}`;
+    const r1 = await ferry(['workers', 'list', '--store', url]);
+    assert.equal(r1.exitCode, 2, r1.stderr);
+    assert.ok(!r1.stderr.includes(pg.password) && !r1.stdout.includes(pg.password), 'the password was echoed');
+    const loose = join(dir, 'loose-password');
+    await writeFile(loose, pg.password);
+    await chmod(loose, 0o644);
+    const r2 = await ferry(['workers', 'list', '--store', `postgres://${pg.user}@127.0.0.1:${pg.port}/${pg.db}`, '--store-password-file', loose]);
+    assert.equal(r2.exitCode, 2, r2.stderr);
+    assert.match(r2.stderr, /0600/);
+    // verify-full: the certificate names 127.0.0.1 and SRC_IP, not "localhost"
+    const r3 = await ferry(['workers', 'list', '--store', `postgres://${pg.user}@localhost:${pg.port}/${pg.db}?sslmode=verify-full&sslrootcert=${pg.ca}`, '--store-password-file', pwFile]);
+    assert.equal(r3.exitCode, 69, r3.stderr);
+    assert.match(r3.stderr, /STORE_UNAVAILABLE.*(altnames|certificate)/);
+    assert.ok(!r3.stderr.includes(pg.password));
+    // the TLS session is real: PostgreSQL's own view of the connection
+    const r4 = await ferry(['workers', 'list', '--json', '--store', `postgres://${pg.user}@127.0.0.1:${pg.port}/${pg.db}?sslmode=verify-full&sslrootcert=${pg.ca}`, '--store-password-file', pwFile]);
+    assert.equal(r4.exitCode, 0, r4.stderr);
+    const ssl = await until('worker c on TLS', async () => (await pg.psql(`SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.client_addr = '10.241.3.2'`)) !== '0' || undefined, 20_000);
+    assert.ok(ssl);
+  });
+
+  it('lists its workers with their tags and heartbeats', async () => {
+    const ws = await until('three workers', async () => {
+      const r = await ferry(['workers', 'list', '--json', '--store', storeUrl, '--store-password-file', pwFile]);
+      assert.equal(r.exitCode, 0, r.stderr);
+      const list = (JSON.parse(r.stdout) as { workers: { name: string; tags: string[]; stale: boolean; version: string }[] }).workers;
+      return list.length === 3 && list.every(w => !w.stale) && list;
+    }, 30_000);
+    assert.deepEqual(ws.map(w => w.name), ['w-a', 'w-b', 'w-c']);
+    assert.deepEqual(ws.find(w => w.name === 'w-c')!.tags, ['rack-c']);
+  });
+
+  it('runs 30 jobs over three workers, one at a time on the NBD host, every worker taking some; a job that requires a tag runs where the tag is', async () => {
+    const port = Number(new URL(nbdSmall.url).port);
+    const seenPeers = new Set<string>();
+    let maxAtOnce = 0, maxRunningRows = 0, samples = 0, sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const peers = await nbdPeers(port);
+        peers.forEach(p => seenPeers.add(p));
+        maxAtOnce = Math.max(maxAtOnce, peers.length);
+        const rows = Number(await pg.psql(`SELECT count(*) FROM jobs WHERE state = 'running' AND source_host = '${SRC_IP}'`));
+        maxRunningRows = Math.max(maxRunningRows, rows);
+        samples++;
+        await sleep(100);
+      }
+    })();
+    const started = Date.now();
+    const jobs: Job[] = [];
+    for (let i = 0; i < 30; i++) {
+      jobs.push(await submit({ source: nbdSmall.url, target: join(dir, 'out', `j${i}.qcow2`), options: { mode: 'block', verify: false } }));
+    }
+    const tagged = await submit({ source: join(dir, 'small.raw'), target: join(dir, 'out', 'tagged.qcow2'), requires: ['rack-c'], options: { mode: 'block', verify: false } });
+    // a live event stream from the API process for a job running on some worker
+    const events = fetch(`${apiUrl}/jobs/${jobs[29].id}/events`, { headers: headers() }).then(r => r.text());
+    const ends = await Promise.all([...jobs, tagged].map(j => finished(j.id, 240_000)));
+    const seconds = (Date.now() - started) / 1000;
+    sampling = false;
+    await sampler;
+    for (const j of ends) assert.equal(j.state, 'done', `job ${j.id}: ${JSON.stringify(j.error)}`);
+    assert.ok(samples > 20, `only ${samples} samples`);
+    assert.equal(maxAtOnce, 1, `the NBD server had ${maxAtOnce} workers connected at once`);
+    assert.equal(maxRunningRows, 1);
+    // who read when: sampled every ~150 ms, a one-second job may fall between samples, so this is informative;
+    // that every worker took some is judged from the job logs below
+    assert.ok(seenPeers.size >= 1 && [...seenPeers].every(p => /^10\.241\.[123]\.2$/.test(p)), [...seenPeers].join(', '));
+    // the targets: qemu-img's own comparison with the source, each one
+    for (let i = 0; i < 30; i++) {
+      await execa('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', small, join(dir, 'out', `j${i}.qcow2`)]);
+    }
+    const logs = await Promise.all(jobs.map(j => jobLog(j.id)));
+    for (const l of logs) assert.equal(l.filter(x => /^started on worker/.test(x)).length, 1, l.join('\n'));
+    const byWorker = new Map<string, number>();
+    for (const l of logs) { const w = /^done on worker (\S+)/.exec(l.find(x => x.startsWith('done on worker'))!)![1]; byWorker.set(w, (byWorker.get(w) ?? 0) + 1); }
+    assert.equal(byWorker.size, 3, JSON.stringify([...byWorker]));
+    assert.ok((await jobLog(tagged.id)).includes('done on worker w-c'));
+    const stream = await events;
+    assert.match(stream, /event: log\n/);
+    assert.match(stream, /"state":"done"/);
+    process.stdout.write(`# fleet: 30 jobs in ${seconds.toFixed(1)} s over ${byWorker.size} workers ${JSON.stringify(Object.fromEntries(byWorker))}; ${samples} samples, at most ${maxAtOnce} NBD reader at once, readers seen ${[...seenPeers].sort().join(' ')}\n`);
+  });
+
+  it('a worker killed with -9 mid-copy: another worker resumes its job from the checkpoint; the dead one reclaims its leftovers when it is back', async () => {
+    const target = join(dir, 'out', 'killed.qcow2');
+    const job = await submit({ source: nbdBig.url, target });
+    const running = await until('the copy to start', async () => { const j = await getJob(job.id); return j.steps.some(s => s.name === 'copy p1' && s.state === 'running') && j; }, 60_000, 100);
+    const victim = running.runner!.replace(/^w-/, '');
+    const partial = join(dir, 'out', '.killed.qcow2.ferry-partial');
+    const w = workers.get(victim)!;
+    // the host dies: the worker, its process group and the daemons it started (they run on in their own session)
+    const daemons = await daemonsOf(partial);
+    const workDir = await workDirOf(daemons[0]);
+    await crashHost(w, workDir, daemons);
+    await w;
+    workers.delete(victim);
+    const done = await finished(job.id, 180_000);
+    assert.equal(done.state, 'done', JSON.stringify(done.error));
+    const log = await jobLog(job.id);
+    assert.ok(log.some(l => new RegExp(`^worker w-${victim} stopped heartbeating`).test(l)), log.join('\n'));
+    const resumed = log.find(l => /^resuming on worker/.test(l));
+    assert.ok(resumed, log.join('\n'));
+    assert.match(resumed!, /done before: open source, plan layout, create target; redoing 'copy p1'/);
+    assert.ok(!resumed!.includes(`w-${victim}`), 'resumed on another worker');
+    process.stdout.write(`# fleet: after kill -9 of w-${victim}: ${resumed}\n`);
+    await assertSameFiles(big, target);
+    // the host comes back: what its run left (loops, mounts, the work dir) is undone before it takes work
+    startWorker(victim as typeof NAMES[number]);
+    await until('the leftovers to be reclaimed', async () => Number(await pg.psql(`SELECT count(*) FROM worker_leftovers WHERE worker = 'w-${victim}'`)) === 0, 60_000, 250);
+    if (workDir) assert.ok(!(await exists(workDir)), `${workDir} is still there`);
+  });
+
+  it('a worker whose link is cut: its job completes on another worker; the cut one stops writing', async () => {
+    const target = join(dir, 'out', 'cut.qcow2');
+    const job = await submit({ source: nbdBig.url, target });
+    const running = await until('the copy to start', async () => { const j = await getJob(job.id); return j.steps.some(s => s.name === 'copy p1' && s.state === 'running') && j; }, 60_000, 100);
+    const cutName = running.runner!.replace(/^w-/, '');
+    const link = links[NAMES.indexOf(cutName as typeof NAMES[number])];
+    // what the cut worker's run holds: its daemons (source and partial target) and its work dir
+    const daemons = await until('the run\'s daemons', async () => { const d = await daemonsOf(join(dir, 'out', '.cut.qcow2.ferry-partial')); return d.length ? d : undefined; }, 30_000, 100);
+    const workDir = await workDirOf(daemons[0]);
+    assert.ok(workDir, 'the target daemon names its work dir');
+    const all = [...daemons, ...await daemonsOf(workDir)];
+    await execa('ip', ['-n', link.ns, 'link', 'set', link.nsIf, 'down']);
+    const cutAt = Date.now();
+    try {
+      // the cut worker fences itself: its run stops, its daemons go, while it still cannot reach anything
+      await until('the cut worker\'s daemons to stop', async () => all.every(pid => !existsSync(`/proc/${pid}`)), 60_000, 250);
+      process.stdout.write(`# fleet: the cut worker's run stopped ${Date.now() - cutAt} ms after its link went\n`);
+      assert.equal(workers.get(cutName)!.exitCode, null, 'the cut worker process itself goes on');
+      const done = await finished(job.id, 180_000);
+      assert.equal(done.state, 'done', JSON.stringify(done.error));
+      const log = await jobLog(job.id);
+      assert.ok(log.some(l => l.startsWith(`worker w-${cutName} stopped heartbeating`)), log.join('\n'));
+      const again = log.find(l => /^(resuming|restarting) on worker/.test(l) && !l.includes(`w-${cutName}`));
+      assert.ok(again, log.join('\n'));
+      process.stdout.write(`# fleet: after cutting w-${cutName}'s link: ${again}\n`);
+      await assertSameFiles(big, target);
+    } finally {
+      // the link back, and with it the default route that went down with it
+      await execa('ip', ['-n', link.ns, 'link', 'set', link.nsIf, 'up']);
+      await execa('ip', ['-n', link.ns, 'route', 'replace', 'default', 'via', link.hostIp]);
+    }
+    await until('the cut worker to beat again', async () => (await pg.psql(`SELECT count(*) FROM workers WHERE name = 'w-${cutName}' AND heartbeat_at > to_char((now() - interval '3 seconds') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`)) === '1', 60_000, 250);
+    // what the taker found held by the cut run is undone (or found gone) by the cut worker itself
+    await until('its leftovers to be reclaimed', async () => Number(await pg.psql(`SELECT count(*) FROM worker_leftovers WHERE worker = 'w-${cutName}'`)) === 0, 60_000, 250);
+    await until(`${workDir} to go`, async () => !(await exists(workDir)), 30_000);
+  });
+
+  it('a cancel reaches a job on another host within seconds', async () => {
+    const target = join(dir, 'out', 'cancelled.qcow2');
+    const job = await submit({ source: nbdBig.url, target });
+    await until('the copy to start', async () => { const j = await getJob(job.id); return j.steps.some(s => s.name === 'copy p1' && s.state === 'running'); }, 60_000, 100);
+    const t0 = Date.now();
+    const r = await fetch(`${apiUrl}/jobs/${job.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    assert.equal(r.status, 202);
+    const end = await finished(job.id, 30_000);
+    const ms = Date.now() - t0;
+    assert.equal(end.state, 'cancelled');
+    assert.ok(ms < 10_000, `the cancel took ${ms} ms`);
+    assert.ok(!(await exists(join(dir, 'out', '.cancelled.qcow2.ferry-partial'))));
+    process.stdout.write(`# fleet: cancel across hosts took ${ms} ms\n`);
+  });
+
+  it('store migrate moves an embedded installation into an empty PostgreSQL database: every job, step and log line, compared', async () => {
+    const env = { FERRY_HOME: join(dir, 'home-embedded') };
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const spec = join(dir, `spec-${i}.json`);
+      await writeFile(spec, JSON.stringify({ source: small, target: join(dir, 'out', `moved-${i}.qcow2`) }));
+      const r = await ferry(['jobs', 'submit', spec], { env });
+      assert.equal(r.exitCode, 0, r.stderr);
+      ids.push(r.stdout.trim());
+    }
+    assert.equal((await ferry(['jobs', 'cancel', ids[1]], { env })).exitCode, 0);
+    await pg.psql('CREATE DATABASE ferry_moved OWNER ferry');
+    const to = `postgres://${pg.user}@127.0.0.1:${pg.port}/ferry_moved`;
+    const r = await ferry(['store', 'migrate', '--from', `sqlite:${env.FERRY_HOME}`, '--to', to, '--store-password-file', pwFile, '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    // judged by reading both databases with their own clients, not through Ferry
+    const db = new Database(join(env.FERRY_HOME, 'ferry.db'), { readonly: true });
+    const srcJobs = (db.prepare('SELECT id, state, spec, created_at FROM jobs ORDER BY id').all() as Record<string, string>[]).map(j => `${j.id}|${j.state}|${j.spec}|${j.created_at}`);
+    const srcLogs = (db.prepare('SELECT job_id, n, line FROM job_logs ORDER BY job_id, n').all() as Record<string, string>[]).map(l => `${l.job_id}|${l.n}|${l.line}`);
+    db.close();
+    const psql = async (q: string) => (await execa('runuser', ['-u', 'postgres', '--', 'psql', '-h', pg.socketDir, '-p', String(pg.port), '-U', 'postgres', '-d', 'ferry_moved', '-At', '-F', '|', '-c', q])).stdout.split('\n').filter(Boolean);
+    assert.deepEqual(await psql('SELECT id, state, spec, created_at FROM jobs ORDER BY id'), srcJobs);
+    assert.deepEqual(await psql('SELECT job_id, n, line FROM job_logs ORDER BY job_id, n'), srcLogs);
+    assert.equal(srcJobs.length, 4);
+    assert.ok(srcJobs.some(j => j.startsWith(`${ids[1]}|cancelled|`)));
+    const report = JSON.parse(r.stdout) as { tables: { table: string; same: boolean }[] };
+    assert.ok(report.tables.every(t => t.same));
+    // into a store that is not empty: refused, nothing merged
+    const again = await ferry(['store', 'migrate', '--from', `sqlite:${env.FERRY_HOME}`, '--to', to, '--store-password-file', pwFile]);
+    assert.equal(again.exitCode, 4, again.stderr);
+    assert.match(again.stderr, /STORE_NOT_EMPTY/);
+  });
+
+  it('PostgreSQL restarted mid-run: nothing lost, nothing run twice', async () => {
+    const jobs: Job[] = [];
+    for (let i = 0; i < 8; i++) jobs.push(await submit({ source: nbdSmall.url, target: join(dir, 'out', `r${i}.qcow2`), options: { mode: 'block', verify: false } }));
+    await until('two jobs done', async () => (await Promise.all(jobs.map(j => getJob(j.id)))).filter(j => j.state === 'done').length >= 2, 120_000, 100);
+    await pg.restart();
+    const ends = await Promise.all(jobs.map(j => finished(j.id, 180_000)));
+    for (const j of ends) {
+      assert.equal(j.state, 'done', JSON.stringify(j.error));
+      assert.equal(j.attempts, 1, `job ${j.id} ran ${j.attempts} times`);
+      const log = await jobLog(j.id);
+      assert.equal(log.filter(l => /^(started|resuming|restarting) on worker/.test(l)).length, 1, log.join('\n'));
+      await execa('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', small, join(dir, 'out', `r${jobs.indexOf(jobs.find(x => x.id === j.id)!)}.qcow2`)]);
+    }
+    assert.equal(await pg.psql(`SELECT count(*) FROM jobs WHERE id IN (${jobs.map(j => `'${j.id}'`).join(',')})`), '8');
+  });
+});
