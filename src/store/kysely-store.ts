@@ -284,6 +284,9 @@ export async function openFleetStore(loc: StoreLocation, opts: { poolSize?: numb
     const pool = new pg.Pool({ ...loc.pg, max: opts.poolSize ?? 4, idleTimeoutMillis: 5_000 });
     // an idle connection dropped by a database restart must not end the process: the next query reconnects
     pool.on('error', () => undefined);
+    // the same for a connection lost while checked out between two queries (a cut link under TLS ends
+    // it with an error, not a close): the pool's idle listener is not on it then, and its next query fails
+    pool.on('connect', client => client.on('error', () => undefined));
     db = new Kysely<StoreDb>({ dialect: new PostgresDialect({ pool }) });
   }
   const store = new KyselyStore(db, loc.dialect, closeRaw);

@@ -60,6 +60,7 @@ export class FleetWorker {
   readonly events = new EventEmitter();
   private readonly running = new Map<string, Running>();
   private timer?: NodeJS.Timeout;
+  private fenceTimer?: NodeJS.Timeout;
   private stopping = false;
   private ticking = false;
   private lastBeat = Date.now();
@@ -84,6 +85,7 @@ export class FleetWorker {
     this.lastBeat = Date.now();
     await this.reclaimOwn();
     this.schedule();
+    this.fenceTimer = setInterval(() => this.fence(), Math.max(100, this.pollMs / 2));
     void this.tick();
   }
 
@@ -121,6 +123,12 @@ export class FleetWorker {
     }
   }
 
+  /** Cut off too long: our jobs are about to be someone else's. Checked on its own timer too: a tick can wait on a silent connection longer than that. */
+  private fence(): void {
+    if (Date.now() - this.lastBeat <= this.staleAfterMs * FENCE_FRACTION) return;
+    for (const [id, r] of this.running) if (!r.abort.signal.aborted) r.abort.abort(new FerryError('JOB_LEASE_LOST', 75, `worker ${this.opts.name} lost the store for ${Math.round((Date.now() - this.lastBeat) / 1000)} s; another worker takes job ${id} over`));
+  }
+
   /** The next tick after 0.5-1.5 poll intervals: workers polling in lockstep would hand every freed slot to the same one. */
   private schedule(): void {
     if (this.stopping) return;
@@ -131,6 +139,7 @@ export class FleetWorker {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    clearInterval(this.fenceTimer);
     for (const [id, r] of this.running) if (!r.abort.signal.aborted) r.abort.abort(jobInterrupted(id));
     await Promise.all([...this.running.values()].map(r => r.done));
     await this.store.removeWorker(this.opts.name).catch(() => undefined);
@@ -161,10 +170,7 @@ export class FleetWorker {
     if (this.ticking || this.stopping) return;
     this.ticking = true;
     try {
-      // cut off too long: our jobs are about to be someone else's
-      if (Date.now() - this.lastBeat > this.staleAfterMs * FENCE_FRACTION) {
-        for (const [id, r] of this.running) if (!r.abort.signal.aborted) r.abort.abort(new FerryError('JOB_LEASE_LOST', 75, `worker ${this.opts.name} lost the store for ${Math.round((Date.now() - this.lastBeat) / 1000)} s; another worker takes job ${id} over`));
-      }
+      this.fence();
       if (Date.now() < this.backoffUntil) return;
       await this.store.heartbeat(this.info);
       this.lastBeat = Date.now();
