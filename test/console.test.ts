@@ -98,8 +98,10 @@ function assertClean(what: string): void {
 
 /** go to a page of the console; what the last page showed is cleared first, so a wait never finds stale elements */
 async function go(hash: string): Promise<void> {
+  const url = `${serve!.base}/${hash}`;
   if (page.url().startsWith(serve!.base)) await page.evaluate(() => document.getElementById('main')?.replaceChildren());
-  await page.goto(`${serve!.base}/${hash}`);
+  // the same hash again is no navigation: the page would never draw itself anew
+  if (page.url() === url) await page.reload(); else await page.goto(url);
 }
 
 /**
@@ -474,6 +476,53 @@ describe('the console', () => {
     assertClean('keyboard');
     if (process.env.FERRY_CONSOLE_SHOTS) for (const f of await readdir(shots)) await copyFile(join(shots, f), join(process.env.FERRY_CONSOLE_SHOTS, f));
     assert.ok((await stat(join(shots, 'jobs-phone.png'))).size > 1000);
+  });
+
+  it('a machine that registered: listed with its state and inventory; a capture started from its page is a job for it, cancelled from the job page', async () => {
+    // what an agent sends when it boots (src/agent/README.md), with the agents' enrolment token
+    const enrolToken = (await readFile(join(home, 'enrol-token'), 'utf8')).trim();
+    const inventory = {
+      ferryInventory: 1, hostname: 'rack4-07',
+      system: { manufacturer: 'Dell Inc.', model: 'PowerEdge R640', serial: 'CONSOLE-SN-7', uuid: '4c4c4544-0042-3510-8056-b4c04f4e3077' },
+      nics: [{ name: 'eno1', mac: '52:54:00:c7:00:01', virtual: false }],
+      disks: [{ name: 'sda', path: '/dev/sda', sizeBytes: 480103981056, model: 'PERC H730P', serial: 'DISK-SN-7' }],
+    };
+    const reg = await fetch(`${serve!.base}/machines/register`, { method: 'POST', headers: { authorization: `Bearer ${enrolToken}`, 'content-type': 'application/json' }, body: JSON.stringify(inventory) });
+    assert.equal(reg.status, 201);
+    const { id: machineId, agentToken } = await reg.json() as { id: string; agentToken: string };
+    // its agent asks for work once, as a booted agent does: the machine is ready
+    const work = await fetch(`${serve!.base}/machines/${machineId}/work?wait=0`, { headers: { authorization: `Bearer ${agentToken}` } });
+    assert.equal(work.status, 200, await work.text());
+    await go('#/machines');
+    await page.waitForSelector('#machines tbody tr');
+    const row = await page.textContent('#machines tbody tr') ?? '';
+    assert.ok(row.includes(machineId) && row.includes('ready'), row);
+    await page.click(`#machines a[href="#/machines/${machineId}"]`);
+    await page.waitForSelector('#capture-form');
+    const facts = await page.textContent('dl.facts') ?? '';
+    for (const want of ['CONSOLE-SN-7', '52:54:00:c7:00:01', 'PERC H730P', 'ready']) assert.ok(facts.includes(want), `${want} in: ${facts}`);
+    // the capture form posts the same job the API takes: a capture of this machine
+    const target = join(dir, 'captured-from-page.qcow2');
+    await page.fill('#f-capture-target', target);
+    await page.click('#capture-form button[type=submit]');
+    await page.waitForURL(/#\/jobs\/[^/]+$/);
+    const jobId = decodeURIComponent(page.url().split('#/jobs/')[1]);
+    const job = (await api.get(`/jobs/${jobId}`)).body;
+    assert.equal(job.spec.kind, 'capture');
+    assert.equal(job.spec.machine, machineId);
+    assert.equal(job.spec.target, target);
+    // no agent answers here: the job waits for the machine, and is cancelled from its page
+    await page.waitForSelector('#cancel-job, #retry-job');
+    const now = (await api.get(`/jobs/${jobId}`)).body;
+    assert.ok(['queued', 'running'].includes(now.state), JSON.stringify(now));
+    await page.click('#cancel-job');
+    await page.waitForFunction(() => document.getElementById('job-state')?.textContent === 'cancelled', undefined, { timeout: 60_000 });
+    assert.equal((await waitJob(jobId, ['cancelled'])).state, 'cancelled');
+    assert.equal(await exists(target), false, 'the cancelled capture left no target');
+    await go(`#/machines/${machineId}`);
+    await page.waitForSelector('#capture-form');
+    assert.match(await page.textContent('ol') ?? '', /capture|cancel/i, 'the machine page shows what was done to it');
+    assertClean('machine pages');
   });
 
   it('over HTTPS (--tls-cert/--tls-key) the session cookie is Secure', async () => {

@@ -78,13 +78,15 @@ describe('deploy and capture through the network-booted agent', () => {
   before(async () => {
     template = await buildDebianGuest();
     templateSum = await sha256(template);
-    const built = await ferry(['agent', 'build'], { env });
-    assert.equal(built.exitCode, 0, built.stderr);
     const added = await ferry(['images', 'add', template, '--name', 'debian-template'], { env });
     assert.equal(added.exitCode, 0, added.stderr);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', machineDisk, '8G']);
     lab = await makeLab(dir);
     serve = (await startInLab(['serve', '--listen', `0.0.0.0:${PORT}`, '--log-level', 'warn'], /listening on/, s => { serveOut = s; })).p;
+    // built once the service has made its enrolment token: PXE gets the kernel and initrd, and the ISO
+    // (the capture boots it, as virtual media) carries the server's URL and that token
+    const built = await ferry(['agent', 'build', '--server', `http://${LAN_ADDR}:${PORT}`, '--enrol-token-file', join(home, 'enrol-token')], { env });
+    assert.equal(built.exitCode, 0, built.stderr);
     pxe = (await startInLab(['pxe', 'serve', '--interface', 'br0', '--dhcp-range', '10.234.0.100,10.234.0.150', '--server', `http://${LAN_ADDR}:${PORT}`], /ready/, s => { pxeOut = s; })).p;
   });
 
@@ -238,12 +240,20 @@ describe('deploy and capture through the network-booted agent', () => {
     const sub = await ferry(['capture', '--machine', machineId, out, '--detach'], { env });
     assert.equal(sub.exitCode, 0, sub.stderr);
     await waitForStep(sub.stdout.trim(), 'request export');
-    machine = await lab!.start(spec); // the operator powers it on: it network-boots the agent
+    // the operator mounts the agent's ISO as virtual media and powers the machine on: it boots the ISO, not PXE
+    machine = await lab!.start({ ...spec, cdrom: join(home, 'agent', 'ferry-agent.iso') });
     const job = await waitForJob(sub.stdout.trim(), 300_000);
     assert.equal(job.state, 'done', JSON.stringify(job.error) + serveOut.slice(-2000));
-    assert.match(await machine.console(), /FERRY-AGENT: exporting \/dev\/sda ro/);
-    // the agent was told to boot the machine from its disk again (the job waits for that): no need to watch it
+    const log = await machine.console();
+    assert.match(log, /FERRY-AGENT: exporting \/dev\/sda ro/);
+    assert.match(log, /Ferry agent/, 'GRUB of the ISO showed its menu');
+    assert.doesNotMatch(log, /iPXE/, 'the agent came from the ISO, not from the network');
+    // told to boot from its disk, the machine restarts into the ISO again: the disk is never booted here,
+    // so after power-off it must read exactly as before the capture (qemu-img's own comparison of what a
+    // guest sees): the agent and the capture wrote nothing to it
     await machine.powerOff();
+    const cmp = await execa('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', snapshot, machineDisk], { reject: false });
+    assert.equal(cmp.exitCode, 0, `the machine's disk changed during the capture: ${cmp.stdout}${cmp.stderr}`);
     assert.ok(JSON.parse(await readFile(`${out}.inventory.json`, 'utf8')).system.serial === SERIAL, 'the machine\'s inventory is kept beside the capture');
     const v = await ferry(['verify', snapshot, out], { env });
     assert.equal(v.exitCode, 0, v.stdout + v.stderr);

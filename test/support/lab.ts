@@ -29,6 +29,8 @@ export interface MachineSpec {
   memoryMiB?: number;
   /** 'network' boots PXE first, then the disk (as the issue's machines do); 'disk' the disk only */
   boot?: 'network' | 'disk';
+  /** an ISO in the machine's CD drive, booted before anything else (virtual media, as a BMC mounts it) */
+  cdrom?: string;
 }
 
 export interface Machine {
@@ -96,6 +98,7 @@ export async function makeLab(dir: string, opts: { isolated?: boolean } = {}): P
         '-device', `e1000e,netdev=n0,mac=${spec.mac}${spec.boot === 'disk' ? '' : ',bootindex=1'}`,
         '-drive', `if=none,id=d0,file=${spec.disk},format=qcow2,cache=unsafe`,
         '-device', `ide-hd,drive=d0,bus=ide.0,bootindex=2`,
+        ...(spec.cdrom ? ['-drive', `if=none,id=cd0,file=${spec.cdrom},format=raw,media=cdrom,readonly=on`, '-device', 'ide-cd,drive=cd0,bus=ide.1,bootindex=0'] : []),
       ];
       const proc = execa('ip', inNs('qemu-system-x86_64', args), { reject: false, stdin: 'ignore', buffer: false, forceKillAfterDelay: false });
       const m: Machine = {
