@@ -28,7 +28,6 @@ const MAC = '52:54:00:f3:72:01';
 const UUID = '7f1d2c3b-4a59-4e68-9d7c-0b1a2c3d4e5f';
 const SERIAL = 'FERRY-SN-0001';
 const HOSTNAME = 'deployed-01';
-const STATIC = '10.234.0.50';
 const PORT = 8470;
 
 guardMachine();
@@ -164,11 +163,9 @@ describe('deploy and capture through the network-booted agent', () => {
   it('deploys the catalog image with a new identity; powered off mid-copy the job fails naming the machine; a retry after it boots again completes and the machine boots it', async () => {
     assert.ok(machineId, 'registered first');
     // one deploy carries both checks: the first attempt is cut by a power-off, its retry is the round trip
-    // the template has no DHCP client: --dhcp is refused before anything is written
-    const dhcp = await ferry(['deploy', 'debian-template', '--machine', machineId, '--dhcp', 'enp0s2', '--dry-run'], { env });
-    assert.equal(dhcp.exitCode, 5, dhcp.stderr);
-    assert.match(dhcp.stderr, /CUSTOMIZE_UNSUPPORTED: --dhcp enp0s2: the guest has no DHCP client/);
-    const ident = ['--hostname', HOSTNAME, '--ip', `enp0s2=${STATIC}/24,gw=${LAN_ADDR}`];
+    // the machine takes its address from the lab's DHCP server (ferry pxe serve's dnsmasq): the template
+    // has ifupdown without a DHCP client, so systemd-networkd is given the interface
+    const ident = ['--hostname', HOSTNAME, '--dhcp', 'enp0s2'];
     const dry = await ferry(['deploy', 'debian-template', '--machine', machineId, ...ident, '--dry-run', '--json'], { env });
     assert.equal(dry.exitCode, 0, dry.stderr);
     const plan = JSON.parse(dry.stdout);
@@ -177,6 +174,7 @@ describe('deploy and capture through the network-booted agent', () => {
     const changed = (plan.changes as { file: string; after: string }[]);
     assert.ok(changed.some(c => /initrd/.test(c.file) && /\b(ahci|e1000e)\b/.test(c.after)), JSON.stringify(changed));
     assert.ok(changed.some(c => c.file === '/etc/hostname' && c.after.includes(HOSTNAME)), JSON.stringify(changed));
+    assert.ok(changed.some(c => c.file === '/etc/systemd/network/10-ferry-enp0s2.network' && /DHCP=yes/.test(c.after)), JSON.stringify(changed));
     const sub = await ferry(['deploy', 'debian-template', '--machine', machineId, ...ident, '--detach'], { env });
     assert.equal(sub.exitCode, 0, sub.stderr);
     const jobId = sub.stdout.trim();
@@ -205,10 +203,12 @@ describe('deploy and capture through the network-booted agent', () => {
     const mark = await machine.waitFor(/FERRY-BOOT-OK root=(\S+) host=(\S+) net=(\S+)/, 300_000, from);
     assert.equal(mark[1], ROOT_UUID);
     assert.equal(mark[2], HOSTNAME);
-    assert.equal(mark[3], `enp0s2:${STATIC}/24`);
+    // an address leased from the lab's range (ferry pxe serve --dhcp-range 10.234.0.100,10.234.0.150)
+    const leased = /^enp0s2:(10\.234\.0\.(\d+))\/24$/.exec(mark[3]);
+    assert.ok(leased && Number(leased[2]) >= 100 && Number(leased[2]) <= 150, `a DHCP address on enp0s2: ${mark[3]}`);
     const show = JSON.parse((await ferry(['machines', 'show', machineId, '--json'], { env })).stdout);
     assert.equal(show.machine.state, 'deployed');
-    assert.ok(show.history.some((h: { event: string; detail: string }) => h.event === 'first-boot' && h.detail.includes(STATIC)), JSON.stringify(show.history));
+    assert.ok(show.history.some((h: { event: string; detail: string }) => h.event === 'first-boot' && h.detail.includes(leased![1])), JSON.stringify(show.history));
     await waitForExit(machine);
     // the machine's disk, read without Ferry: the root fs keeps its UUID and fills the 8 GiB disk
     const raw = join(dir, 'check.raw');
@@ -224,14 +224,17 @@ describe('deploy and capture through the network-booted agent', () => {
       const machineIdFile = (await cat('/etc/machine-id')).trim();
       assert.match(machineIdFile, /^[0-9a-f]{32}$/);
       assert.notEqual(machineIdFile, TEMPLATE_MACHINE_ID, 'a fresh machine-id');
-      assert.match(await cat('/etc/network/interfaces'), new RegExp(`iface enp0s2 inet static\\n\\s+address ${STATIC.replace(/\./g, '\\.')}/24`));
+      assert.doesNotMatch(await cat('/etc/network/interfaces'), /iface enp0s2/, 'ifupdown no longer configures the interface');
+      assert.match(await cat('/etc/systemd/network/10-ferry-enp0s2.network'), /\[Match\]\nName=enp0s2\n[\s\S]*DHCP=yes/);
+      const link = String((await execa('debugfs', ['-R', 'stat /etc/systemd/system/multi-user.target.wants/systemd-networkd.service', loop])).stdout);
+      assert.match(link, /Fast link dest: "\/lib\/systemd\/system\/systemd-networkd\.service"|Type: symlink/, link);
     } finally {
       await execa('losetup', ['-d', loop]);
       await execa('rm', ['-f', raw]);
     }
   });
 
-  it('captures the machine back: equivalent to what was on its disk, and it boots as a VM', async () => {
+  it('captures the machine back, booted from the agent ISO: equivalent to what was on its disk, the disk left untouched, and it boots as a VM', async () => {
     assert.ok(machineId, 'registered first');
     // what the disk holds now (after the deployed system's own boot), kept for the comparison
     const snapshot = join(dir, 'deployed.qcow2');

@@ -122,6 +122,18 @@ export async function customizeLinux(fs: GuestFs, c: Customization, firstBoot?: 
 
 /** ifupdown runs one of these for `inet dhcp` */
 const DHCP_CLIENTS = ['/sbin/dhclient', '/usr/sbin/dhclient', '/sbin/dhcpcd', '/usr/sbin/dhcpcd', '/sbin/udhcpc', '/usr/sbin/udhcpc', '/sbin/pump'];
+/** systemd's own DHCP client: Debian's systemd ships it disabled beside ifupdown (a minimal install has no dhclient) */
+const NETWORKD = ['/lib/systemd/systemd-networkd', '/usr/lib/systemd/systemd-networkd'];
+
+async function firstOf(fs: GuestFs, paths: string[]): Promise<string | undefined> {
+  for (const p of paths) if (await fs.exists(p)) return p;
+  return undefined;
+}
+
+/** An ifupdown guest asked for DHCP with no client for ifupdown: whether systemd-networkd can do it instead. */
+async function dhcpThroughNetworkd(fs: GuestFs, c: Customization): Promise<boolean> {
+  return !!c.dhcp?.length && !(await firstOf(fs, DHCP_CLIENTS)) && !!(await firstOf(fs, NETWORKD));
+}
 
 /**
  * What in `c` the guest cannot take (checked on the read-only image before a
@@ -131,10 +143,8 @@ export async function customizeProblem(fs: GuestFs, c: Customization, firstBoot:
   if (c.ip?.length || c.dhcp?.length) {
     const kind = await networkKind(fs);
     if (!kind) return NO_NETWORK_CONFIG;
-    if (kind === 'ifupdown' && c.dhcp?.length) {
-      let found = false;
-      for (const p of DHCP_CLIENTS) if (await fs.exists(p)) { found = true; break; }
-      if (!found) return `--dhcp ${c.dhcp.join(', ')}: the guest has no DHCP client for ifupdown (isc-dhcp-client, dhcpcd or udhcpc); give --ip instead or install one in the image`;
+    if (kind === 'ifupdown' && c.dhcp?.length && !(await firstOf(fs, DHCP_CLIENTS)) && !(await firstOf(fs, NETWORKD))) {
+      return `--dhcp ${c.dhcp.join(', ')}: the guest has no DHCP client (isc-dhcp-client, dhcpcd, udhcpc or systemd-networkd); give --ip instead or install one in the image`;
     }
   }
   if (firstBoot && (!(await fs.exists('/bin/bash')) || !(await fs.isDir('/etc/systemd/system')))) return 'the first-boot report needs bash and systemd in the guest';
@@ -152,14 +162,19 @@ async function writeNetwork(fs: GuestFs, c: Customization, write: Writer): Promi
   const ifaces = [...(c.ip ?? []).map(i => i.iface), ...(c.dhcp ?? [])];
   const interfaces = await fs.readText('/etc/network/interfaces');
   if (interfaces !== undefined) {
+    const viaNetworkd = await dhcpThroughNetworkd(fs, c);
     const kept = dropStanzas(interfaces, ifaces);
     const stanzas = [
       ...(c.ip ?? []).map(i => [`auto ${i.iface}`, `iface ${i.iface} inet static`, `    address ${i.address}/${i.prefix}`,
         ...(i.gateway ? [`    gateway ${i.gateway}`] : []), ...(i.dns.length ? [`    dns-nameservers ${i.dns.join(' ')}`] : [])].join('\n')),
-      ...(c.dhcp ?? []).map(d => `auto ${d}\niface ${d} inet dhcp`),
+      ...(viaNetworkd ? [] : (c.dhcp ?? []).map(d => `auto ${d}\niface ${d} inet dhcp`)),
     ];
     await write('/etc/network/interfaces', `${kept.trimEnd()}\n\n${stanzas.join('\n\n')}\n`, 'the address given for this machine (ifupdown)');
-    return [];
+    if (!viaNetworkd) return [];
+    // ifupdown has no DHCP client here: systemd-networkd, shipped with systemd, takes these interfaces
+    for (const d of c.dhcp ?? []) await write(`/etc/systemd/network/10-ferry-${d}.network`, `[Match]\nName=${d}\n\n[Network]\nDHCP=yes\n`, 'DHCP asked for this interface; ifupdown has no DHCP client in this guest, systemd-networkd does it');
+    const unit = (await fs.exists('/lib/systemd/system/systemd-networkd.service')) ? '/lib/systemd/system/systemd-networkd.service' : '/usr/lib/systemd/system/systemd-networkd.service';
+    return [await enableUnit(fs, unit, 'systemd-networkd.service', 'runs systemd-networkd for the DHCP interfaces')];
   }
   const kind = await networkKind(fs);
   if (kind === 'netplan') return (await writeNetplan(fs, c.ip ?? [], c.dhcp ?? [], write), []);
@@ -243,9 +258,16 @@ WantedBy=multi-user.target
   // the change list shows the script without its token; the file gets the real one
   await writeFile((await fs.hostPathForWrite(FIRSTBOOT_SCRIPT))!, script, { mode: 0o700 });
   await write(FIRSTBOOT_UNIT, unit, 'runs the first-boot report once');
-  const wants = await fs.hostPathForWrite('/etc/systemd/system/multi-user.target.wants/ferry-firstboot.service');
+  return [await enableUnit(fs, FIRSTBOOT_UNIT, 'ferry-firstboot.service', 'enables the first-boot report')];
+}
+
+/** `systemctl enable` done statically: the unit linked into multi-user.target.wants */
+async function enableUnit(fs: GuestFs, unit: string, name: string, reason: string): Promise<Change> {
+  const link = `/etc/systemd/system/multi-user.target.wants/${name}`;
+  const wants = await fs.hostPathForWrite(link);
   if (!wants) throw customizeUnsupported('the guest has no /etc/systemd/system');
   await mkdir(dirname(wants), { recursive: true });
-  if (!(await lstat(wants).catch(() => undefined))) await symlink(FIRSTBOOT_UNIT, wants);
-  return [{ file: '/etc/systemd/system/multi-user.target.wants/ferry-firstboot.service', before: 'absent', after: `-> ${FIRSTBOOT_UNIT}`, reason: 'enables the first-boot report' }];
+  const had = await lstat(wants).catch(() => undefined);
+  if (!had) await symlink(unit, wants);
+  return { file: link, before: had ? 'present' : 'absent', after: `-> ${unit}`, reason };
 }
