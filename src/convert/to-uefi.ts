@@ -14,7 +14,7 @@ import { imageInfoChain } from '../blockdev/qemu-img.js';
 import { run } from '../util/exec.js';
 import { withScope } from '../util/scope.js';
 import { espNotFat, firmwareUnsupported, grubEfiMissing } from '../errors.js';
-import { findGrubEfiSet, GRUB_EFI_DIR, grubEfiWant, materializeGrubEfi } from '../drivers/grub-efi.js';
+import { chooseGrubEfiSet, GRUB_EFI_DIR, grubEfiCandidates, grubEfiWant, materializeGrubEfi } from '../drivers/grub-efi.js';
 import { DriverStore } from '../drivers/store.js';
 import { openFileSystems } from '../inspect/filesystems.js';
 import type { GuestFs } from '../inspect/guest-fs.js';
@@ -111,7 +111,7 @@ async function grubEfiModules(os: LinuxOs, fs: GuestFs, work?: string): Promise<
   const want = grubEfiWant(os);
   const store = DriverStore.open();
   try {
-    const set = want.version ? findGrubEfiSet(store, want.version) : [];
+    const set = want.version ? chooseGrubEfiSet(grubEfiCandidates(store), want.version) : [];
     if (!set.length) throw grubEfiMissing(os.name, want);
     const dir = work ? join(await mkdtemp(join(work, 'grub-efi-')), 'x86_64-efi') : '';
     if (work) await materializeGrubEfi(store, set, dir);

@@ -39,11 +39,14 @@ export function grubEfiWant(os: LinuxOs): GrubEfiWant {
   return { version: have?.version ? noEpoch(have.version) : undefined, package: p.efi, packageKind: p.kind };
 }
 
-/** The stored set for exactly `version` (amd64), newest import per file; empty when incomplete. */
-export function findGrubEfiSet(store: DriverStore, version: string): DriverFile[] {
+/** What the store holds that a set can be chosen from (chooseGrubEfiSet). */
+export const grubEfiCandidates = (store: DriverStore) => store.find({ osFamily: 'linux', variant: GRUB_EFI_VARIANT, arch: 'amd64' });
+
+/** The set for exactly `version` (amd64), the later import per file; empty when incomplete. Pure, as chooseFile. */
+export function chooseGrubEfiSet(candidates: readonly DriverFile[], version: string): DriverFile[] {
   const byName = new Map<string, DriverFile>();
-  for (const f of store.find({ osFamily: 'linux', variant: GRUB_EFI_VARIANT, arch: 'amd64' })) {
-    if (noEpoch(f.version) === version) byName.set(f.component, f); // find() orders by id: the later import wins
+  for (const f of [...candidates].sort((a, b) => a.id - b.id)) {
+    if (f.osFamily === 'linux' && f.variant === GRUB_EFI_VARIANT && f.arch === 'amd64' && noEpoch(f.version) === version) byName.set(f.component, f);
   }
   return REQUIRED.every(n => byName.has(n)) ? [...byName.values()] : [];
 }
