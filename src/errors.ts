@@ -298,8 +298,9 @@ export const espNotFat = (partition: number, type: string | undefined) =>
 export const firmwareUnsupported = (what: string, why: string, details: Record<string, unknown> = {}) =>
   new FerryError('FIRMWARE_UNSUPPORTED', 5, `cannot convert ${what} to UEFI: ${why} (nothing was written)`, details);
 
-/** DRIVER_MISSING as for a kernel driver, but drivers-db holds no GRUB modules: the package goes into the guest itself */
-export const grubEfiMissing = (os: string, version: string | undefined) =>
-  new FerryError('DRIVER_MISSING', 5,
-    `${os} has no GRUB for x86_64-efi (/usr/lib/grub/x86_64-efi); install grub-efi-amd64-bin${version ? ` ${version} (its GRUB version)` : ''} in the guest and convert again (the substitute-file cache does not hold GRUB modules; nothing was written)`,
-    { package: 'grub-efi-amd64-bin', version, import: `grub-efi-amd64-bin${version ? ` ${version}` : ''}` });
+/** DRIVER_MISSING for GRUB's x86_64-efi files: neither the guest nor drivers-db has them for the guest's GRUB version */
+export const grubEfiMissing = (os: string, want: { version?: string; package: string; packageKind: string }) =>
+  new FerryError('DRIVER_MISSING', 5, want.version
+    ? `${os} has no GRUB for x86_64-efi (/usr/lib/grub/x86_64-efi) and the substitute-file cache has none for its GRUB ${want.version}; import the ${want.packageKind} package ${want.package} (version ${want.version}) with 'ferry drivers import CONTAINER' (or install it in the guest) and convert again (nothing was written)`
+    : `${os} has no GRUB for x86_64-efi (/usr/lib/grub/x86_64-efi) and no GRUB package that says its GRUB version, so the substitute-file cache cannot supply one; install ${want.package} in the guest and convert again (nothing was written)`,
+    { package: want.package, version: want.version, import: `${want.packageKind} package ${want.package}${want.version ? ` (version ${want.version})` : ''}` });

@@ -3,7 +3,9 @@
 // to kvm-virtio, booted once) and smaller (raw). Each target is judged with
 // LVM's own tools (same VG name and UUIDs, tags, every LV one segment, the
 // data LV grown or shrunk), blkid at the LVs' offsets and an independent tree
-// comparison; then bad LVM input: typed errors, source unchanged.
+// comparison; converted to UEFI (--firmware uefi, checked without a boot: GPT,
+// an ESP with its loaders, fstab, the LVs intact); then bad LVM input: typed
+// errors, source unchanged.
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -64,8 +66,8 @@ async function checkTarget(raw: string, sizes: Record<keyof typeof LVS, (bytes: 
   return t;
 }
 
-async function compareLvs(raw: string, t: LvmView): Promise<void> {
-  for (const name of Object.keys(LVS)) {
+async function compareLvs(raw: string, t: LvmView, names = Object.keys(LVS)): Promise<void> {
+  for (const name of names) {
     const [a, b] = [src.offsets[name], t.offsets[name]];
     const diffs = await independentCompareRanges({ raw: source, offset: a[0], size: a[1] }, { raw, offset: b[0], size: b[1] });
     assert.deepEqual(diffs, [], `LV ${name}: independent comparison`);
@@ -124,12 +126,72 @@ describe('LVM guest converted larger, re-fitted to kvm-virtio, booted', () => {
   });
 
   it('boots on virtio with its root on the logical volume', async () => {
+    void uefiConversion(); // beside the boot: TCG takes one core
     const b = await bootImage({ image: target, format: 'qcow2', diskBus: 'virtio', machine: 'q35', nic: { model: 'virtio-net-pci' }, ...bootBudget(420_000), failOn: /Dropping to a shell|Kernel panic|Gave up waiting/ });
     const m = MARKER.exec(b.serialLog);
     assert.ok(m, `boots:\n${b.serialLog.slice(-2500)}`);
     assert.equal(m[1], '/dev/mapper/ferryvg-root');
     assert.equal(m[3], LVS.root.fsUuid);
     assert.equal(m[4], '/dev/mapper/ferryvg-srv', '/srv is mounted from its LV');
+  });
+});
+
+/** --firmware uefi of the LVM guest (same size), started once, beside the boot when there is one */
+let uefi: Promise<{ target: string; result: Record<string, any> }> | undefined;
+function uefiConversion() {
+  uefi ??= (async () => {
+    const target = join(dir, 'uefi.raw');
+    return { target, result: await convertJson([source, target, '--firmware', 'uefi']) };
+  })();
+  uefi.catch(() => undefined); // awaited (and reported) by its describe
+  return uefi;
+}
+
+describe('LVM guest → UEFI (convert --firmware uefi), checked without a boot', () => {
+  const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
+  const LVM_TYPE = 'E6D6D379-F507-44C2-A23C-238F2A3DF928';
+  const MT = { env: { MTOOLS_SKIP_CHECK: '1' } };
+  let target: string;
+  let result: Record<string, any>;
+  let parts: { node: string; start: number; size: number; type: string }[];
+  /** a read-only loop over [offset, size] of the target, detached after fn */
+  const at = async <T>([offset, size]: [number, number], fn: (dev: string) => Promise<T>): Promise<T> => {
+    const dev = String((await execa('losetup', ['-f', '--show', '-r', '-o', String(offset), '--sizelimit', String(size), target])).stdout).trim();
+    try { return await fn(dev); } finally { await execa('losetup', ['-d', dev], { reject: false }); }
+  };
+  const partition = (p: { start: number; size: number }): [number, number] => [p.start * 512, p.size * 512];
+  before(async () => {
+    ({ target, result } = await uefiConversion());
+    const table = JSON.parse((await execa('sfdisk', ['--json', target])).stdout).partitiontable;
+    assert.equal(table.label, 'gpt');
+    parts = table.partitions;
+  });
+
+  it('GPT: the PV partition typed LVM, an ESP (vfat) holding \\EFI\\BOOT\\BOOTX64.EFI and \\EFI\\debian\\grubx64.efi; verified', async () => {
+    assert.equal(result.verified, true);
+    assert.equal(parts.find(p => p.node.endsWith('2'))!.type, LVM_TYPE);
+    const esp = parts.find(p => p.type === ESP_TYPE)!;
+    assert.ok(esp, JSON.stringify(parts));
+    await at(partition(esp), async dev => {
+      assert.equal(String((await execa('blkid', ['-p', '-s', 'TYPE', '-o', 'value', dev])).stdout).trim(), 'vfat');
+      assert.match(String((await execa('mdir', ['-i', dev, '-b', '::/EFI/BOOT'], MT)).stdout), /BOOTX64\.EFI/i);
+      assert.match(String((await execa('mdir', ['-i', dev, '-b', '::/EFI/debian'], MT)).stdout), /grubx64\.efi/i);
+    });
+  });
+
+  it('the VG and its LVs keep their identity and sizes (LVM tools, blkid); srv holds the source\'s tree (independent comparison)', async () => {
+    const t = await checkTarget(target, { root: n => n === LVS.root.size, srv: n => n === LVS.srv.size });
+    await compareLvs(target, t, ['srv']);
+  });
+
+  it('fstab on the root LV mounts the ESP at /boot/efi by UUID and keeps the LV lines; /boot holds grub/x86_64-efi', async () => {
+    const espUuid = await at(partition(parts.find(p => p.type === ESP_TYPE)!), async dev => String((await execa('blkid', ['-p', '-s', 'UUID', '-o', 'value', dev])).stdout).trim());
+    const view = await lvmView(target, 2);
+    const fstab = await at(view.offsets.root, async dev => String((await execa('debugfs', ['-R', 'cat /etc/fstab', dev])).stdout));
+    assert.match(fstab, new RegExp(`^UUID=${espUuid}\\s+/boot/efi\\s+vfat\\s`, 'm'));
+    assert.match(fstab, /^\/dev\/mapper\/ferryvg-root\s+\/\s/m);
+    const mods = await at(partition(parts.find(p => p.node.endsWith('1'))!), async dev => String((await execa('debugfs', ['-R', 'ls -l /grub/x86_64-efi', dev])).stdout));
+    assert.match(mods, /normal\.mod/);
   });
 });
 

@@ -2,12 +2,14 @@
 // (\EFI\debian\grubx64.efi, no \EFI\BOOT\BOOTX64.EFI) boots on a new VM with
 // no NVRAM entries once re-fit adds the removable-media loader; a BIOS/MBR
 // guest converted with --firmware uefi becomes GPT with an ESP and boots under
-// OVMF with the same root. What cannot work is refused before a byte is
-// written. Two boots in all; every other judge is a tool Ferry does not use
+// OVMF with the same root; the BIOS guest that boots has no x86_64-efi GRUB of
+// its own (a copy with it removed): its GRUB comes from drivers-db, imported
+// from Debian's grub-efi-amd64-bin of the guest's GRUB version. What cannot
+// work is refused before a byte is written. Two boots in all; every other judge is a tool Ferry does not use
 // for the job (mtools on our own loop, sfdisk --json, blkid, debugfs, the
 // test's own marker regex).
 import assert from 'node:assert/strict';
-import { open, stat } from 'node:fs/promises';
+import { mkdtemp, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
@@ -20,7 +22,7 @@ import { initialSteps } from '../src/jobs/steps.js';
 import { validateSpec } from '../src/jobs/spec.js';
 import type { PartitionTable } from '../src/layout/table.js';
 import { bootImage, OVMF_CODE, qemuArgs } from '../src/verify/boot.js';
-import { buildDebianGuest, buildPhonyWindows, buildUefiGuests, type UefiGuests } from './support/fixtures.js';
+import { buildDebianGuest, buildPhonyWindows, buildUefiGuests, fetchGrubEfiDeb, type UefiGuests } from './support/fixtures.js';
 import { ferry, guardMachine, sha256, sha256All, tempDir } from './support/harness.js';
 import { bootBudget } from './support/boot-budget.js';
 
@@ -39,8 +41,8 @@ before(async () => {
 });
 after(async () => assert.deepEqual(await sha256All(Object.keys(sums)), sums, 'both sources are unchanged'));
 
-async function convertJson(args: string[]): Promise<Record<string, any>> {
-  const r = await ferry(['convert', ...args, '--json']);
+async function convertJson(args: string[], env?: Record<string, string>): Promise<Record<string, any>> {
+  const r = await ferry(['convert', ...args, '--json'], { env });
   assert.equal(r.exitCode, 0, `convert failed:\n${r.stderr}\n${r.stdout.slice(-1500)}`);
   return JSON.parse(r.stdout.trim().split('\n').at(-1)!);
 }
@@ -57,6 +59,56 @@ async function withPartition<T>(image: string, p: SfPart, fn: (dev: string) => P
 }
 const blkid = async (dev: string, tag: string) => (await execa('blkid', ['-p', '-s', tag, '-o', 'value', dev])).stdout.trim();
 const debugfsCat = async (dev: string, path: string) => (await execa('debugfs', ['-R', `cat ${path}`, dev])).stdout;
+
+/** refused before a byte is written: a typed error, the source unchanged, no target */
+async function refused(source: string, args: string[], code: string, pattern: RegExp) {
+  const sum = await sha256(source);
+  const target = join(dir, `refused-${code}.qcow2`);
+  const r = await ferry(['convert', source, target, ...args]);
+  assert.notEqual(r.exitCode, 0);
+  assert.match(r.stderr, new RegExp(`${code}: `), r.stderr);
+  assert.match(r.stderr, pattern);
+  assert.equal(await stat(target).catch(() => undefined), undefined, 'no target left behind');
+  assert.equal(await sha256(source), sum, 'the source is unchanged');
+}
+
+
+/** the GRUB version a Debian guest's dpkg says (grub-common), read with debugfs */
+async function guestGrubVersion(dev: string): Promise<string> {
+  const status = await debugfsCat(dev, '/var/lib/dpkg/status');
+  const stanza = status.split('\n\n').find(x => /^Package: grub-common$/m.test(x));
+  return /^Version: (\S+)$/m.exec(stanza ?? '')![1];
+}
+
+/**
+ * A copy of the BIOS guest as if grub-efi-amd64-bin was never installed: no
+ * /usr/lib/grub/x86_64-efi, no dpkg record of the package. Returns the copy
+ * and its GRUB version.
+ */
+async function withoutGrubEfi(source: string): Promise<{ image: string; grubVersion: string }> {
+  const image = join(dir, 'bios-no-grub-efi.raw');
+  await execa('cp', ['--sparse=always', source, image]);
+  const root = (await sfdiskJson(image)).partitions[0];
+  const dev = (await execa('losetup', ['--find', '--show', '--offset', String(root.start * 512), '--sizelimit', String(root.size * 512), image])).stdout.trim();
+  const mnt = await mkdtemp(join(dir, 'mnt-'));
+  try {
+    await execa('mount', [dev, mnt]);
+    try {
+      await execa('rm', ['-rf', '--one-file-system', join(mnt, 'usr/lib/grub/x86_64-efi'), join(mnt, 'var/lib/dpkg/info/grub-efi-amd64-bin.list'), join(mnt, 'var/lib/dpkg/info/grub-efi-amd64-bin.md5sums')]);
+      const statusFile = join(mnt, 'var/lib/dpkg/status');
+      const fh = await open(statusFile, 'r+');
+      try {
+        const kept = (await fh.readFile('utf8')).split('\n\n').filter(x => !/^Package: grub-efi-amd64-bin$/m.test(x)).join('\n\n').replace(/\n*$/, '\n');
+        await fh.truncate(0);
+        await fh.write(kept, 0);
+      } finally { await fh.close(); }
+    } finally { await execa('umount', [mnt]); }
+    const [gone, status] = [(await execa('debugfs', ['-R', 'stat /usr/lib/grub/x86_64-efi', dev])).stderr, await debugfsCat(dev, '/var/lib/dpkg/status')];
+    assert.match(gone, /File not found/, 'the copy has no x86_64-efi modules');
+    assert.doesNotMatch(status, /^Package: grub-efi-amd64-bin$/m);
+    return { image, grubVersion: await guestGrubVersion(dev) };
+  } finally { await execa('losetup', ['-d', dev]); }
+}
 
 async function bootUefi(image: string, format: string, virtio: boolean) {
   const b = await bootImage({
@@ -121,15 +173,39 @@ describe('UEFI guest on a new VM: re-fit installs \\EFI\\BOOT\\BOOTX64.EFI', () 
   });
 });
 
-describe('BIOS guest → UEFI (convert --firmware uefi)', () => {
+describe('BIOS guest → UEFI (convert --firmware uefi), its x86_64-efi GRUB from drivers-db', () => {
   let target: string;
   let result: Record<string, any>;
   let t: { label: string; partitions: SfPart[] };
+  let source: { image: string; grubVersion: string };
+  let deb: string;
   before(async () => {
     target = join(dir, 'bios-to-uefi.raw');
-    result = await convertJson([g.bios, target, '--firmware', 'uefi']);
+    source = await withoutGrubEfi(g.bios);
+    deb = await fetchGrubEfiDeb(source.grubVersion);
+    // a drivers-db of its own: the test's default one stays empty for the DRIVER_MISSING checks
+    const env = { FERRY_DRIVERS_DB: join(dir, 'drivers-db') };
+    const imported = await ferry(['drivers', 'import', deb, '--json'], { env });
+    assert.equal(imported.exitCode, 0, imported.stderr);
+    result = await convertJson([source.image, target, '--firmware', 'uefi'], env);
     startBoot('bios-to-uefi', target, 'raw', false);
     t = await sfdiskJson(target);
+  });
+
+  it('without the modules in drivers-db: DRIVER_MISSING names grub-efi-amd64-bin of the guest\'s GRUB version', async () => {
+    const version = source.grubVersion.replace(/[.+]/g, '\\$&');
+    await refused(source.image, ['--firmware', 'uefi'], 'DRIVER_MISSING', new RegExp(`import the Debian package grub-efi-amd64-bin \\(version ${version}\\)`));
+  });
+
+  it('the loader and /boot/grub/x86_64-efi come from drivers-db: the package\'s own files', async () => {
+    const changes = result.firmware.changes as { file: string; after: string }[];
+    assert.ok(changes.some(c => c.file.endsWith('grubx64.efi') && c.after.includes(`drivers-db (grub-efi-amd64-bin ${source.grubVersion})`)), JSON.stringify(changes));
+    const unpacked = await mkdtemp(join(dir, 'deb-'));
+    await execa('dpkg-deb', ['-x', deb, unpacked]);
+    const root = t.partitions.find(p => p.node.endsWith('1'))!;
+    const fromTarget = join(dir, 'normal.mod');
+    await withPartition(target, root, d => execa('debugfs', ['-R', `dump /boot/grub/x86_64-efi/normal.mod ${fromTarget}`, d]));
+    assert.equal(await sha256(fromTarget), await sha256(join(unpacked, 'usr/lib/grub/x86_64-efi/normal.mod')));
   });
 
   it('the table is GPT with an ESP (vfat); 83 → Linux filesystem, 82 → Linux swap; the root keeps its UUID', async () => {
@@ -185,7 +261,9 @@ describe('reconfigure --firmware uefi into an overlay (nothing moves; the overla
     const overlay = join(dir, 'reconf.qcow2');
     const r = await ferry(['reconfigure', g.bios, '--overlay', overlay, '--profile', 'kvm-legacy', '--firmware', 'uefi', '--json']);
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.ok((JSON.parse(r.stdout).firmware.changes as { file: string }[]).some(c => c.file === '/etc/fstab'));
+    const changes = JSON.parse(r.stdout).firmware.changes as { file: string; after: string }[];
+    assert.ok(changes.some(c => c.file === '/etc/fstab'));
+    assert.ok(changes.some(c => c.file === '/boot/grub/x86_64-efi' && c.after.includes("the guest's /usr/lib/grub/x86_64-efi")), 'the BIOS guest\'s own modules');
     const raw = join(dir, 'reconf.raw');
     await execa('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', overlay, raw]);
     const [before, after] = [await sfdiskJson(g.bios), await sfdiskJson(raw)];
@@ -200,17 +278,6 @@ describe('reconfigure --firmware uefi into an overlay (nothing moves; the overla
 });
 
 describe('refused before a byte is written (typed errors, source unchanged, no target)', () => {
-  async function refused(source: string, args: string[], code: string, pattern: RegExp) {
-    const sum = await sha256(source);
-    const target = join(dir, `refused-${code}.qcow2`);
-    const r = await ferry(['convert', source, target, ...args]);
-    assert.notEqual(r.exitCode, 0);
-    assert.match(r.stderr, new RegExp(`${code}: `), r.stderr);
-    assert.match(r.stderr, pattern);
-    assert.equal(await stat(target).catch(() => undefined), undefined, 'no target left behind');
-    assert.equal(await sha256(source), sum, 'the source is unchanged');
-  }
-
   it('a BIOS guest without x86_64-efi GRUB modules: DRIVER_MISSING names grub-efi-amd64-bin', async () => {
     const disk = await buildDebianGuest();
     const root = (await sfdiskJson(disk)).partitions[0];

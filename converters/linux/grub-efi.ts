@@ -1,7 +1,8 @@
 // BIOS → UEFI inside a Linux guest, on the target only: format the new EFI
 // system partition, put a GRUB for x86_64-efi on it that is built from the
-// guest's own modules (/usr/lib/grub/x86_64-efi, packed by the host's
-// grub-mkimage: no host GRUB file enters the guest), mount it at /boot/efi,
+// guest's own modules (/usr/lib/grub/x86_64-efi), else from drivers-db's set for
+// the guest's GRUB version (packed by the host's grub-mkimage: no host GRUB file
+// enters the guest), mount it at /boot/efi,
 // and make /boot/grub work under EFI (x86_64-efi modules, part_gpt).
 // The loader goes both to the vendor directory and to the removable-media
 // path \EFI\BOOT\BOOTX64.EFI, since a new machine has no NVRAM boot entries.
@@ -17,12 +18,15 @@ import type { Scope } from '../../src/util/scope.js';
 import type { Change } from './change.js';
 import { editLines } from './device-names.js';
 
-const GUEST_MODULES = '/usr/lib/grub/x86_64-efi';
 /** built into the image: enough to find /boot/grub by UUID on GPT and read its config */
 const CORE_MODULES = ['part_gpt', 'part_msdos', 'fat', 'ext2', 'normal', 'linux', 'search', 'search_fs_uuid', 'configfile', 'echo', 'test', 'serial', 'terminal', 'efi_gop', 'all_video'];
 const FS_MODULES: Readonly<Record<string, string>> = { xfs: 'xfs', btrfs: 'btrfs' };
 
+/** GRUB's x86_64-efi platform files on the host (kernel.img, moddep.lst, *.mod, *.lst) and where they came from */
+export interface GrubEfiModules { dir: string; from: string }
+
 export interface GrubEfiOptions {
+  modules: GrubEfiModules;
   scope: Scope;
   diskFile: string;
   /** the new, unformatted ESP: byte range on the disk */
@@ -35,7 +39,7 @@ export interface GrubEfiOptions {
 
 export async function installGrubEfi(o: GrubEfiOptions): Promise<Change[]> {
   const changes: Change[] = [];
-  const modules = (await o.fs.resolve(GUEST_MODULES))!;
+  const modules = o.modules.dir;
   // /boot/grub lives on /boot's own file system when there is one
   const bootPart = o.os.mounts['/boot'] ?? o.os.mounts['/'];
   const boot = o.fileSystems.find(f => f.partition === bootPart)!;
@@ -56,7 +60,7 @@ export async function installGrubEfi(o: GrubEfiOptions): Promise<Change[]> {
     await mtools('mcopy', ['-i', dev, image, `::/EFI/${dir}/${dir === 'BOOT' ? 'BOOTX64.EFI' : 'grubx64.efi'}`]);
     await mtools('mcopy', ['-i', dev, cfg, `::/EFI/${dir}/grub.cfg`]);
   }
-  const from = `grub-mkimage -O x86_64-efi from the guest's ${GUEST_MODULES}`;
+  const from = `grub-mkimage -O x86_64-efi from ${o.modules.from}`;
   changes.push({ file: `ESP:\\EFI\\${vendor}\\grubx64.efi`, before: 'absent', after: from, reason: 'the guest boots UEFI now; GRUB for x86_64-efi is its loader' });
   changes.push({ file: 'ESP:\\EFI\\BOOT\\BOOTX64.EFI', before: 'absent', after: `copy of \\EFI\\${vendor}\\grubx64.efi`, reason: 'a new machine has no UEFI boot entries; its firmware boots the removable-media path' });
 
@@ -64,7 +68,7 @@ export async function installGrubEfi(o: GrubEfiOptions): Promise<Change[]> {
   const target = (await o.fs.hostPathForWrite('/boot/grub/x86_64-efi'))!;
   await mkdir(target, { recursive: true });
   for (const f of (await readdir(modules)).filter(n => /\.(mod|lst)$/.test(n))) await copyFile(join(modules, f), join(target, f));
-  changes.push({ file: '/boot/grub/x86_64-efi', before: 'absent', after: `modules from ${GUEST_MODULES}`, reason: 'GRUB for x86_64-efi loads its modules from there' });
+  changes.push({ file: '/boot/grub/x86_64-efi', before: 'absent', after: `modules from ${o.modules.from}`, reason: 'GRUB for x86_64-efi loads its modules from there' });
   // the guest's own grub.cfg under EFI: the partition table is GPT now
   changes.push(...await editLines(o.fs, '/boot/grub/grub.cfg', line => line
     .replace(/\binsmod\s+part_msdos\b/, 'insmod part_gpt')

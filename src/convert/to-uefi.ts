@@ -7,19 +7,25 @@
 // What happens inside the guest (ESP contents, fstab, grub.cfg) is
 // converters/linux/grub-efi.ts, after the copy is verified.
 import { createHash } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import { join } from 'node:path';
 import { openWritable, writeBytes, type OpenDisk } from '../blockdev/disk.js';
 import { imageInfoChain } from '../blockdev/qemu-img.js';
 import { run } from '../util/exec.js';
 import { withScope } from '../util/scope.js';
 import { espNotFat, firmwareUnsupported, grubEfiMissing } from '../errors.js';
+import { chooseGrubEfiSet, GRUB_EFI_DIR, grubEfiCandidates, grubEfiWant, materializeGrubEfi } from '../drivers/grub-efi.js';
+import { DriverStore } from '../drivers/store.js';
 import { openFileSystems } from '../inspect/filesystems.js';
+import type { GuestFs } from '../inspect/guest-fs.js';
+import type { LinuxOs } from '../inspect/report.js';
 import { findLinuxRoots, readLinux } from '../inspect/linux/index.js';
 import { findWindowsRoot } from '../inspect/windows/index.js';
 import { planLayout, type PlannedPartition } from '../layout/plan.js';
 import { isExtended, readTable, writeTable, type Partition, type PartitionTable } from '../layout/table.js';
 import type { Scope } from '../util/scope.js';
 import { ESP_GPT_TYPE, isEspPartition } from '../../converters/linux/efi-loader.js';
-import { installGrubEfi } from '../../converters/linux/grub-efi.js';
+import { installGrubEfi, type GrubEfiModules } from '../../converters/linux/grub-efi.js';
 import type { Change } from '../../converters/linux/change.js';
 
 export type FirmwareChoice = 'bios' | 'uefi';
@@ -89,12 +95,28 @@ export async function checkUefiSource(scope: Scope, source: OpenDisk, work: stri
     if (os.arch !== 'x86_64') {
       throw firmwareUnsupported(`a ${os.arch ?? 'unknown'}-architecture guest (${os.name})`, `its user space is ${os.arch === 'i386' ? '32-bit' : os.arch ?? 'of an unknown architecture'}; 64-bit UEFI (OVMF, x86_64) boots x86_64 guests only`, { arch: os.arch });
     }
-    if (!await fs.exists('/usr/lib/grub/x86_64-efi/kernel.img')) {
-      const grub = os.packages.list.find(p => ['grub-common', 'grub-pc', 'grub2-common'].includes(p.name));
-      throw grubEfiMissing(os.name, grub?.version);
-    }
+    await grubEfiModules(os, fs);
   }
   return 'convert';
+}
+
+/**
+ * Where GRUB's x86_64-efi files come from: the guest's own, else drivers-db's
+ * set for exactly the guest's GRUB version (copied under `work` when given);
+ * neither: DRIVER_MISSING naming the package and version to import.
+ */
+async function grubEfiModules(os: LinuxOs, fs: GuestFs, work?: string): Promise<GrubEfiModules> {
+  const own = `/${GRUB_EFI_DIR}`;
+  if (await fs.exists(`${own}/kernel.img`)) return { dir: (await fs.resolve(own))!, from: `the guest's ${own}` };
+  const want = grubEfiWant(os);
+  const store = DriverStore.open();
+  try {
+    const set = want.version ? chooseGrubEfiSet(grubEfiCandidates(store), want.version) : [];
+    if (!set.length) throw grubEfiMissing(os.name, want);
+    const dir = work ? join(await mkdtemp(join(work, 'grub-efi-')), 'x86_64-efi') : '';
+    if (work) await materializeGrubEfi(store, set, dir);
+    return { dir, from: `drivers-db (${set[0].container} ${want.version})` };
+  } finally { store.close(); }
 }
 
 /** After the verified copy: the guest side of the change on the writable target (ESP contents, loader, fstab, grub.cfg). */
@@ -104,7 +126,8 @@ export async function fitUefiTarget(scope: Scope, target: OpenDisk, esp: { numbe
   const changes: Change[] = [];
   for (const root of await findLinuxRoots(readable)) {
     const { os, fs } = await readLinux(root, readable, table!.label, work);
-    changes.push(...await installGrubEfi({ scope, diskFile: target.file, esp: { partition: esp.number, offset: esp.start * ss, size: esp.size * ss }, fs, os, fileSystems: entries, work }));
+    const modules = await grubEfiModules(os, fs, work);
+    changes.push(...await installGrubEfi({ scope, diskFile: target.file, modules, esp: { partition: esp.number, offset: esp.start * ss, size: esp.size * ss }, fs, os, fileSystems: entries, work }));
   }
   return changes;
 }

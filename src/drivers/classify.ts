@@ -1,11 +1,14 @@
 // What the files of an unpacked container are: Linux kernel modules (by their
-// place under lib/modules/<kernel release>/), Windows drivers in the virtio-win
-// layout (<driver>/<os label>/<arch>/<file>) and Windows HAL and kernel files
+// place under lib/modules/<kernel release>/), GRUB's x86_64-efi platform files
+// (usr/lib/grub/x86_64-efi/ of grub-efi-amd64-bin: one set per GRUB version),
+// Windows drivers in the virtio-win layout (<driver>/<os label>/<arch>/<file>)
+// and Windows HAL and kernel files
 // (by name, their variant and version from the PE version resource).
 // Everything else in a container is ignored.
 import { readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { readPe, type PeInfo } from '../inspect/windows/pe.js';
+import { GRUB_EFI_FILE, GRUB_EFI_VARIANT } from './grub-efi.js';
 import { WINDOWS_VARIANTS } from './select.js';
 import { normalizeArch, type DriverMeta } from './store.js';
 import { releaseFromVersion, type Container, type Entry } from './unpack.js';
@@ -82,6 +85,16 @@ export async function classify(c: Container, entries: Entry[], opts: ImportOptio
         ...common, component: name.replace(/-/g, '_'), osFamily: 'linux', version: kver, variant: flavour,
         arch: normalizeArch(arch), osRelease: c.osRelease ?? releaseFromVersion(kver) ?? opts.osRelease,
         patchLevels: opts.patchLevel ? [opts.patchLevel] : [], pathInContainer: e.rel,
+      } });
+      continue;
+    }
+    const grub = GRUB_EFI_FILE.exec(e.rel);
+    if (grub) {
+      // a GRUB set is chosen by the guest's GRUB version: only a package says which one it is
+      if (!c.version) { notes.push(`${e.rel}: GRUB files need their package's version; import the package (.deb/.rpm) itself; skipped`); continue; }
+      files.push({ entry: e, meta: {
+        ...common, component: grub[1], osFamily: 'linux', version: c.version, variant: GRUB_EFI_VARIANT, arch: 'amd64',
+        osRelease: c.osRelease ?? opts.osRelease, patchLevels: [], pathInContainer: e.rel,
       } });
       continue;
     }

@@ -29,7 +29,7 @@ export async function importContainer(store: DriverStore, path: string, opts: Im
     const entries = await listEntries(c.root, scratch);
     const { files, ignored, notes } = await classify(c, entries, opts);
     const stored = files.map(f => store.add(f.meta, f.entry.abs));
-    if (!files.length) notes.push('no kernel module, Windows driver, HAL or kernel file found in it');
+    if (!files.length) notes.push('no kernel module, GRUB x86_64-efi file, Windows driver, HAL or kernel file found in it');
     return { path: abs, kind: c.kind, container: c.name, containerVersion: c.version, stored, ignored, notes };
   } finally {
     removeTree(scratch);

@@ -5,8 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ROOT } from './harness.js';
 
-async function lastLines(script: string): Promise<string[]> {
-  const r = await execa('bash', [join(ROOT, 'test', 'fixtures', script)], { stdin: 'ignore', stderr: 'inherit' });
+async function lastLines(script: string, args: string[] = []): Promise<string[]> {
+  const r = await execa('bash', [join(ROOT, 'test', 'fixtures', script), ...args], { stdin: 'ignore', stderr: 'inherit' });
   return String(r.stdout).trim().split('\n');
 }
 
@@ -164,6 +164,11 @@ export function buildUefiGuests(): Promise<UefiGuests> {
     return { uefi, bios, info: Object.fromEntries(pairs) };
   })();
   return uefiGuests;
+}
+
+/** Debian's grub-efi-amd64-bin .deb of exactly `version` (apt-get download, cached): GRUB's x86_64-efi modules to import into drivers-db. */
+export async function fetchGrubEfiDeb(version: string): Promise<string> {
+  return (await lastLines('fetch-grub-efi-deb.sh', [version])).at(-1)!;
 }
 
 let customizeGuest: Promise<string> | undefined;

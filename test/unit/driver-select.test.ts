@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { chooseFile, missingDriverError, patchLevelOrder, type DriverWant, type VariantKind } from '../../src/drivers/select.js';
+import { chooseGrubEfiSet, GRUB_EFI_VARIANT, grubEfiWant } from '../../src/drivers/grub-efi.js';
 import type { DriverFile } from '../../src/drivers/store.js';
+import type { LinuxOs } from '../../src/inspect/report.js';
 import { FerryError } from '../../src/errors.js';
 
 let nextId = 1;
@@ -159,5 +161,30 @@ describe('missingDriverError', () => {
     assert.match(e.message, /import the Windows Server 2003 Service Pack 1 CD \(SP1, x86\) with --os-release 2003 --patch-level SP1/);
     const plain = missingDriverError({ component: 'viostor.sys', osFamily: 'windows', osRelease: '2003', patchLevel: 'SP2', arch: 'x86' });
     assert.match(plain.message, /import the Windows 2003 service pack medium \(SP2, x86\)/);
+  });
+});
+
+describe('GRUB x86_64-efi sets: exactly the guest\'s GRUB version', () => {
+  const grub = (component: string, version: string) => file({ component, osFamily: 'linux', version, variant: GRUB_EFI_VARIANT, arch: 'amd64', container: 'grub-efi-amd64-bin' });
+  const u1 = ['kernel.img', 'moddep.lst', 'normal.mod'].map(c => grub(c, '2.06-13+deb12u1'));
+  const u2 = ['kernel.img', 'moddep.lst', 'normal.mod'].map(c => grub(c, '2.06-13+deb12u2'));
+  const u2again = grub('normal.mod', '2.06-13+deb12u2');
+  const partial = grub('normal.mod', '2.12-1');
+  const kernelModule = file({ component: 'normal.mod', osFamily: 'linux', version: '2.12-1', variant: 'amd64', arch: 'amd64' });
+
+  it('picks the set of that version, the later import of a file; an incomplete set or another version is none', () => {
+    const all = [...u1, ...u2, u2again, partial, kernelModule];
+    assert.deepEqual(chooseGrubEfiSet(all, '2.06-13+deb12u2').map(f => f.id).sort(), [u2[0].id, u2[1].id, u2again.id].sort());
+    assert.deepEqual(chooseGrubEfiSet(all, '2.06-13+deb12u1').map(f => f.id).sort(), u1.map(f => f.id).sort());
+    assert.deepEqual(chooseGrubEfiSet(all, '2.12-1'), [], 'no kernel.img/moddep.lst of 2.12-1');
+    assert.deepEqual(chooseGrubEfiSet(all, '2.06-13'), []);
+  });
+
+  it('the guest\'s GRUB version and package: grub-common (dpkg), grub2-common without its epoch (rpm), none without GRUB', () => {
+    const os = (manager: 'dpkg' | 'rpm', list: { name: string; version: string }[]) => ({ packages: { manager, list } }) as unknown as LinuxOs;
+    assert.deepEqual(grubEfiWant(os('dpkg', [{ name: 'grub-pc', version: '2.06-13+deb12u2' }, { name: 'grub-common', version: '2.06-13+deb12u2' }])),
+      { version: '2.06-13+deb12u2', package: 'grub-efi-amd64-bin', packageKind: 'Debian' });
+    assert.deepEqual(grubEfiWant(os('rpm', [{ name: 'grub2-common', version: '1:2.06-80.el9' }])), { version: '2.06-80.el9', package: 'grub2-efi-x64-modules', packageKind: 'rpm' });
+    assert.equal(grubEfiWant(os('dpkg', [{ name: 'bash', version: '5.2.15-2+b2' }])).version, undefined);
   });
 });
