@@ -4,12 +4,13 @@
 // The token must never show in the service's output, in the job records or in
 // the bytes of the store's files.
 import assert from 'node:assert/strict';
-import { access, readdir, readFile, stat } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { Api, readEvents, startServe, type Serve, type SseEvent } from './support/api-client.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { imageMounts } from './support/image-mount.js';
 import { assertSameFiles } from './support/independent.js';
 import { machineState } from './support/guard.js';
 import { makeSmallDisk } from './support/small-disk.js';
@@ -57,6 +58,7 @@ async function waitDone(id: string, timeoutMs = 120_000): Promise<any> {
   }
 }
 
+const seconds = (j: any) => ((Date.parse(j.updatedAt) - Date.parse(j.createdAt)) / 1000).toFixed(1);
 const exists = (p: string) => access(p).then(() => true, () => false);
 
 describe('ferry serve', () => {
@@ -141,6 +143,79 @@ describe('ferry serve', () => {
     assert.deepEqual(prof.body.fieldErrors.map((f: any) => f.field), ['profile']);
     assert.match(prof.body.fieldErrors[0].message, /no hardware profile named 'no-such-profile'; known: .*kvm-virtio/);
     assert.equal((await api.get('/jobs')).body.jobs.length, before);
+  });
+
+  it('diff, delta-apply and factory-build jobs: the delta applied to the base gives the changed files (read on the test\'s own mount); a conflict fails typed; the factory image is in the catalog with its recipe', { timeout: 300_000 }, async t => {
+    const { withMounted, withQcow2Mounted } = imageMounts(dir);
+    const ROOT_AT = 2048 * 512, ROOT_SIZE = (64 - 40) * 2048 * 512; // small-disk.ts's ext4 partition
+    const changed = target('changed.raw');
+    await execa('cp', ['--sparse=always', src, changed]);
+    await withMounted(changed, ROOT_AT, ROOT_SIZE, 'ext4', async m => {
+      await writeFile(join(m, 'etc/hostname'), 'changed\n');
+      await mkdir(join(m, 'data'));
+      await writeFile(join(m, 'data/new'), 'a new file\n');
+      await rm(join(m, 'etc/deep/er/file'));
+    });
+    // bad specs: each field named, nothing queued
+    const before = (await api.get('/jobs')).body.jobs.length;
+    const bad = await api.post('/jobs', { kind: 'diff', source: src, paths: 'etc', profile: 'kvm-virtio' });
+    assert.equal(bad.status, 400, JSON.stringify(bad.body));
+    assert.deepEqual(bad.body.fieldErrors.map((f: any) => f.field).sort(), ['changed', 'paths', 'profile']);
+    const bad2 = await api.post('/jobs', { kind: 'delta-apply', delta: 'rel.ferrydelta', source: src });
+    assert.equal(bad2.status, 400, JSON.stringify(bad2.body));
+    assert.deepEqual(bad2.body.fieldErrors.map((f: any) => f.field).sort(), ['delta', 'target']);
+    assert.equal((await api.get('/jobs')).body.jobs.length, before);
+
+    const deltaFile = target('small.ferrydelta');
+    const d = await api.post('/jobs', { kind: 'diff', source: src, changed, target: deltaFile });
+    assert.equal(d.status, 201, JSON.stringify(d.body));
+    const diff = await waitDone(d.body.id);
+    assert.equal(diff.state, 'done', JSON.stringify(diff.error));
+    const files = diff.result.files.map((f: any) => `${f.change} ${f.path}`);
+    // an image with no OS names its volumes by partition
+    for (const f of ['changed p1/etc/hostname', 'added p1/data', 'added p1/data/new', 'removed p1/etc/deep/er/file']) assert.ok(files.includes(f), `${f} in ${files.join('; ')}`);
+    assert.equal(diff.result.delta.file, deltaFile);
+    assert.equal((await readFile(deltaFile)).subarray(0, 8).toString('latin1'), 'FRYDELTA');
+    const shown = await ferry(['delta', 'show', deltaFile, '--json']);
+    assert.equal(shown.exitCode, 0, shown.stderr);
+
+    const overlay = target('applied.qcow2');
+    const a = await api.post('/jobs', { kind: 'delta-apply', delta: deltaFile, source: src, target: overlay });
+    assert.equal(a.status, 201, JSON.stringify(a.body));
+    const applied = await waitDone(a.body.id);
+    assert.equal(applied.state, 'done', JSON.stringify(applied.error));
+    assert.equal(applied.result.overlay, overlay);
+    const info = JSON.parse(String((await execa('qemu-img', ['info', '--output=json', '-U', overlay])).stdout));
+    assert.equal(info['backing-filename'], src);
+    const [hostname, added, gone] = await withQcow2Mounted(overlay, ROOT_AT, async m =>
+      [await readFile(join(m, 'etc/hostname'), 'utf8'), await readFile(join(m, 'data/new'), 'utf8'), await exists(join(m, 'etc/deep/er/file'))] as const);
+    assert.deepEqual([hostname, added, gone], ['changed\n', 'a new file\n', false]);
+
+    // the same delta onto an image whose /etc/hostname is neither the base nor the result: DELTA_CONFLICT, no overlay
+    const other = target('other.raw');
+    await execa('cp', ['--sparse=always', src, other]);
+    await withMounted(other, ROOT_AT, ROOT_SIZE, 'ext4', m => writeFile(join(m, 'etc/hostname'), 'other\n'));
+    const c = await api.post('/jobs', { kind: 'delta-apply', delta: deltaFile, source: other, target: target('conflict.qcow2') });
+    const conflict = await waitDone(c.body.id);
+    assert.deepEqual([conflict.state, conflict.error?.code], ['failed', 'DELTA_CONFLICT'], JSON.stringify(conflict.error));
+    assert.match(conflict.error.message, /p1\/etc\/hostname/);
+    assert.deepEqual((await readdir(dir)).filter(n => n.includes('conflict.qcow2')), [], 'no overlay or partial left');
+
+    // the factory: the base in the catalog, the delta, a recipe → a new catalog image whose record holds the recipe
+    const add = await ferry(['images', 'add', src, '--name', 'small-base'], { env: { FERRY_HOME: home } });
+    assert.equal(add.exitCode, 0, add.stderr);
+    const recipe = target('small.yaml');
+    await writeFile(recipe, `name: small-made\nbase: small-base\noutput: small-made.qcow2\ndeltas: [${deltaFile}]\ntags: [factory]\n`);
+    const f = await api.post('/jobs', { kind: 'factory-build', recipe });
+    assert.equal(f.status, 201, JSON.stringify(f.body));
+    const built = await waitDone(f.body.id);
+    assert.equal(built.state, 'done', JSON.stringify(built.error));
+    const image = await api.get('/images/small-made');
+    assert.equal(image.status, 200, JSON.stringify(image.body));
+    assert.equal(image.body.source, target('small-made.qcow2'));
+    assert.deepEqual(image.body.recipe.deltas, [deltaFile]);
+    assert.equal(await withQcow2Mounted(target('small-made.qcow2'), ROOT_AT, m => readFile(join(m, 'etc/hostname'), 'utf8')), 'changed\n');
+    t.diagnostic(`diff ${seconds(diff)} s, delta-apply ${seconds(applied)} s, factory-build ${seconds(built)} s`);
   });
 
   it('unknown ids: 404 JOB_NOT_FOUND', async () => {

@@ -124,6 +124,8 @@ async function findConflicts(delta: DeltaFile, vols: Volumes): Promise<string[]>
 
 /** the directory a path is written in resolves inside the volume (a guest's absolute link must never lead to the host) */
 async function insideVolume(v: Volume, host: string): Promise<boolean> {
+  // the volume's own root (an op on '/': its times or mode changed) has no directory in the volume
+  if (resolve(host) === v.dir) return true;
   let dir = dirname(host);
   // the nearest existing ancestor decides: what is missing below it is created by the delta
   for (;;) {
