@@ -155,6 +155,11 @@ describe('ferry serve', () => {
       await mkdir(join(m, 'data'));
       await writeFile(join(m, 'data/new'), 'a new file\n');
       await rm(join(m, 'etc/deep/er/file'));
+      // a new hard-linked pair, and a sparse file: 8 MiB long, 4 KiB of data in its middle
+      await writeFile(join(m, 'data/pair-a'), 'one file, two names\n');
+      await execa('ln', [join(m, 'data/pair-a'), join(m, 'data/pair-b')]);
+      await execa('truncate', ['-s', '8M', join(m, 'data/sparse')]);
+      await execa('dd', ['if=/dev/urandom', `of=${join(m, 'data/sparse')}`, 'bs=4096', 'count=1', 'seek=1000', 'conv=notrunc', 'status=none']);
     });
     // bad specs: each field named, nothing queued
     const before = (await api.get('/jobs')).body.jobs.length;
@@ -173,7 +178,7 @@ describe('ferry serve', () => {
     assert.equal(diff.state, 'done', JSON.stringify(diff.error));
     const files = diff.result.files.map((f: any) => `${f.change} ${f.path}`);
     // an image with no OS names its volumes by partition
-    for (const f of ['changed p1/etc/hostname', 'added p1/data', 'added p1/data/new', 'removed p1/etc/deep/er/file']) assert.ok(files.includes(f), `${f} in ${files.join('; ')}`);
+    for (const f of ['changed p1/etc/hostname', 'changed p1/hostname.link', 'added p1/data', 'added p1/data/new', 'added p1/data/pair-b', 'added p1/data/sparse', 'removed p1/etc/deep/er/file']) assert.ok(files.includes(f), `${f} in ${files.join('; ')}`);
     assert.equal(diff.result.delta.file, deltaFile);
     assert.equal((await readFile(deltaFile)).subarray(0, 8).toString('latin1'), 'FRYDELTA');
     const shown = await ferry(['delta', 'show', deltaFile, '--json']);
@@ -190,6 +195,23 @@ describe('ferry serve', () => {
     const [hostname, added, gone] = await withQcow2Mounted(overlay, ROOT_AT, async m =>
       [await readFile(join(m, 'etc/hostname'), 'utf8'), await readFile(join(m, 'data/new'), 'utf8'), await exists(join(m, 'etc/deep/er/file'))] as const);
     assert.deepEqual([hostname, added, gone], ['changed\n', 'a new file\n', false]);
+    // hard links stay one file (stat: one inode, two links), a sparse file keeps its holes (stat %b, du): read by coreutils
+    const statOf = (m: string, ...names: string[]) => execa('stat', ['-c', '%n %i %h %s %b', ...names.map(n => join(m, n))]).then(r => String(r.stdout).split('\n').map(l => l.split(' ')));
+    const [links, sparse, du, sums] = await withQcow2Mounted(overlay, ROOT_AT, async m => [
+      await statOf(m, 'data/pair-a', 'data/pair-b', 'etc/hostname', 'hostname.link'), (await statOf(m, 'data/sparse'))[0],
+      String((await execa('du', ['-k', join(m, 'data/sparse')])).stdout).split('\t')[0],
+      await Promise.all(['data/sparse', 'data/pair-b'].map(n => sha256(join(m, n)))),
+    ] as const);
+    t.diagnostic(`after apply: ${links.map(l => l.join(' ')).join('; ')}; ${sparse.join(' ')}; du ${du} KiB`);
+    assert.equal(links[0][1], links[1][1], 'data/pair-a and data/pair-b: one inode');
+    assert.deepEqual([links[0][2], links[1][2]], ['2', '2'], 'two links each');
+    assert.equal(links[2][1], links[3][1], 'etc/hostname and hostname.link: still one inode');
+    assert.deepEqual([links[2][2], links[3][2]], ['2', '2']);
+    assert.equal(sparse[3], String(8 << 20), 'the sparse file is 8 MiB long');
+    assert.ok(Number(sparse[4]) <= 64, `the sparse file holds ${sparse[4]} blocks of 512 bytes (4 KiB of data, not 8 MiB)`);
+    assert.ok(Number(du) <= 32, `du: ${du} KiB`);
+    const want = await withMounted(changed, ROOT_AT, ROOT_SIZE, 'ext4', m => Promise.all(['data/sparse', 'data/pair-b'].map(n => sha256(join(m, n)))), true);
+    assert.deepEqual(sums, want, 'the same bytes as in the changed image');
 
     // the same delta onto an image whose /etc/hostname is neither the base nor the result: DELTA_CONFLICT, no overlay
     const other = target('other.raw');

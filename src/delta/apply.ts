@@ -2,7 +2,7 @@
 // check the target read-only against the delta's base (every conflict named),
 // and only then write — into a new qcow2 overlay whose backing file is IMAGE,
 // so IMAGE stays byte for byte as it was. A failed apply leaves no overlay.
-import { chmod, lchown, lstat, mkdir, readFile, readlink, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, mkdir, readFile, readlink, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, posix, resolve } from 'node:path';
 import { openWritable } from '../blockdev/disk.js';
 import { openSource } from '../sources/open.js';
@@ -152,6 +152,8 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
   }
   // removals deepest first, then additions and changes parents first, then the registry, then directory times
   const pending = new Pending();
+  /** files this apply wrote → their sha256 (undefined: merged text) */
+  const written = new Map<string, string | undefined>();
   const removes = ops.filter(o => o.op === 'remove').sort((x, y) => y.path.localeCompare(x.path));
   for (const op of removes) await rm(host(op), { recursive: true, force: true });
   const writes = ops.filter((o): o is Extract<Op, { op: 'add' | 'change' }> => o.op === 'add' || o.op === 'change')
@@ -167,6 +169,8 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
         await rm(h, { force: true });
         await symlink(n.link!, h);
       }
+    } else if (n.kind === 'file' && await linkToGroup(h, n, join(volumeOf(vols, op.volume)!.dir, n.linkGroup ?? ''), written)) {
+      // linked to its group's first name, as in the image the delta was made from
     } else if (n.kind === 'file' && n.blob) {
       // --force over a file that is not the base: the line edits go into the target's own text
       let merged: string | undefined;
@@ -176,10 +180,13 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
           merged = applyLineEdits(await readFile(h, 'utf8'), (await readBlob(delta, op.baseBlob)).toString('utf8'), op.lines);
         }
       }
-      // an existing file is rewritten in place: its directory's times stay as they are
-      if ((await lstat(h).catch(() => undefined))?.isFile() === false) await rm(h, { recursive: true, force: true });
+      // an existing file is rewritten in place (its directory's times stay as they are), unless it has
+      // other names: those keep their bytes, and the group's own names are linked to this one afterwards
+      const st = await lstat(h).catch(() => undefined);
+      if (st && (!st.isFile() || st.nlink > 1)) await rm(h, { recursive: true, force: true });
       if (merged !== undefined) await writeFile(h, merged);
       else await copyBlob(delta, n.blob, h);
+      written.set(h, merged === undefined ? n.blob : undefined);
     }
     await setMeta(h, n, ntfs(op), op.op === 'change' && op.aspects.includes('xattrs'), pending);
   }
@@ -192,6 +199,26 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
   for (const op of dirs) pending.time(host(op), op.new);
   for (const p of parents.values()) pending.time(p.host, p);
   await pending.flush(work);
+}
+
+/**
+ * A file of a hard-link group that is not the group's first name becomes
+ * another name of that file when the first name holds what this one should
+ * (its blob, or, for a change of metadata only, its bytes now). False: it is
+ * written on its own (the first name is missing or holds other bytes).
+ */
+async function linkToGroup(h: string, n: NewState, first: string, written: Map<string, string | undefined>): Promise<boolean> {
+  if (!n.linkGroup || first === h) return false;
+  const st = await lstat(first).catch(() => undefined);
+  if (!st?.isFile()) return false;
+  const firstSha = written.has(first) ? written.get(first) : await sha256File(first);
+  const want = n.blob ?? (await entryState(h))?.sha256;
+  if (!firstSha || firstSha !== want) return false;
+  const now = await lstat(h).catch(() => undefined);
+  if (now && now.ino === st.ino && now.dev === st.dev) return true;
+  await rm(h, { recursive: true, force: true });
+  await link(first, h);
+  return true;
 }
 
 /**
