@@ -240,6 +240,57 @@ describe('ferry serve', () => {
     t.diagnostic(`diff ${seconds(diff)} s, delta-apply ${seconds(applied)} s, factory-build ${seconds(built)} s`);
   });
 
+  it('a FAT volume (an EFI system partition) through diff and delta-apply jobs: the changes listed, and on the overlay as mtools reads it', { timeout: 120_000 }, async () => {
+    // a GPT disk with one FAT partition at 1 MiB, 38 MiB long, filled with mtools (no FAT driver in this kernel)
+    const espA = target('esp-a.raw'), espB = target('esp-b.raw');
+    const fatOf = (raw: string) => `${raw}@@${1 << 20}`;
+    const mt = (cmd: string, raw: string, ...args: string[]) => execa(cmd, ['-i', fatOf(raw), ...args], { env: { MTOOLS_SKIP_CHECK: '1' } });
+    await execa('truncate', ['-s', '40M', espA]);
+    await execa('sfdisk', ['-q', espA], { input: 'label: gpt\nstart=2048, size=77824, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n' });
+    await execa('mkfs.fat', ['--offset', '2048', '-n', 'ESP', espA, String(77824 / 2)]);
+    const put = async (raw: string, path: string, text: string) => {
+      const f = target('fat-file');
+      await writeFile(f, text);
+      await mt('mcopy', raw, '-o', f, `::${path}`);
+      await rm(f);
+    };
+    await mt('mmd', espA, '::/EFI');
+    await mt('mmd', espA, '::/EFI/debian');
+    await put(espA, '/EFI/debian/grub.cfg', 'search --fs-uuid old\n');
+    await put(espA, '/EFI/debian/old.efi', 'old loader');
+    await execa('cp', ['--sparse=always', espA, espB]);
+    await put(espB, '/EFI/debian/grub.cfg', 'search --fs-uuid new-and-longer\n');
+    await mt('mdel', espB, '::/EFI/debian/old.efi');
+    await mt('mmd', espB, '::/EFI/BOOT');
+    await put(espB, '/EFI/BOOT/BOOTX64.EFI', 'a new loader');
+    const before = await sha256(espA);
+
+    const deltaFile = target('esp.ferrydelta');
+    const diff = await waitDone((await api.post('/jobs', { kind: 'diff', source: espA, changed: espB, target: deltaFile })).body.id);
+    assert.equal(diff.state, 'done', JSON.stringify(diff.error));
+    assert.deepEqual(diff.result.skipped, []);
+    assert.deepEqual(diff.result.files.map((f: any) => `${f.change} ${f.path}`).sort(),
+      ['added p1/EFI/BOOT', 'added p1/EFI/BOOT/BOOTX64.EFI', 'changed p1/EFI/debian/grub.cfg', 'removed p1/EFI/debian/old.efi']);
+
+    const overlay = target('esp-applied.qcow2');
+    const applied = await waitDone((await api.post('/jobs', { kind: 'delta-apply', delta: deltaFile, source: espA, target: overlay })).body.id);
+    assert.equal(applied.state, 'done', JSON.stringify(applied.error));
+    const flat = target('esp-applied.raw');
+    await execa('qemu-img', ['convert', '-U', '-O', 'raw', overlay, flat]);
+    assert.equal(String((await mt('mtype', flat, '::/EFI/debian/grub.cfg')).stdout), 'search --fs-uuid new-and-longer');
+    assert.equal(String((await mt('mtype', flat, '::/EFI/BOOT/BOOTX64.EFI')).stdout), 'a new loader');
+    assert.equal((await mt('mdir', flat, '-b', '::/EFI/debian/old.efi').catch(e => e)).exitCode, 1, 'old.efi is gone');
+    const loop = String((await execa('losetup', ['-f', '--show', '-r', '-o', String(1 << 20), '--sizelimit', String(77824 * 512), flat])).stdout).trim();
+    try {
+      const fsck = await execa('fsck.fat', ['-n', loop], { reject: false });
+      assert.equal(fsck.exitCode, 0, `fsck.fat -n: ${fsck.stdout}${fsck.stderr}`);
+    } finally {
+      await execa('losetup', ['-d', loop]);
+    }
+    assert.equal(await sha256(espA), before, 'the base image is unchanged');
+    await rm(flat);
+  });
+
   it('unknown ids: 404 JOB_NOT_FOUND', async () => {
     for (const [m, p] of [['GET', '/jobs/0000dead'], ['GET', '/jobs/0000dead/events'], ['POST', '/jobs/0000dead/cancel']] as const) {
       const r = await api.req(m, p);

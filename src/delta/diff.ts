@@ -60,11 +60,12 @@ async function compareImages(_scope: Scope, r: DiffRequest, va: Volumes, vb: Vol
   for (const b of vb.volumes) {
     const a = va.volumes.find(v => v.name === b.name);
     if (!a) { result.skipped.push(`${b.name}: only in ${r.b}`); continue; }
-    // a FAT volume is read from an unpacked copy, which cannot be written back file by file
-    if (a.type === 'vfat' || b.type === 'vfat') { result.skipped.push(`${b.name}: FAT volumes are not compared`); continue; }
+    if ((a.type === 'vfat') !== (b.type === 'vfat')) { result.skipped.push(`${b.name}: FAT in one image, ${a.type === 'vfat' ? b.type : a.type} in the other`); continue; }
     const [ta, tb] = await Promise.all([walkTree(a.dir), walkTree(b.dir)]);
     const leaders = linkLeaders(tb);
-    const changes = await compareTrees(a.dir, ta, b.dir, tb, p => include(displayPath(b.name, p)));
+    const changes = (await compareTrees(a.dir, ta, b.dir, tb, p => include(displayPath(b.name, p))))
+      // FAT is read from an unpacked copy: its directories' times are the unpacking's, not the volume's
+      .filter(c => !(b.type === 'vfat' && c.change === 'changed' && c.kind === 'dir' && c.aspects!.every(x => x === 'times')));
     for (const c of changes) {
       const shown = displayPath(b.name, c.path);
       if (c.change === 'changed' && c.a!.kind === 'file' && c.b!.kind === 'file' && c.aspects!.includes('content') && isHivePath(b, c.path)) {
