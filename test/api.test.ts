@@ -4,12 +4,13 @@
 // The token must never show in the service's output, in the job records or in
 // the bytes of the store's files.
 import assert from 'node:assert/strict';
-import { access, readdir, readFile, stat } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { Api, readEvents, startServe, type Serve, type SseEvent } from './support/api-client.js';
 import { ferry, guardMachine, sha256, tempDir } from './support/harness.js';
+import { imageMounts } from './support/image-mount.js';
 import { assertSameFiles } from './support/independent.js';
 import { machineState } from './support/guard.js';
 import { makeSmallDisk } from './support/small-disk.js';
@@ -57,6 +58,7 @@ async function waitDone(id: string, timeoutMs = 120_000): Promise<any> {
   }
 }
 
+const seconds = (j: any) => ((Date.parse(j.updatedAt) - Date.parse(j.createdAt)) / 1000).toFixed(1);
 const exists = (p: string) => access(p).then(() => true, () => false);
 
 describe('ferry serve', () => {
@@ -141,6 +143,152 @@ describe('ferry serve', () => {
     assert.deepEqual(prof.body.fieldErrors.map((f: any) => f.field), ['profile']);
     assert.match(prof.body.fieldErrors[0].message, /no hardware profile named 'no-such-profile'; known: .*kvm-virtio/);
     assert.equal((await api.get('/jobs')).body.jobs.length, before);
+  });
+
+  it('diff, delta-apply and factory-build jobs: the delta applied to the base gives the changed files (read on the test\'s own mount); a conflict fails typed; the factory image is in the catalog with its recipe', { timeout: 300_000 }, async t => {
+    const { withMounted, withQcow2Mounted } = imageMounts(dir);
+    const ROOT_AT = 2048 * 512, ROOT_SIZE = (64 - 40) * 2048 * 512; // small-disk.ts's ext4 partition
+    const changed = target('changed.raw');
+    await execa('cp', ['--sparse=always', src, changed]);
+    await withMounted(changed, ROOT_AT, ROOT_SIZE, 'ext4', async m => {
+      await writeFile(join(m, 'etc/hostname'), 'changed\n');
+      await mkdir(join(m, 'data'));
+      await writeFile(join(m, 'data/new'), 'a new file\n');
+      await rm(join(m, 'etc/deep/er/file'));
+      // a new hard-linked pair, and a sparse file: 8 MiB long, 4 KiB of data in its middle
+      await writeFile(join(m, 'data/pair-a'), 'one file, two names\n');
+      await execa('ln', [join(m, 'data/pair-a'), join(m, 'data/pair-b')]);
+      await execa('truncate', ['-s', '8M', join(m, 'data/sparse')]);
+      await execa('dd', ['if=/dev/urandom', `of=${join(m, 'data/sparse')}`, 'bs=4096', 'count=1', 'seek=1000', 'conv=notrunc', 'status=none']);
+    });
+    // bad specs: each field named, nothing queued
+    const before = (await api.get('/jobs')).body.jobs.length;
+    const bad = await api.post('/jobs', { kind: 'diff', source: src, paths: 'etc', profile: 'kvm-virtio' });
+    assert.equal(bad.status, 400, JSON.stringify(bad.body));
+    assert.deepEqual(bad.body.fieldErrors.map((f: any) => f.field).sort(), ['changed', 'paths', 'profile']);
+    const bad2 = await api.post('/jobs', { kind: 'delta-apply', delta: 'rel.ferrydelta', source: src });
+    assert.equal(bad2.status, 400, JSON.stringify(bad2.body));
+    assert.deepEqual(bad2.body.fieldErrors.map((f: any) => f.field).sort(), ['delta', 'target']);
+    assert.equal((await api.get('/jobs')).body.jobs.length, before);
+
+    const deltaFile = target('small.ferrydelta');
+    const d = await api.post('/jobs', { kind: 'diff', source: src, changed, target: deltaFile });
+    assert.equal(d.status, 201, JSON.stringify(d.body));
+    const diff = await waitDone(d.body.id);
+    assert.equal(diff.state, 'done', JSON.stringify(diff.error));
+    const files = diff.result.files.map((f: any) => `${f.change} ${f.path}`);
+    // an image with no OS names its volumes by partition
+    for (const f of ['changed p1/etc/hostname', 'changed p1/hostname.link', 'added p1/data', 'added p1/data/new', 'added p1/data/pair-b', 'added p1/data/sparse', 'removed p1/etc/deep/er/file']) assert.ok(files.includes(f), `${f} in ${files.join('; ')}`);
+    assert.equal(diff.result.delta.file, deltaFile);
+    assert.equal((await readFile(deltaFile)).subarray(0, 8).toString('latin1'), 'FRYDELTA');
+    const shown = await ferry(['delta', 'show', deltaFile, '--json']);
+    assert.equal(shown.exitCode, 0, shown.stderr);
+
+    const overlay = target('applied.qcow2');
+    const a = await api.post('/jobs', { kind: 'delta-apply', delta: deltaFile, source: src, target: overlay });
+    assert.equal(a.status, 201, JSON.stringify(a.body));
+    const applied = await waitDone(a.body.id);
+    assert.equal(applied.state, 'done', JSON.stringify(applied.error));
+    assert.equal(applied.result.overlay, overlay);
+    const info = JSON.parse(String((await execa('qemu-img', ['info', '--output=json', '-U', overlay])).stdout));
+    assert.equal(info['backing-filename'], src);
+    const [hostname, added, gone] = await withQcow2Mounted(overlay, ROOT_AT, async m =>
+      [await readFile(join(m, 'etc/hostname'), 'utf8'), await readFile(join(m, 'data/new'), 'utf8'), await exists(join(m, 'etc/deep/er/file'))] as const);
+    assert.deepEqual([hostname, added, gone], ['changed\n', 'a new file\n', false]);
+    // hard links stay one file (stat: one inode, two links), a sparse file keeps its holes (stat %b, du): read by coreutils
+    const statOf = (m: string, ...names: string[]) => execa('stat', ['-c', '%n %i %h %s %b', ...names.map(n => join(m, n))]).then(r => String(r.stdout).split('\n').map(l => l.split(' ')));
+    const [links, sparse, du, sums] = await withQcow2Mounted(overlay, ROOT_AT, async m => [
+      await statOf(m, 'data/pair-a', 'data/pair-b', 'etc/hostname', 'hostname.link'), (await statOf(m, 'data/sparse'))[0],
+      String((await execa('du', ['-k', join(m, 'data/sparse')])).stdout).split('\t')[0],
+      await Promise.all(['data/sparse', 'data/pair-b'].map(n => sha256(join(m, n)))),
+    ] as const);
+    t.diagnostic(`after apply: ${links.map(l => l.join(' ')).join('; ')}; ${sparse.join(' ')}; du ${du} KiB`);
+    assert.equal(links[0][1], links[1][1], 'data/pair-a and data/pair-b: one inode');
+    assert.deepEqual([links[0][2], links[1][2]], ['2', '2'], 'two links each');
+    assert.equal(links[2][1], links[3][1], 'etc/hostname and hostname.link: still one inode');
+    assert.deepEqual([links[2][2], links[3][2]], ['2', '2']);
+    assert.equal(sparse[3], String(8 << 20), 'the sparse file is 8 MiB long');
+    assert.ok(Number(sparse[4]) <= 64, `the sparse file holds ${sparse[4]} blocks of 512 bytes (4 KiB of data, not 8 MiB)`);
+    assert.ok(Number(du) <= 32, `du: ${du} KiB`);
+    const want = await withMounted(changed, ROOT_AT, ROOT_SIZE, 'ext4', m => Promise.all(['data/sparse', 'data/pair-b'].map(n => sha256(join(m, n)))), true);
+    assert.deepEqual(sums, want, 'the same bytes as in the changed image');
+
+    // the same delta onto an image whose /etc/hostname is neither the base nor the result: DELTA_CONFLICT, no overlay
+    const other = target('other.raw');
+    await execa('cp', ['--sparse=always', src, other]);
+    await withMounted(other, ROOT_AT, ROOT_SIZE, 'ext4', m => writeFile(join(m, 'etc/hostname'), 'other\n'));
+    const c = await api.post('/jobs', { kind: 'delta-apply', delta: deltaFile, source: other, target: target('conflict.qcow2') });
+    const conflict = await waitDone(c.body.id);
+    assert.deepEqual([conflict.state, conflict.error?.code], ['failed', 'DELTA_CONFLICT'], JSON.stringify(conflict.error));
+    assert.match(conflict.error.message, /p1\/etc\/hostname/);
+    assert.deepEqual((await readdir(dir)).filter(n => n.includes('conflict.qcow2')), [], 'no overlay or partial left');
+
+    // the factory: the base in the catalog, the delta, a recipe → a new catalog image whose record holds the recipe
+    const add = await ferry(['images', 'add', src, '--name', 'small-base'], { env: { FERRY_HOME: home } });
+    assert.equal(add.exitCode, 0, add.stderr);
+    const recipe = target('small.yaml');
+    await writeFile(recipe, `name: small-made\nbase: small-base\noutput: small-made.qcow2\ndeltas: [${deltaFile}]\ntags: [factory]\n`);
+    const f = await api.post('/jobs', { kind: 'factory-build', recipe });
+    assert.equal(f.status, 201, JSON.stringify(f.body));
+    const built = await waitDone(f.body.id);
+    assert.equal(built.state, 'done', JSON.stringify(built.error));
+    const image = await api.get('/images/small-made');
+    assert.equal(image.status, 200, JSON.stringify(image.body));
+    assert.equal(image.body.source, target('small-made.qcow2'));
+    assert.deepEqual(image.body.recipe.deltas, [deltaFile]);
+    assert.equal(await withQcow2Mounted(target('small-made.qcow2'), ROOT_AT, m => readFile(join(m, 'etc/hostname'), 'utf8')), 'changed\n');
+    t.diagnostic(`diff ${seconds(diff)} s, delta-apply ${seconds(applied)} s, factory-build ${seconds(built)} s`);
+  });
+
+  it('a FAT volume (an EFI system partition) through diff and delta-apply jobs: the changes listed, and on the overlay as mtools reads it', { timeout: 120_000 }, async () => {
+    // a GPT disk with one FAT partition at 1 MiB, 38 MiB long, filled with mtools (no FAT driver in this kernel)
+    const espA = target('esp-a.raw'), espB = target('esp-b.raw');
+    const fatOf = (raw: string) => `${raw}@@${1 << 20}`;
+    const mt = (cmd: string, raw: string, ...args: string[]) => execa(cmd, ['-i', fatOf(raw), ...args], { env: { MTOOLS_SKIP_CHECK: '1' } });
+    await execa('truncate', ['-s', '40M', espA]);
+    await execa('sfdisk', ['-q', espA], { input: 'label: gpt\nstart=2048, size=77824, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n' });
+    await execa('mkfs.fat', ['--offset', '2048', '-n', 'ESP', espA, String(77824 / 2)]);
+    const put = async (raw: string, path: string, text: string) => {
+      const f = target('fat-file');
+      await writeFile(f, text);
+      await mt('mcopy', raw, '-o', f, `::${path}`);
+      await rm(f);
+    };
+    await mt('mmd', espA, '::/EFI');
+    await mt('mmd', espA, '::/EFI/debian');
+    await put(espA, '/EFI/debian/grub.cfg', 'search --fs-uuid old\n');
+    await put(espA, '/EFI/debian/old.efi', 'old loader');
+    await execa('cp', ['--sparse=always', espA, espB]);
+    await put(espB, '/EFI/debian/grub.cfg', 'search --fs-uuid new-and-longer\n');
+    await mt('mdel', espB, '::/EFI/debian/old.efi');
+    await mt('mmd', espB, '::/EFI/BOOT');
+    await put(espB, '/EFI/BOOT/BOOTX64.EFI', 'a new loader');
+    const before = await sha256(espA);
+
+    const deltaFile = target('esp.ferrydelta');
+    const diff = await waitDone((await api.post('/jobs', { kind: 'diff', source: espA, changed: espB, target: deltaFile })).body.id);
+    assert.equal(diff.state, 'done', JSON.stringify(diff.error));
+    assert.deepEqual(diff.result.skipped, []);
+    assert.deepEqual(diff.result.files.map((f: any) => `${f.change} ${f.path}`).sort(),
+      ['added p1/EFI/BOOT', 'added p1/EFI/BOOT/BOOTX64.EFI', 'changed p1/EFI/debian/grub.cfg', 'removed p1/EFI/debian/old.efi']);
+
+    const overlay = target('esp-applied.qcow2');
+    const applied = await waitDone((await api.post('/jobs', { kind: 'delta-apply', delta: deltaFile, source: espA, target: overlay })).body.id);
+    assert.equal(applied.state, 'done', JSON.stringify(applied.error));
+    const flat = target('esp-applied.raw');
+    await execa('qemu-img', ['convert', '-U', '-O', 'raw', overlay, flat]);
+    assert.equal(String((await mt('mtype', flat, '::/EFI/debian/grub.cfg')).stdout), 'search --fs-uuid new-and-longer');
+    assert.equal(String((await mt('mtype', flat, '::/EFI/BOOT/BOOTX64.EFI')).stdout), 'a new loader');
+    assert.equal((await mt('mdir', flat, '-b', '::/EFI/debian/old.efi').catch(e => e)).exitCode, 1, 'old.efi is gone');
+    const loop = String((await execa('losetup', ['-f', '--show', '-r', '-o', String(1 << 20), '--sizelimit', String(77824 * 512), flat])).stdout).trim();
+    try {
+      const fsck = await execa('fsck.fat', ['-n', loop], { reject: false });
+      assert.equal(fsck.exitCode, 0, `fsck.fat -n: ${fsck.stdout}${fsck.stderr}`);
+    } finally {
+      await execa('losetup', ['-d', loop]);
+    }
+    assert.equal(await sha256(espA), before, 'the base image is unchanged');
+    await rm(flat);
   });
 
   it('unknown ids: 404 JOB_NOT_FOUND', async () => {

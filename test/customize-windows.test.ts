@@ -235,6 +235,64 @@ describe('phony Windows Server 2019: customize a copy', () => {
     assert.equal(cn.after, 'ComputerName=CLONE-07');
   });
 
+  it('phony 2019: an answer file the template has is merged, not replaced: its other passes, components and settings stay (read back with ntfscat, checked with xmllint)', async () => {
+    const copy = await copyOf(w.win2019);
+    const fs = w.win2019.fileSystems.find(f => f.partition === w.win2019.expect.partition)!;
+    const own = ['<?xml version="1.0" encoding="utf-8"?>',
+      '<unattend xmlns="urn:schemas-microsoft-com:unattend" xmlns:wcm="http://schemas.microsoft.com/WMIConfig/2002/State">',
+      '  <!-- the template\'s own answer file -->',
+      '  <settings pass="windowsPE"><component name="Microsoft-Windows-Setup" processorArchitecture="amd64" publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS"><UserData><AcceptEula>true</AcceptEula></UserData></component></settings>',
+      '  <settings pass="specialize"><component name="Microsoft-Windows-Shell-Setup" processorArchitecture="amd64" publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS">',
+      '    <ComputerName>TEMPLATE</ComputerName><ProductKey>AAAAA-BBBBB-CCCCC-DDDDD-EEEEE</ProductKey><TimeZone>W. Europe Standard Time</TimeZone></component></settings>',
+      '  <settings pass="oobeSystem">',
+      '    <component name="Microsoft-Windows-International-Core" processorArchitecture="amd64" publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS"><UILanguage>de-DE</UILanguage></component>',
+      '    <component name="Microsoft-Windows-Shell-Setup" processorArchitecture="amd64" publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS"><OOBE><ProtectYourPC>3</ProtectYourPC></OOBE>',
+      '      <UserAccounts><LocalAccounts><LocalAccount wcm:action="add"><Name>ops</Name><Group>Administrators</Group></LocalAccount></LocalAccounts></UserAccounts></component>',
+      '  </settings>', '</unattend>', ''].join('\r\n');
+    // written into the copy with ntfs-3g, not with Ferry
+    const loop = String((await execa('losetup', ['-f', '--show', '-o', String(fs.start), '--sizelimit', String(fs.size), copy])).stdout).trim();
+    const mnt = join(dir, `mnt-${++n}`);
+    await mkdir(mnt);
+    try {
+      await execa('ntfs-3g', [loop, mnt]);
+      try {
+        await mkdir(join(mnt, 'Windows', 'Panther'), { recursive: true });
+        await writeFile(join(mnt, 'Windows', 'Panther', 'unattend.xml'), own);
+      } finally { await execa('umount', [mnt]); }
+    } finally { await execa('losetup', ['-d', loop]); }
+    const r = await customize(copy, { hostname: 'merge-01', newIdentity: true });
+    assert.ok(r.changes.some(ch => /Panther\/unattend\.xml$/.test(ch.file) && /merged into the guest's own/.test(ch.after)), JSON.stringify(r.changes.map(ch => ch.file)));
+    const xml = await (await Readback.of(copy, w.win2019)).text('/Windows/Panther/unattend.xml');
+    const file = join(dir, `merged-${++n}.xml`);
+    await writeFile(file, xml);
+    const xpath = async (expr: string) => String((await execa('xmllint', ['--xpath', expr, file])).stdout).trim();
+    const comp = (pass: string, name: string) => `/*[local-name()='unattend']/*[local-name()='settings'][@pass='${pass}']/*[local-name()='component'][@name='${name}']`;
+    assert.equal(await xpath(`count(//*[local-name()='settings'])`), '3', 'windowsPE, specialize, oobeSystem: once each');
+    assert.equal(await xpath(`string(${comp('specialize', 'Microsoft-Windows-Shell-Setup')}/*[local-name()='ComputerName'])`), 'MERGE-01');
+    assert.equal(await xpath(`count(//*[local-name()='ComputerName'])`), '1');
+    assert.equal(await xpath(`string(${comp('specialize', 'Microsoft-Windows-Shell-Setup')}/*[local-name()='ProductKey'])`), 'AAAAA-BBBBB-CCCCC-DDDDD-EEEEE');
+    assert.equal(await xpath(`string(${comp('specialize', 'Microsoft-Windows-Shell-Setup')}/*[local-name()='TimeZone'])`), 'W. Europe Standard Time');
+    assert.equal(await xpath(`string(${comp('windowsPE', 'Microsoft-Windows-Setup')}//*[local-name()='AcceptEula'])`), 'true');
+    assert.equal(await xpath(`string(${comp('oobeSystem', 'Microsoft-Windows-International-Core')}/*[local-name()='UILanguage'])`), 'de-DE');
+    const oobe = `${comp('oobeSystem', 'Microsoft-Windows-Shell-Setup')}/*[local-name()='OOBE']`;
+    assert.equal(await xpath(`string(${oobe}/*[local-name()='ProtectYourPC'])`), '3');
+    assert.equal(await xpath(`string(${oobe}/*[local-name()='HideEULAPage'])`), 'true');
+    assert.equal(await xpath(`string(${comp('oobeSystem', 'Microsoft-Windows-Shell-Setup')}//*[local-name()='LocalAccount']/*[local-name()='Name'])`), 'ops');
+    assert.match(xml, /the template's own answer file/);
+
+    // an answer file that is not XML: a typed error, the image unchanged
+    const broken = await copyOf(w.win2019);
+    const loop2 = String((await execa('losetup', ['-f', '--show', '-o', String(fs.start), '--sizelimit', String(fs.size), broken])).stdout).trim();
+    try {
+      await execa('ntfs-3g', [loop2, mnt]);
+      try {
+        await mkdir(join(mnt, 'Windows', 'Panther'), { recursive: true });
+        await writeFile(join(mnt, 'Windows', 'Panther', 'unattend.xml'), '<unattend><settings pass="specialize">');
+      } finally { await execa('umount', [mnt]); }
+    } finally { await execa('losetup', ['-d', loop2]); }
+    await refused(broken, () => ({ hostname: 'merge-02', newIdentity: true }), 'ANSWER_FILE_UNREADABLE', /Panther\/unattend\.xml .*not well-formed XML/);
+  });
+
   it('phony 2019: --dry-run reports the same changes and writes nothing', async () => {
     const copy = await copyOf(w.win2019);
     const sum = await sha256(copy);

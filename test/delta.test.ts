@@ -16,6 +16,7 @@ import { before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { buildDebianGuest, buildPhonyWindows, type PhonyWindows } from './support/fixtures.js';
 import { ferry, guardMachine, ROOT, sha256, tempDir } from './support/harness.js';
+import { imageMounts } from './support/image-mount.js';
 import { independentCompare } from './support/independent.js';
 
 guardMachine();
@@ -23,48 +24,7 @@ const dir = await tempDir('ferrytest-delta-');
 
 const P1 = 2048 * 512; // the Debian guest's root partition (test/fixtures/build-debian-guest.sh)
 
-/** Mount a partition of a raw image (read-write unless ro), run fn, unmount and detach whatever happens. */
-async function withMounted<T>(raw: string, offset: number, size: number | undefined, type: 'ext4' | 'ntfs', fn: (mnt: string) => Promise<T>, ro = false): Promise<T> {
-  const args = ['-f', '--show', ...(ro ? ['-r'] : []), '-o', String(offset), ...(size ? ['--sizelimit', String(size)] : []), raw];
-  const loop = String((await execa('losetup', args)).stdout).trim();
-  const mnt = join(dir, `mnt-${Math.random().toString(36).slice(2)}`);
-  await execa('mkdir', [mnt]);
-  try {
-    if (type === 'ntfs') await execa('ntfs-3g', ['-o', ro ? 'ro' : 'rw', loop, mnt]);
-    // noatime: what the test itself reads must not change the copy's access times
-    else await execa('mount', ['-t', 'ext4', '-o', ro ? 'ro,noload' : 'noatime', loop, mnt]);
-    try { return await fn(mnt); } finally { await execa('umount', [mnt]); }
-  } finally {
-    await execa('losetup', ['-d', loop]);
-    await execa('rmdir', [mnt]);
-  }
-}
-
-/**
- * Mount a partition of a qcow2 read-only without converting it: the test's own
- * qemu-storage-daemon exports it as a file (FUSE), a read-only loop device
- * reads the partition from it. Everything is undone whatever happens.
- */
-async function withQcow2Mounted<T>(qcow2: string, offset: number, fn: (mnt: string) => Promise<T>): Promise<T> {
-  const tag = Math.random().toString(36).slice(2);
-  const exp = join(dir, `export-${tag}.img`);
-  const pid = join(dir, `qsd-${tag}.pid`);
-  await writeFile(exp, '');
-  await execa('qemu-storage-daemon', [
-    '--blockdev', JSON.stringify({ driver: 'file', 'node-name': 'f', filename: qcow2, 'read-only': true }),
-    '--blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'd', file: 'f', 'read-only': true }),
-    '--export', JSON.stringify({ type: 'fuse', id: 'e', 'node-name': 'd', mountpoint: exp, writable: false }),
-    '--pidfile', pid, '--daemonize']);
-  try {
-    return await withMounted(exp, offset, undefined, 'ext4', fn, true);
-  } finally {
-    const p = Number((await readFile(pid, 'utf8')).trim());
-    process.kill(p, 'SIGTERM');
-    // the daemon removes its FUSE mount as it exits
-    for (let i = 0; i < 100 && await execa('kill', ['-0', String(p)], { reject: false }).then(r => r.exitCode === 0); i++) await new Promise(r => setTimeout(r, 50));
-    await execa('rm', ['-f', exp, pid]);
-  }
-}
+const { withMounted, withQcow2Mounted } = imageMounts(dir);
 
 const cp = (from: string, to: string) => execa('cp', ['--sparse=always', from, to]);
 const json = (s: string) => JSON.parse(s) as Record<string, any>;

@@ -18,9 +18,19 @@ export const jobSpecSchema = {
   additionalProperties: false,
   // which of source, target and machine are required depends on kind: validateSpec says so field by field
   properties: {
-    kind: { type: 'string', enum: ['convert', 'deploy', 'capture'], description: 'default convert; deploy: source onto machine; capture: machine into target' },
-    source: str('a disk image path or a network URL (nbd://, nbds://, nbd+unix://, iscsi://); not in a capture'),
-    target: str('the image to write; not in a deploy'),
+    kind: {
+      type: 'string', enum: ['convert', 'deploy', 'capture', 'diff', 'delta-apply', 'factory-build'],
+      description: 'default convert; deploy: source onto machine; capture: machine into target; '
+        + 'diff: source (image A) against changed (image B), the delta file into target if given (`ferry diff`); '
+        + 'delta-apply: delta onto source, written into the new qcow2 overlay target (`ferry delta apply`); '
+        + 'factory-build: recipe (`ferry factory build`). The job\'s result is the command\'s --json report',
+    },
+    source: str('a disk image path or a network URL (nbd://, nbds://, nbd+unix://, iscsi://); not in a capture; diff, delta-apply: the base image (a path)'),
+    target: str('the image to write; not in a deploy; diff: the .ferrydelta to write (optional); delta-apply: the new qcow2 overlay'),
+    changed: str('diff: the changed image compared with source (a path)'),
+    paths: { type: 'array', items: { type: 'string', minLength: 1 }, description: "diff: only these guest paths, globs such as '/etc/**'" },
+    delta: str('delta-apply: the .ferrydelta file (a path)'),
+    recipe: str('factory-build: the recipe YAML (a path; its output is the new image, added to the catalog)'),
     machine: str('deploy, capture: the machine id (GET /machines)'),
     disk: str("deploy, capture: which of the machine's disks (name, path, serial, WWN or model)"),
     customize: {
@@ -53,7 +63,7 @@ export const jobSpecSchema = {
       properties: {
         mode: { type: 'string', enum: ['rebuild', 'clone', 'block'] },
         verify: { type: 'boolean' },
-        force: { type: 'boolean' },
+        force: { type: 'boolean', description: 'convert: replace the target; delta-apply: apply over conflicts' },
         inventory: str("a P2V agent's inventory.json"),
         forceNtfsDirty: { type: 'boolean', description: 'copy an NTFS volume left dirty or hibernated as it is (NTFS_NOT_CLEAN otherwise)' },
       },
@@ -395,7 +405,7 @@ function jobsDocument(version: string): Record<string, unknown> {
     paths: {
       '/jobs': {
         post: {
-          operationId: 'submitJob', summary: 'queue a conversion',
+          operationId: 'submitJob', summary: 'queue a job: a conversion, deploy, capture, diff, delta apply or factory build',
           requestBody: { required: true, content: json(ref('JobSpec')) },
           responses: {
             201: { description: 'queued; Location names the job', content: json(ref('JobRecord')), headers: { Location: { schema: { type: 'string' } } } },

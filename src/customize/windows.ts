@@ -24,6 +24,7 @@ import type { Change } from '../../converters/linux/change.js';
 import { describe, openRegistry, sameValue, windowsHiveUnreadable, type HiveEdits } from '../../converters/windows/index.js';
 import { mergeIntoHive, showValue, type RegData } from '../../converters/windows/registry.js';
 import { readJoinPassword, splitUser, type DomainJoin } from './domain-join.js';
+import { mergeUnattend } from './unattend-merge.js';
 import { customizeUnsupported, type Customization, type IpSetting } from './identity.js';
 import { toolLabel, toolNotFound, ToolStore, toolWrongOs, type Tool } from './tools.js';
 
@@ -237,7 +238,10 @@ export async function planWindowsCustomization(input: WindowsPlanInput): Promise
     : { guest: '/sysprep/sysprep.inf', win: '%SystemDrive%\\sysprep\\sysprep.inf', text: (s?: string) => sysprepInf({ computerName, join: c.domainJoin, secret: s }) };
   if (c.domainJoin || c.newIdentity) {
     const parts = [computerName ? `ComputerName=${computerName}` : undefined, c.domainJoin ? `join ${c.domainJoin.domain}${c.domainJoin.ou ? ` in ${c.domainJoin.ou}` : ''}${c.domainJoin.user ? ` as ${c.domainJoin.user}` : ' (pre-staged account)'}` : undefined].filter(Boolean);
-    await addFile(answer.guest, { data: answer.text(secret) }, `answer file: ${parts.join(', ')}`,
+    // a newer Windows' own answer file keeps its other settings: Ferry's are merged into it
+    const existing = ntMajor >= 6 ? await readFile((await place(answer.guest)).host).catch(() => undefined) : undefined;
+    const text = existing ? await mergeUnattend(existing, answer.text(secret), answer.guest) : answer.text(secret);
+    await addFile(answer.guest, { data: text }, `answer file: ${parts.join(', ')}${existing ? ' (merged into the guest\'s own; its other settings kept)' : ''}`,
       c.domainJoin ? `the domain-join request, read by Windows setup when the sysprep-style tool has generalized the system${c.newIdentity ? '' : ' (run sysprep with this answer file to join)'}; Windows setup deletes the password from it once used`
         : 'the new identity\'s answer file, read by Windows setup after the sysprep-style tool runs', false);
     // the change names the account, never the password (it is only in the file)

@@ -2,12 +2,13 @@
 // check the target read-only against the delta's base (every conflict named),
 // and only then write — into a new qcow2 overlay whose backing file is IMAGE,
 // so IMAGE stays byte for byte as it was. A failed apply leaves no overlay.
-import { chmod, lchown, lstat, mkdir, readFile, readlink, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, mkdir, readFile, readlink, realpath, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join, posix, resolve } from 'node:path';
 import { openWritable } from '../blockdev/disk.js';
 import { openSource } from '../sources/open.js';
 import { workDir } from '../blockdev/mount.js';
 import { FerryError, notRoot, sourceMissing, targetExists, usageError } from '../errors.js';
+import { mtools } from '../fs/vfat.js';
 import { createOverlay } from '../refit/reconfigure.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { run } from '../util/exec.js';
@@ -124,6 +125,8 @@ async function findConflicts(delta: DeltaFile, vols: Volumes): Promise<string[]>
 
 /** the directory a path is written in resolves inside the volume (a guest's absolute link must never lead to the host) */
 async function insideVolume(v: Volume, host: string): Promise<boolean> {
+  // the volume's own root (an op on '/': its times or mode changed) has no directory in the volume
+  if (resolve(host) === v.dir) return true;
   let dir = dirname(host);
   // the nearest existing ancestor decides: what is missing below it is created by the delta
   for (;;) {
@@ -137,7 +140,10 @@ async function insideVolume(v: Volume, host: string): Promise<boolean> {
 async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: boolean): Promise<void> {
   const ops = delta.manifest.ops;
   const host = (op: Op) => join(volumeOf(vols, op.volume)!.dir, op.path);
-  const ntfs = (op: Op) => volumeOf(vols, op.volume)!.type === 'ntfs';
+  // NTFS keeps ACLs, not modes and owners (ntfs-3g's are made up); FAT has neither
+  const noUnixMeta = (op: Op) => ['ntfs', 'vfat'].includes(volumeOf(vols, op.volume)!.type);
+  // a FAT volume is an unpacked copy: what changes in it is also written to the volume with mtools
+  const fat = (op: Op) => { const v = volumeOf(vols, op.volume)!; return v.type === 'vfat' ? v.fs.dev : undefined; };
   // a directory the delta does not name keeps its times: saved before its entries change, put back at the end
   const named = new Set(ops.filter(o => o.op !== 'remove' && o.op !== 'registry' && o.new.kind === 'dir').map(o => `${o.volume}\0${o.path}`));
   const parents = new Map<string, { host: string; atime: string; mtime: string }>();
@@ -150,8 +156,13 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
   }
   // removals deepest first, then additions and changes parents first, then the registry, then directory times
   const pending = new Pending();
+  /** files this apply wrote → their sha256 (undefined: merged text) */
+  const written = new Map<string, string | undefined>();
   const removes = ops.filter(o => o.op === 'remove').sort((x, y) => y.path.localeCompare(x.path));
-  for (const op of removes) await rm(host(op), { recursive: true, force: true });
+  for (const op of removes) {
+    await rm(host(op), { recursive: true, force: true });
+    if (fat(op)) await fatWrite(fat(op)!, op);
+  }
   const writes = ops.filter((o): o is Extract<Op, { op: 'add' | 'change' }> => o.op === 'add' || o.op === 'change')
     .sort((x, y) => x.path < y.path ? -1 : x.path > y.path ? 1 : 0);
   for (const op of writes) {
@@ -165,6 +176,8 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
         await rm(h, { force: true });
         await symlink(n.link!, h);
       }
+    } else if (n.kind === 'file' && await linkToGroup(h, n, join(volumeOf(vols, op.volume)!.dir, n.linkGroup ?? ''), written)) {
+      // linked to its group's first name, as in the image the delta was made from
     } else if (n.kind === 'file' && n.blob) {
       // --force over a file that is not the base: the line edits go into the target's own text
       let merged: string | undefined;
@@ -174,12 +187,16 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
           merged = applyLineEdits(await readFile(h, 'utf8'), (await readBlob(delta, op.baseBlob)).toString('utf8'), op.lines);
         }
       }
-      // an existing file is rewritten in place: its directory's times stay as they are
-      if ((await lstat(h).catch(() => undefined))?.isFile() === false) await rm(h, { recursive: true, force: true });
+      // an existing file is rewritten in place (its directory's times stay as they are), unless it has
+      // other names: those keep their bytes, and the group's own names are linked to this one afterwards
+      const st = await lstat(h).catch(() => undefined);
+      if (st && (!st.isFile() || st.nlink > 1)) await rm(h, { recursive: true, force: true });
       if (merged !== undefined) await writeFile(h, merged);
       else await copyBlob(delta, n.blob, h);
+      written.set(h, merged === undefined ? n.blob : undefined);
     }
-    await setMeta(h, n, ntfs(op), op.op === 'change' && op.aspects.includes('xattrs'), pending);
+    if (fat(op)) await fatWrite(fat(op)!, op, h);
+    await setMeta(h, n, noUnixMeta(op), op.op === 'change' && op.aspects.includes('xattrs'), pending);
   }
   for (const op of ops) {
     if (op.op !== 'registry') continue;
@@ -190,6 +207,26 @@ async function writeOps(delta: DeltaFile, vols: Volumes, work: string, force: bo
   for (const op of dirs) pending.time(host(op), op.new);
   for (const p of parents.values()) pending.time(p.host, p);
   await pending.flush(work);
+}
+
+/**
+ * A file of a hard-link group that is not the group's first name becomes
+ * another name of that file when the first name holds what this one should
+ * (its blob, or, for a change of metadata only, its bytes now). False: it is
+ * written on its own (the first name is missing or holds other bytes).
+ */
+async function linkToGroup(h: string, n: NewState, first: string, written: Map<string, string | undefined>): Promise<boolean> {
+  if (!n.linkGroup || first === h) return false;
+  const st = await lstat(first).catch(() => undefined);
+  if (!st?.isFile()) return false;
+  const firstSha = written.has(first) ? written.get(first) : await sha256File(first);
+  const want = n.blob ?? (await entryState(h))?.sha256;
+  if (!firstSha || firstSha !== want) return false;
+  const now = await lstat(h).catch(() => undefined);
+  if (now && now.ino === st.ino && now.dev === st.dev) return true;
+  await rm(h, { recursive: true, force: true });
+  await link(first, h);
+  return true;
 }
 
 /**
@@ -217,9 +254,29 @@ class Pending {
 /** a path as getfattr/setfattr dumps write it: unusual bytes as \ooo */
 const dumpPath = (p: string) => [...Buffer.from(p, 'utf8')].map(b => b <= 0x20 || b === 0x5c || b >= 0x7f ? '\\' + b.toString(8).padStart(3, '0') : String.fromCharCode(b)).join('');
 
-async function setMeta(h: string, n: NewState, ntfs: boolean, xattrsChanged: boolean, pending: Pending): Promise<void> {
-  if (!ntfs) {
-    // NTFS keeps ACLs, not modes and owners: ntfs-3g's are made up
+/**
+ * One operation onto a FAT volume (dev) through mtools, after it was done on
+ * the unpacked copy (h): directories made, files copied with their mtime
+ * (mcopy -m), entries removed. FAT has no links, modes or owners.
+ */
+async function fatWrite(dev: string, op: Op, h?: string): Promise<void> {
+  const at = `::${op.path}`;
+  if (op.op === 'remove') {
+    await mtools(op.base.kind === 'dir' ? 'mdeltree' : 'mdel', ['-i', dev, at]);
+    return;
+  }
+  if (op.op === 'registry' || !h) return;
+  const n = op.new;
+  if (n.kind === 'dir') {
+    if (op.op === 'add') await mtools('mmd', ['-i', dev, at]);
+  } else if (n.kind === 'file' && (op.op === 'add' || op.aspects.includes('content') || op.aspects.includes('times'))) {
+    await utimes(h, Number(BigInt(n.atime) / 1_000_000_000n), Number(BigInt(n.mtime) / 1_000_000_000n));
+    await mtools('mcopy', ['-o', '-m', '-i', dev, h, at]);
+  }
+}
+
+async function setMeta(h: string, n: NewState, noUnixMeta: boolean, xattrsChanged: boolean, pending: Pending): Promise<void> {
+  if (!noUnixMeta) {
     await lchown(h, n.uid, n.gid);
     if (n.kind !== 'symlink') await chmod(h, n.mode);
     if (xattrsChanged) {

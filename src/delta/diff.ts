@@ -13,7 +13,7 @@ import { parseEndpoint } from '../sources/endpoint.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { writeDelta, type BaseState, type DeltaManifest, type NewState, type Op } from './format.js';
 import { TEXT_LIMIT, isText, lineEdits, packageChanges, readHive, registryChanges, type LineEdit, type PackageChange, type RegChange } from './parts.js';
-import { compareTrees, globMatcher, sha256File, walkTree, type Entry, type TreeChange } from './tree.js';
+import { compareTrees, globMatcher, linkLeaders, sha256File, walkTree, type Entry, type TreeChange } from './tree.js';
 import { displayPath, openVolumes, type OsFamily, type Volume, type Volumes } from './volumes.js';
 
 export interface FileDiff { volume: string; path: string; change: TreeChange['change']; kind: string; aspects?: string[] }
@@ -60,10 +60,12 @@ async function compareImages(_scope: Scope, r: DiffRequest, va: Volumes, vb: Vol
   for (const b of vb.volumes) {
     const a = va.volumes.find(v => v.name === b.name);
     if (!a) { result.skipped.push(`${b.name}: only in ${r.b}`); continue; }
-    // a FAT volume is read from an unpacked copy, which cannot be written back file by file
-    if (a.type === 'vfat' || b.type === 'vfat') { result.skipped.push(`${b.name}: FAT volumes are not compared`); continue; }
+    if ((a.type === 'vfat') !== (b.type === 'vfat')) { result.skipped.push(`${b.name}: FAT in one image, ${a.type === 'vfat' ? b.type : a.type} in the other`); continue; }
     const [ta, tb] = await Promise.all([walkTree(a.dir), walkTree(b.dir)]);
-    const changes = await compareTrees(a.dir, ta, b.dir, tb, p => include(displayPath(b.name, p)));
+    const leaders = linkLeaders(tb);
+    const changes = (await compareTrees(a.dir, ta, b.dir, tb, p => include(displayPath(b.name, p))))
+      // FAT is read from an unpacked copy: its directories' times are the unpacking's, not the volume's
+      .filter(c => !(b.type === 'vfat' && c.change === 'changed' && c.kind === 'dir' && c.aspects!.every(x => x === 'times')));
     for (const c of changes) {
       const shown = displayPath(b.name, c.path);
       if (c.change === 'changed' && c.a!.kind === 'file' && c.b!.kind === 'file' && c.aspects!.includes('content') && isHivePath(b, c.path)) {
@@ -84,6 +86,7 @@ async function compareImages(_scope: Scope, r: DiffRequest, va: Volumes, vb: Vol
         kind: e.kind, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, atime: e.atime,
         ...(e.link !== undefined ? { link: e.link } : {}), ...(e.xattrs ? { xattrs: e.xattrs } : {}),
         ...(withData && e.kind === 'file' ? { blob: await addBlob(join(b.dir, c.path), e.size) } : {}),
+        ...(e.kind === 'file' && leaders.has(c.path) ? { linkGroup: leaders.get(c.path) } : {}),
       });
       if (c.change === 'removed') { ops.push({ op: 'remove', volume: b.name, path: c.path, base: await baseOf(c.a!) }); continue; }
       if (c.change === 'added') { ops.push({ op: 'add', volume: b.name, path: c.path, new: await newOf(c.b!, true) }); continue; }

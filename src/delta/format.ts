@@ -26,7 +26,11 @@ const HEAD = 20;
 export interface Blob { sha256: string; size: number; offset: number }
 
 /** an entry's new state: its metadata, and for a file the blob with its bytes */
-export interface NewState { kind: Entry['kind']; mode: number; uid: number; gid: number; mtime: string; atime: string; link?: string; xattrs?: Record<string, string>; blob?: string }
+export interface NewState {
+  kind: Entry['kind']; mode: number; uid: number; gid: number; mtime: string; atime: string; link?: string; xattrs?: Record<string, string>; blob?: string;
+  /** a file with hard links: the first of its names (in path order), which the others are linked to */
+  linkGroup?: string;
+}
 /** what the target must hold for an operation to apply cleanly */
 export interface BaseState { kind: Entry['kind']; sha256?: string; link?: string }
 
@@ -121,24 +125,44 @@ export async function readDelta(file: string): Promise<DeltaFile> {
   return { file, manifest, dataStart: HEAD + mlen };
 }
 
-/** Write one blob into dest (created or rewritten in place, same inode), streamed: a blob may be larger than memory. */
+/** the unit in which runs of zeros are left unwritten: a file system block */
+const HOLE_BLOCK = 4096;
+const ZEROS = Buffer.alloc(HOLE_BLOCK);
+
+/**
+ * Write one blob into dest (created or rewritten in place, same inode),
+ * streamed: a blob may be larger than memory. Blocks of zeros are not written
+ * but skipped over, so they become holes: a sparse file stays sparse (as
+ * `cp --sparse=always` makes it), whatever the delta holds.
+ */
 export async function copyBlob(d: DeltaFile, sha: string, dest: string): Promise<void> {
   const b = d.manifest.blobs[sha];
   if (!b) throw deltaCorrupt(d.file, `it names blob ${sha} but holds no such blob`);
-  const out = createWriteStream(dest, { flags: 'w' });
   const h = createHash('sha256');
+  const out = await open(dest, 'w');
   try {
+    let at = 0;
     if (b.size > 0) {
-      for await (const chunk of createReadStream(d.file, { start: d.dataStart + b.offset, end: d.dataStart + b.offset + b.size - 1 })) {
-        h.update(chunk as Buffer);
-        if (!out.write(chunk)) await once(out, 'drain');
+      // chunks of whole blocks (but the last), so that blocks line up with the file's own
+      for await (const chunk of createReadStream(d.file, { start: d.dataStart + b.offset, end: d.dataStart + b.offset + b.size - 1, highWaterMark: 256 * HOLE_BLOCK })) {
+        const buf = chunk as Buffer;
+        h.update(buf);
+        // each run of blocks that are not all zeros in one write
+        let run = -1;
+        for (let i = 0; i <= buf.length; i += HOLE_BLOCK) {
+          const block = buf.subarray(i, i + HOLE_BLOCK);
+          const data = block.length > 0 && !block.equals(ZEROS.subarray(0, block.length));
+          if (data && run < 0) run = i;
+          if (!data && run >= 0) { await out.write(buf, run, i - run, at + run); run = -1; }
+        }
+        if (run >= 0) await out.write(buf, run, buf.length - run, at + run);
+        at += buf.length;
       }
     }
-    out.end();
-    await once(out, 'finish');
-  } catch (e) {
-    out.destroy();
-    throw e;
+    // a file that ends in a hole gets its length here
+    await out.truncate(b.size);
+  } finally {
+    await out.close();
   }
   // the file's checksum was checked whole when it was opened; this catches a delta changed since
   if (h.digest('hex') !== sha) throw deltaCorrupt(d.file, `blob ${sha} does not match its checksum`);

@@ -29,6 +29,9 @@ export interface Entry {
   link?: string;
   /** name → hex value */
   xattrs?: Record<string, string>;
+  /** the inode and its link count: names of one file (hard links) share an inode */
+  ino: string;
+  nlink: number;
 }
 
 export type Tree = Map<string, Entry>;
@@ -45,7 +48,7 @@ export async function walkTree(dir: string, opts: { xattrs?: boolean } = {}): Pr
         const host = join(dir, path);
         const st = await lstat(host, { bigint: true });
         const kind: Kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
-        const e: Entry = { kind, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), size: Number(st.size), mtime: String(st.mtimeNs), atime: String(st.atimeNs) };
+        const e: Entry = { kind, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), size: Number(st.size), mtime: String(st.mtimeNs), atime: String(st.atimeNs), ino: String(st.ino), nlink: Number(st.nlink) };
         if (kind === 'symlink') e.link = await readlink(host);
         tree.set(path, e);
         if (kind === 'dir') for (const name of await readdir(host)) next.push(posix.join(path, name));
@@ -130,6 +133,22 @@ export async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<v
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
     while (next < items.length) await fn(items[next++]);
   }));
+}
+
+/**
+ * Hard links: each name of a file with more than one link → the group's first
+ * name (in path order), which a delta writes and the others link to.
+ */
+export function linkLeaders(tree: Tree): Map<string, string> {
+  const byInode = new Map<string, string[]>();
+  for (const [path, e] of tree) if (e.kind === 'file' && e.nlink > 1) byInode.set(e.ino, [...(byInode.get(e.ino) ?? []), path]);
+  const out = new Map<string, string>();
+  for (const names of byInode.values()) {
+    if (names.length < 2) continue;
+    const first = names.sort((x, y) => x < y ? -1 : x > y ? 1 : 0)[0];
+    for (const n of names) out.set(n, first);
+  }
+  return out;
 }
 
 /** --paths: shell-style globs on the guest path (* within a name, ** across directories, ? one character) */

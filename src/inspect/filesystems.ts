@@ -17,6 +17,8 @@ export interface ReadableFs {
   entry: FileSystemEntry;
   /** host directory with its files */
   dir: string;
+  /** the block device it was read from (FAT: dir is an unpacked copy, written back through mtools on this) */
+  dev?: string;
   /** PARTUUID / PARTLABEL from the partition table, for fstab lookups */
   partUuid?: string;
   partLabel?: string;
@@ -69,7 +71,7 @@ async function openOne(scope: Scope, diskFile: string, entry: FileSystemEntry, d
       const s = await statfs(dir);
       entry.usedBytes = (s.blocks - s.bfree) * s.bsize;
     }
-    readable.push({ entry, dir, ...names });
+    readable.push({ entry, dir, dev, ...names });
   } catch (e) {
     entry.error = { code: 'FS_UNREADABLE', message: `${what} says it is ${probe.type} but cannot be read: ${lastLine(e)}` };
   }

@@ -6,6 +6,7 @@ import { SpecInvalidError, jobCancelled, machineBusy, jobNotFound, jobStateConfl
 import { runnerAlive } from './reclaim.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import { sourceHostOf, validateSpec } from './spec.js';
+import { describeDeltaSpec, isDeltaKind } from '../delta/jobs.js';
 import { profileNames } from '../profiles/profiles.js';
 import type { FieldError, JobRecord, JobSpec, JobStore } from './types.js';
 
@@ -43,6 +44,7 @@ export function submitJob(store: JobStore, spec: unknown): JobRecord {
 
 /** "IMAGE -> TARGET", "deploy IMAGE -> machine m-…", "capture machine m-… -> TARGET" */
 export function describeSpec(s: JobSpec): string {
+  if (isDeltaKind(s.kind)) return describeDeltaSpec(s);
   if (s.kind === 'deploy') return `deploy ${s.source} -> machine ${s.machine}${s.disk ? ` disk ${s.disk}` : ''}`;
   if (s.kind === 'capture') return `capture machine ${s.machine}${s.disk ? ` disk ${s.disk}` : ''} -> ${s.target}`;
   return `${s.source} -> ${s.target}`;

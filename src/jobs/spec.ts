@@ -8,6 +8,7 @@ import { TARGET_FORMATS, parseSize } from '../convert/options.js';
 import { parseEndpoint } from '../sources/endpoint.js';
 import type { FieldError, JobSpec } from './types.js';
 import { customizeSpecErrors } from '../customize/spec.js';
+import { DELTA_FIELDS, DELTA_KINDS, deltaSpecErrors, isDeltaKind } from '../delta/jobs.js';
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 const DOMAIN_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
@@ -18,10 +19,11 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 const FIELDS: Record<string, 'string' | 'object' | 'array'> = {
   kind: 'string', source: 'string', target: 'string', format: 'string', size: 'string', profile: 'string', mac: 'string', firmware: 'string',
   options: 'object', credentials: 'object', register: 'object', machine: 'string', disk: 'string', customize: 'object', requires: 'array',
+  ...DELTA_FIELDS,
 };
 /** a worker tag (ferry worker --tag) */
 export const TAG_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-const KINDS = ['convert', 'deploy', 'capture'];
+const KINDS = ['convert', 'deploy', 'capture', ...DELTA_KINDS];
 const MACHINE_ID_RE = /^m-[0-9a-f]{4,32}$/;
 const OPTION_FIELDS = { mode: 'string', verify: 'boolean', force: 'boolean', inventory: 'string', forceNtfsDirty: 'boolean' } as const;
 const CREDENTIAL_FIELDS = ['chapSecretFile', 'mutualChapSecretFile', 'tlsPskFile', 'tlsCerts'] as const;
@@ -46,6 +48,11 @@ export function validateSpec(obj: unknown): FieldError[] {
   }
   const kind = obj.kind ?? 'convert';
   if (!KINDS.includes(kind as string)) err('kind', `must be one of ${KINDS.join(', ')}`);
+  if (isDeltaKind(kind)) {
+    deltaSpecErrors(obj, kind, err);
+    return errors;
+  }
+  for (const k of Object.keys(DELTA_FIELDS)) if (obj[k] !== undefined) err(k, 'belongs to a diff, delta-apply or factory-build job (kind)');
   if (kind === 'deploy' || kind === 'capture') {
     machineFields(obj, kind, err, str);
     // the machine's disk stands where the other end would be
@@ -159,6 +166,7 @@ export function resolveSpecPaths(obj: unknown, base: string): unknown {
   const fix = (v: unknown) => (typeof v === 'string' && v && !isUrl(v) && !isAbsolute(v) ? resolve(base, v) : v);
   if (out.source !== undefined) out.source = fix(out.source);
   if (out.target !== undefined) out.target = fix(out.target);
+  for (const k of ['changed', 'delta', 'recipe']) if (out[k] !== undefined) out[k] = fix(out[k]);
   if (isObject(out.options)) out.options = { ...out.options, inventory: fix(out.options.inventory) };
   if (isObject(out.options) && out.options.inventory === undefined) delete (out.options as Record<string, unknown>).inventory;
   if (isObject(out.credentials)) out.credentials = Object.fromEntries(Object.entries(out.credentials).map(([k, v]) => [k, fix(v)]));
@@ -190,6 +198,7 @@ export function parseSpec(text: string, fileName: string): JobSpec {
 export function sourceHostOf(spec: JobSpec): string {
   // one job at a time per machine: its agent exports one disk at a time
   if (spec.kind === 'deploy' || spec.kind === 'capture') return `machine:${spec.machine}`;
+  if (isDeltaKind(spec.kind)) return 'local';
   const ep = parseEndpoint(spec.source);
   if (ep.kind === 'file') return 'local';
   if ('host' in ep && ep.host) return ep.host;

@@ -11,9 +11,10 @@ export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
  * A job spec: the same choices as `ferry convert`, plus an optional registration.
  * kind deploy: source is the image, machine (and disk) the destination, no target;
  * kind capture: machine (and disk) is the source, target the image to write, no source.
+ * kinds diff, delta-apply, factory-build: `ferry diff`, `delta apply`, `factory build` (delta/jobs.ts).
  */
 export interface JobSpec {
-  kind?: 'convert' | 'deploy' | 'capture';
+  kind?: 'convert' | 'deploy' | 'capture' | 'diff' | 'delta-apply' | 'factory-build';
   /** absent in a capture spec (the machine's disk is the source) */
   source: string;
   /** absent in a deploy spec (the machine's disk is the target) */
@@ -33,6 +34,14 @@ export interface JobSpec {
   /** network source credentials: paths of secret files, never the secrets */
   credentials?: { chapSecretFile?: string; mutualChapSecretFile?: string; tlsPskFile?: string; tlsCerts?: string };
   register?: { libvirt: string; name: string; memory?: string; cpus?: number; start?: boolean };
+  /** diff: the changed image compared with source (target: the delta file to write, optional) */
+  changed?: string;
+  /** diff: only these guest paths (globs, as --paths) */
+  paths?: string[];
+  /** delta-apply: the delta file applied to source, written into the overlay target */
+  delta?: string;
+  /** factory-build: the recipe file (its output is the target) */
+  recipe?: string;
   /** fleet: only a worker with every one of these tags runs it (ferry worker --tag), e.g. near the right storage */
   requires?: string[];
 }
