@@ -14,6 +14,7 @@ import { imageMounts } from './support/image-mount.js';
 import { assertSameFiles } from './support/independent.js';
 import { machineState } from './support/guard.js';
 import { makeSmallDisk } from './support/small-disk.js';
+import { startNbdkit, stopAllServers } from './support/servers.js';
 
 let serve: Serve | undefined;
 let api: Api;
@@ -21,6 +22,7 @@ let token: string;
 let srcSum: string;
 // registered first so it runs before the guard and the temp dir's removal: the service must be gone by then
 after(async () => {
+  await stopAllServers();
   if (!serve) return;
   const code = await serve.stop();
   // the sources first: a failed assertion below must not hide a changed source
@@ -96,11 +98,15 @@ describe('ferry serve', () => {
 
   it('a good spec: 201, events with steps and progress (bytes, rate, ETA) ending in done; the target verifies', async t => {
     const out = target('good.qcow2');
-    const r = await api.post('/jobs', { source: big, target: out });
+    // served at about 250 MB/s: a copy from the page cache ends within the rate's first second, and a
+    // rate with an ETA needs a second of the copy still to go
+    const paced = await startNbdkit({ file: big, rate: '2G' });
+    const r = await api.post('/jobs', { source: paced.url, target: out });
     assert.equal(r.status, 201, JSON.stringify(r.body));
     const id = r.body.id;
     assert.equal(r.headers.get('location'), `/jobs/${id}`);
     const events = await readEvents(api, `/jobs/${id}/events`, { timeoutMs: 180_000 });
+    await paced.stop();
     assert.equal(events.status, 200);
     assert.ok(events.ended, 'the stream ended with the job');
     const ev = events.events;
