@@ -40,6 +40,9 @@ import { readFile, readdir, readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MARK_VAR, testScope, type TestScope } from './test-scope.js';
+import { DAEMONS, DEFAULT_QDISC, LIBVIRT_DOMAIN_DIRS, SERVER_LINE, under, unescape, watchedMount } from './watched.js';
+
+export { DAEMONS, SERVER_LINE, watchedMount };
 
 export interface MachineState {
   loops: string[]; mounts: string[]; daemons: string[]; workDirs: string[];
@@ -54,13 +57,8 @@ export interface MachineState {
   allLinks: string[]; allQdiscs: string[]; allNetns: string[]; allDomains: string[];
 }
 
-// process names as the kernel keeps them (15 characters: qemu-storage-daemon is 'qemu-storage-da')
-export const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86', 'dnsmasq'];
 
 const TEMP = ['/tmp', '/var/tmp'];
-const under = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
-/** /proc/self/mounts escapes spaces and the like as \ooo */
-const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 
 /** FERRY_TEST_MARK of a process: undefined when it has none, null when it is gone */
 export async function markOf(pid: number): Promise<string | undefined | null> {
@@ -192,28 +190,31 @@ export function loopIsOurs(backFile: string, facts: () => LoopFacts, s: TestScop
   return !f.otherFileAlive;
 }
 
+/** Every test process's root: ours and our siblings, and roots nested one level in them (a runner that entered a scope of its own, as test/run.ts once did, puts its files' roots in its root). */
+async function testRoots(s: TestScope): Promise<string[]> {
+  const roots = (await readdir(s.scopes).catch(() => [] as string[])).map(r => join(s.scopes, r));
+  const nested = await Promise.all(roots.map(async r => (await readdir(join(r, 'ferrytests')).catch(() => [] as string[])).map(n => join(r, 'ferrytests', n))));
+  return [...roots, ...nested.flat()];
+}
+
 /** A network namespace (/run/netns/NAME) is ours unless another file registered it or its name ends in another live process's pid. */
 export async function netnsIsOurs(name: string, s: TestScope = testScope): Promise<boolean> {
-  for (const r of await readdir(s.scopes).catch(() => [] as string[])) {
-    const registered = await readFile(join(s.scopes, r, 'netns', name), 'utf8').then(() => true, () => false);
-    if (registered) return under(join(s.scopes, r), s.root);
+  for (const r of await testRoots(s)) {
+    const registered = await readFile(join(r, 'netns', name), 'utf8').then(() => true, () => false);
+    if (registered) return under(r, s.root);
   }
   const pid = Number(/-(\d+)$/.exec(name)?.[1]);
   if (pid && pid !== process.pid && await readFile(`/proc/${pid}/stat`).then(() => true, () => false)) return false;
   return true;
 }
 
-/** A /proc/self/mounts line of the kinds tests make: Ferry's work mounts, FUSE exports, /run/netns and the namespaces in it */
-/** the long-running Ferry commands a test starts: a node process running the CLI's serve, worker or pxe serve */
-export const SERVER_LINE = /\/cli\/main\.js (pxe )?(serve|worker)( |$)/;
-
 /** Link names that test roots registered (netns.ts: the host end of a pair), each with whether the root is ours. */
 async function registeredLinks(s: TestScope): Promise<Map<string, boolean>> {
   const links = new Map<string, boolean>();
-  for (const r of await readdir(s.scopes).catch(() => [] as string[])) {
-    const dir = join(s.scopes, r, 'netns');
+  for (const r of await testRoots(s)) {
+    const dir = join(r, 'netns');
     for (const ns of await readdir(dir).catch(() => [] as string[])) {
-      for (const name of (await readFile(join(dir, ns), 'utf8').catch(() => '')).split('\n').filter(Boolean)) links.set(name, under(join(s.scopes, r), s.root));
+      for (const name of (await readFile(join(dir, ns), 'utf8').catch(() => '')).split('\n').filter(Boolean)) links.set(name, under(r, s.root));
     }
   }
   return links;
@@ -259,8 +260,6 @@ async function libvirtDomains(): Promise<Map<string, string>> {
   return domains;
 }
 
-/** qdiscs a test may add (the kernel's defaults come and go with their links), "qdisc KIND HANDLE dev NAME ..." */
-const DEFAULT_QDISC = /^qdisc (noqueue|pfifo_fast|fq_codel|mq|noop) /;
 
 /** This namespace's links ("NAME (KIND)"), its non-default qdiscs and the network namespaces, each with whose they are. */
 async function network(s: TestScope) {
@@ -274,11 +273,6 @@ async function network(s: TestScope) {
   const netns: string[] = [];
   for (const n of allNetns) if (await netnsIsOurs(n, s)) netns.push(n);
   return { links, allLinks, qdiscs, allQdiscs, netns, allNetns };
-}
-
-export function watchedMount(line: string): boolean {
-  const at = unescape(line.split(' ')[1] ?? '');
-  return /ferry-/.test(line) || / fuse(\.\S+)? /.test(line) && !line.includes('/proc/sys/fs/binfmt_misc') || under(at, '/run/netns');
 }
 
 export async function machineState(s: TestScope = testScope): Promise<MachineState> {
