@@ -181,6 +181,62 @@ describe(`fuzzed inputs end in exit 0 or a typed error (seed ${SEED}, ${ITERATIO
     });
   }
 
+  it('fixed: an MBR slot of size 0 with a stray byte is no partition (VERIFY_FAILED "partition 3: missing in target" before); a partition past the disk\'s end is PARTITION_OUTSIDE_DISK (exit 3)', async () => {
+    // mbr #1 of seed 20261203: 477=eb makes partition 2 end far past the disk, 480=3a fills an unused slot's CHS
+    const write = async (file: string, bytes: [number, number][]) => {
+      await copyFile(mbr, file);
+      const fh = await open(file, 'r+');
+      try { for (const [at, v] of bytes) await fh.write(Buffer.from([v]), 0, 1, at); } finally { await fh.close(); }
+      return sha256(file);
+    };
+    const stray = join(dir, 'mbr-stray.raw');
+    const straySum = await write(stray, [[480, 0x3a]]);
+    const out = join(dir, 'mbr-stray.qcow2');
+    const r = await runBounded(['convert', stray, out, '--no-progress']);
+    assert.equal(r.exitCode, 0, `a stray byte in an unused slot converts and verifies:\n${r.stderr}`);
+    // judged by sfdisk, not by Ferry: the target has the source's two partitions only
+    const parts = (file: string) => execa('sfdisk', ['--json', file]).then(x => (JSON.parse(x.stdout) as { partitiontable: { partitions: { size: number; type: string }[] } }).partitiontable.partitions.filter(p => p.size > 0).map(p => p.type));
+    await execa('qemu-img', ['convert', '-O', 'raw', out, `${out}.raw`]);
+    assert.deepEqual(await parts(`${out}.raw`), await parts(stray));
+    assert.equal(await sha256(stray), straySum);
+    await rm(`${out}.raw`);
+    await rm(out);
+
+    const past = join(dir, 'mbr-past.raw');
+    const pastSum = await write(past, [[477, 0xeb], [480, 0x3a], [447, 0x80]]);
+    for (const args of [['info', past, '--json'], ['convert', past, join(dir, 'mbr-past.qcow2'), '--no-progress']]) {
+      const p = await runBounded(args);
+      assert.equal(p.exitCode, 3, `${args[0]}: exit 3:\n${p.stderr}`);
+      assert.match(p.stderr, /^ferry: PARTITION_OUTSIDE_DISK: partition 2 ends at byte \d+, beyond the end of the disk \(83886080 bytes\)/m);
+    }
+    assert.equal(existsSync(join(dir, 'mbr-past.qcow2')), false, 'no target');
+    assert.equal(await sha256(past), pastSum);
+    assert.equal(await loopsOn(past), '');
+  });
+
+  it('fixed: ext4, xfs and btrfs that their tools or the kernel refuse to read are FS_DAMAGED (exit 3) naming the partition and the checker, not TOOL_FAILED', async () => {
+    // the bytes the seeded cases changed when they found it (TOOL_FAILED from dumpe2fs or mount before)
+    const cases: [string, string, [number, number][], RegExp][] = [
+      ['ext4', gpt, [[1049675, 0xff], [1049631, 0]], /e2fsck -f/],
+      ['xfs', xfs, [[1048739, 0x9e], [1048805, 0]], /xfs_repair/],
+      ['btrfs', btrfs, [[1114168, 0x80], [1114297, 0]], /btrfs check/],
+    ];
+    for (const [type, base, bytes, checker] of cases) {
+      const file = join(dir, `damaged-${type}.raw`);
+      await copyFile(base, file);
+      const fh = await open(file, 'r+');
+      try { for (const [at, v] of bytes) await fh.write(Buffer.from([v]), 0, 1, at); } finally { await fh.close(); }
+      const sum = await sha256(file);
+      const r = await runBounded(['info', file, '--json']);
+      assert.equal(r.exitCode, 3, `${type}: exit 3:\n${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^ferry: FS_DAMAGED: the ${type} file system on the partition at byte ${2048 * 512} of the disk cannot be read: `, 'm'), type);
+      assert.match(r.stderr, checker, `${type}: names its checker`);
+      assert.equal(await sha256(file), sum, `${type}: the input is unchanged`);
+      assert.equal(await loopsOn(file), '', `${type}: no loop left on it`);
+      await rm(file);
+    }
+  });
+
   it('inventory JSON: convert --inventory refuses what is not an inventory with a typed error, before any target exists', async () => {
     const good = { ferryInventory: 1, system: { uuid: '7f1d2c3b-4a59-4e68-9d7c-0b1a2c3d4e5f', serial: 'S1' }, firmware: { type: 'BIOS' }, cpu: { architecture: 'x86_64' }, disks: [], nics: [] };
     const rnd = prng(SEED);
