@@ -28,7 +28,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const SECONDS: Record<string, number> = {
   deploy: 619, uefi: 191, register: 191, boot: 179, export: 172, lvm: 165, 'network-guest': 157,
   'p2v-agent': 105, 'api-load': 100, 'refit-linux': 92, 'jobs-crash': 74, 'data-disks': 61, jobs: 59,
-  catalog: 56, network: 54, errors: 49, 'network-cut': 43, console: 40, agent: 38, fuzz: 27, oracles: 22,
+  catalog: 56, network: 54, errors: 49, 'network-cut': 43, console: 40, agent: 38, fuzz: 70, oracles: 22,
   fleet: 95, api: 19, machines: 19, 'refit-windows': 19, 'slow-link': 19, 'drivers-db': 18, 'inspect-linux': 18, ntfs: 18,
   'inspect-rpm-guest': 15, 'inspect-windows': 15, 'read-ahead': 15, 'api-server': 10, guard: 16, 'register-generators': 3,
 };
