@@ -66,6 +66,20 @@ export const ntfsDamaged = (where: string, why: string) =>
     `the NTFS volume on ${where} cannot be read: ${why}; repair a copy of the source (chkdsk /f on Windows, or ntfsfix) and convert that copy`,
     { why });
 
+export const partitionOutsideDisk = (partition: number, endByte: number, diskBytes: number) =>
+  new FerryError('PARTITION_OUTSIDE_DISK', 3,
+    `partition ${partition} ends at byte ${endByte}, beyond the end of the disk (${diskBytes} bytes): the partition table is damaged or the image was cut short; fix the table (on a copy) or give the whole image`,
+    { partition, endByte, diskBytes });
+
+/** what checks (and repairs, on a copy) each kernel file system */
+const FS_CHECKER: Record<string, string> = { ext2: 'e2fsck -f', ext3: 'e2fsck -f', ext4: 'e2fsck -f', xfs: 'xfs_repair', btrfs: 'btrfs check' };
+
+// a source file system its own tools or the kernel refuse to read (a bad superblock, a checksum, "Structure needs cleaning")
+export const fsDamaged = (type: string, where: string, why: string) =>
+  new FerryError('FS_DAMAGED', 3,
+    `the ${type} file system on ${where} cannot be read: ${why}; check and repair a copy of the source${FS_CHECKER[type] ? ` (${FS_CHECKER[type]})` : ''} and convert that copy`,
+    { type, why });
+
 export const notRoot = () =>
   new FerryError('NOT_ROOT', 8, 'ferry needs root for loop devices and mounts; run it with sudo or as root');
 

@@ -1,17 +1,19 @@
 // The guard's attribution, on real loops and daemons: what this file leaves is
 // reported, what another test file (another FERRY_TEST_MARK, another root) has
-// running at the same moment is not.
+// running at the same moment is not. And the guard at work: child test files
+// that leak a link with a qdisc, a namespace, a `ferry serve` fail.
 import assert from 'node:assert/strict';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { readlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { execa, type ResultPromise } from 'execa';
-import { guardMachine, tempDir, testScope } from './support/harness.js';
-import { leftBehind, machineState, markOf, netnsIsOurs } from './support/guard.js';
-import { MARK_VAR } from './support/test-scope.js';
-import { makeNetnsLink, netnsMounted } from './support/netns.js';
+import { guardMachine, ROOT, tempDir, testScope } from './support/harness.js';
+import { domainIsOurs, leftBehind, linkIsOurs, machineState, markOf, netnsIsOurs } from './support/guard.js';
+import { alive, MARK_VAR } from './support/test-scope.js';
+import { deleteNetns, makeNetnsLink, netnsMounted } from './support/netns.js';
 
 guardMachine();
 const dir = await tempDir('ferrytest-guard-');
@@ -157,5 +159,91 @@ describe('the guard counts only this test file\'s leftovers', () => {
       assert.ok(process.env[v]!.startsWith(testScope.root), `${v}=${process.env[v]}`);
     }
     assert.equal(process.env[MARK_VAR], testScope.mark);
+  });
+
+  it('links, qdiscs and domains: ours by our registration, a -<our pid> name or our path; theirs by another\'s', async () => {
+    await mkdir(join(otherRoot, 'netns'), { recursive: true });
+    await writeFile(join(otherRoot, 'netns', 'ferry-x-theirs'), 'fxh-theirs\nfxn-theirs\n');
+    const registered = new Map([['fxh-theirs', false], ['fxh-ours', true]]);
+    assert.equal(linkIsOurs('fxh-theirs', registered), false, 'registered by another root');
+    assert.equal(linkIsOurs('fxh-ours', registered), true, 'registered by ours');
+    assert.equal(linkIsOurs(`fx-${process.pid}`, registered), true, 'named after this process');
+    assert.equal(linkIsOurs(`fx-${process.ppid}`, registered), false, 'named after another live process');
+    assert.equal(linkIsOurs('fx-nobody', registered), true, 'no owner in sight, no other file alive (guard runs alone): ours');
+    const disk = (path: string) => `<domain><name>d</name><devices><disk type='file'><source file='${path}'/></disk></devices></domain>`;
+    assert.equal(domainIsOurs('d', disk(join(dir, 'a.qcow2'))), true);
+    assert.equal(domainIsOurs('d', disk(join(otherRoot, 'a.qcow2'))), false);
+    assert.equal(domainIsOurs('d', disk('/srv/images/a.qcow2')), true, 'a path nobody\'s: ours with no other file alive');
+    // a real link registered by the other root: not ours; once unregistered (nobody's): ours
+    const name = 'fxh-theirs';
+    await execa('ip', ['link', 'add', name, 'type', 'bridge']); // no dummy module here
+    try {
+      assert.ok(!(await machineState()).links.some(l => l.startsWith(`${name} `)), 'registered by the other file: theirs');
+      await writeFile(join(otherRoot, 'netns', 'ferry-x-theirs'), '');
+      assert.ok((await machineState()).links.includes(`${name} (bridge)`), 'unregistered: ours');
+    } finally { await execa('ip', ['link', 'del', name], { reject: false }); }
+  });
+
+  it('child test files that leak a link with a qdisc, a namespace or a `ferry serve` fail their guard, naming it', async () => {
+    const harness = pathToFileURL(join(ROOT, 'dist', 'test', 'support', 'harness.js')).href;
+    const netns = pathToFileURL(join(ROOT, 'dist', 'test', 'support', 'netns.js')).href;
+    // each child writes what it made to a file: name, pid
+    const children: Record<string, string> = {
+      link: `import { execFileSync } from 'node:child_process';
+        const name = 'fgl-' + process.pid;
+        execFileSync('ip', ['link', 'add', name, 'type', 'bridge']);
+        execFileSync('tc', ['qdisc', 'add', 'dev', name, 'root', 'tbf', 'rate', '1mbit', 'burst', '32kb', 'latency', '50ms']);
+        made(name);`,
+      netns: `const { makeNetnsLink } = await import('${netns}');
+        const ns = 'ferry-gleak-' + process.pid;
+        await makeNetnsLink({ ns, hostIf: 'unused', nsIf: 'unused', hostIp: '10.0.0.1', isolated: true });
+        made(ns);`,
+      serve: `import { spawn } from 'node:child_process';
+        const p = spawn('node', [FERRY, 'serve', '--listen', '127.0.0.1:0', '--log-level', 'silent'], { detached: true, stdio: 'ignore' });
+        p.unref();
+        await new Promise(r => setTimeout(r, 1500));
+        made(String(p.pid));`,
+    };
+    const runs = Object.entries(children).map(async ([what, body]) => {
+      const file = join(dir, `leak-${what}.test.mjs`);
+      const out = join(dir, `leak-${what}.out`);
+      const [imports, rest] = body.trim().startsWith('import') ? [body.trim().split('\n')[0], body.trim().split('\n').slice(1).join('\n')] : ['', body];
+      await writeFile(file, `${imports}
+import { writeFileSync } from 'node:fs';
+import { it } from 'node:test';
+import { FERRY, guardMachine } from '${harness}';
+void FERRY;
+guardMachine();
+const made = thing => writeFileSync(${JSON.stringify(out)}, thing + ' ' + process.pid);
+it('leaks a ${what}', async () => {
+${rest}
+});
+`);
+      // as a sibling test file: its root beside ours, under the same dir
+      const r = await execa(process.execPath, ['--test', '--test-reporter=spec', file], { reject: false, all: true, stdin: 'ignore', env: { FERRY_TEST_TMP: dirname(testScope.scopes), NODE_TEST_CONTEXT: undefined } });
+      const [thing, pid] = (await readFile(out, 'utf8').catch(() => '')).split(' ');
+      return { what, r, thing, pid: Number(pid) };
+    });
+    const results = await Promise.all(runs);
+    try {
+      for (const { what, r, thing } of results) {
+        assert.ok(thing, `the ${what} child made its leak:\n${r.all}`);
+        assert.notEqual(r.exitCode, 0, `the ${what} child's guard failed it:\n${r.all}`);
+        assert.match(String(r.all), /left behind on the machine by this file/, `${what}: the guard's message`);
+        const expected = { link: [`links: ${thing} (bridge)`, `qdiscs: qdisc tbf`], netns: [`netns: ${thing}`], serve: [`servers: ${thing} `] }[what]!;
+        for (const e of expected) assert.ok(String(r.all).includes(e), `${what}: "${e}" reported:\n${r.all}`);
+      }
+    } finally {
+      for (const { what, thing, pid } of results) {
+        if (!thing) continue;
+        if (what === 'link') await execa('ip', ['link', 'del', thing], { reject: false });
+        if (what === 'netns') await deleteNetns(thing);
+        if (what === 'serve') {
+          process.kill(Number(thing), 'SIGTERM');
+          await until('the leaked serve ends', async () => !alive(Number(thing)));
+        }
+        await rm(join(testScope.scopes, `t${pid}`), { recursive: true, force: true });
+      }
+    }
   });
 });

@@ -5,14 +5,14 @@
 // drivers-db; `ferry reconfigure --overlay` and `ferry convert --profile` then
 // re-fit the guest, and the result is read back without mounting anything:
 // the overlay's partition is copied out with qemu-img, files taken out with
-// ntfscat and the hives read with hivexregedit. Templates and sources keep
+// ntfscat and the hives read with hivexget (not Ferry's hive parser). Templates and sources keep
 // their sha256; a missing driver stops everything before a byte is written.
 import assert from 'node:assert/strict';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
-import { parseReg, type RegKey } from '../src/inspect/windows/hive.js';
+import { parseReg } from '../src/inspect/windows/hive.js';
 import { normalizePatchLevel, storeReleases } from '../converters/windows/release.js';
 import { regText } from '../converters/windows/registry.js';
 import { toolServices } from '../converters/windows/tools.js';
@@ -77,7 +77,7 @@ async function driversDb(name: string, containers: string[]): Promise<{ env: Rec
 }
 const objectOf = (env: Record<string, string>, f: Stored) => join(env.FERRY_DRIVERS_DB, 'objects', f.sha256.slice(0, 2), f.sha256);
 
-/** One partition of a disk image (any format) copied out as a plain file, read with ntfscat and hivexregedit: nothing is mounted. */
+/** One partition of a disk image (any format) copied out as a plain file, read with ntfscat and hivexget: nothing is mounted. */
 class Readback {
   private constructor(readonly part: string) {}
   static async of(image: string, disk: PhonyWindowsDisk, name: string): Promise<Readback> {
@@ -100,19 +100,43 @@ class Readback {
     const b = await this.file(guestPath);
     return b && (await import('node:crypto')).createHash('sha256').update(b).digest('hex');
   }
-  /** a key of a hive (undefined when the key does not exist) */
-  async key(hivePath: string, key: string): Promise<RegKey | undefined> {
+  /** a key of a hive read with hivexget (undefined when the key does not exist); any other failure fails the test */
+  async key(hivePath: string, key: string): Promise<HiveKey | undefined> {
     const local = join(dir, `hive-${Math.random().toString(36).slice(2)}`);
     const data = await this.file(hivePath);
     assert.ok(data, `${hivePath} exists`);
     await writeFile(local, data);
-    const r = await execa('hivexregedit', ['--export', local, key], { reject: false });
-    if (r.exitCode !== 0) {
-      assert.match(String(r.stderr), /path not found/, `hivexregedit reads ${hivePath}: ${r.stderr}`);
+    const list = await execa('hivexget', [local, key], { reject: false });
+    if (list.exitCode !== 0) {
+      assert.match(String(list.stderr), /subkey '[^']*' not found/, `hivexget reads ${hivePath} ${key}: ${list.stderr}`);
       return undefined;
     }
-    return parseReg(String(r.stdout), key);
+    // lsval's lines are "NAME"=…; each value is then read by name, as hivexget prints it (strings as text, a dword in decimal, a multi-string one per line)
+    // and its type from the listing: "x" REG_SZ, str(N):"x", hex(N):…, hex:… REG_BINARY, dword:… REG_DWORD, qword:… REG_QWORD
+    const values = new Map<string, { type: number; text: string }>();
+    for (const line of String(list.stdout).split('\n')) {
+      const m = /^"((?:[^"\\]|\\.)*)"=(?:(")|str\((\d+)\):|hex\((\d+)\):|(hex):|(dword):|(qword):)/.exec(line);
+      if (!m) continue;
+      const name = m[1].replace(/\\(.)/g, '$1');
+      const type = m[2] ? 1 : m[3] ? Number(m[3]) : m[4] ? Number(m[4]) : m[5] ? 3 : m[6] ? 4 : 11;
+      values.set(name.toLowerCase(), { type, text: String((await execa('hivexget', [local, key, name])).stdout) });
+    }
+    return new HiveKey(values);
   }
+}
+
+/** A registry key's values as hivexget printed them (names case-insensitive, as Windows reads them). */
+class HiveKey {
+  constructor(private readonly values: Map<string, { type: number; text: string }>) {}
+  value(name: string): { type: number; text: string } | undefined { return this.values.get(name.toLowerCase()); }
+  str(name: string): string | undefined { return this.value(name)?.text; }
+  num(name: string): number | undefined {
+    const v = this.str(name);
+    if (v === undefined) return undefined;
+    assert.match(v, /^\d+$/, `${name} is a number: ${v}`);
+    return Number(v);
+  }
+  strings(name: string): string[] | undefined { return this.str(name)?.split('\n').filter(Boolean); }
 }
 
 interface Change { file: string; before: string; after: string; reason: string }
@@ -170,7 +194,7 @@ describe('phony Windows re-fit: names and registry text (no disks)', () => {
     assert.equal(keys.length, new Set(keys).size, 'each key once');
     assert.ok(lines.includes('"Start"=dword:00000000'));
     assert.ok(lines.includes(`"ImagePath"=hex(2):${[...Buffer.from('system32\\drivers\\viostor.sys\0', 'utf16le')].map(b => b.toString(16).padStart(2, '0')).join(',')}`));
-    // what hivex's own parser makes of it
+    // what Ferry's own .reg reader makes of it (the disks below are read back with hivexget)
     const parsed = parseReg(text, 'HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\viostor');
     assert.equal(parsed?.str('ImagePath'), 'system32\\drivers\\viostor.sys');
     assert.equal(parsed?.num('Start'), 0);
@@ -243,7 +267,7 @@ describe('phony Windows Server 2003 SP2 re-fitted through overlays', () => {
     assert.equal(svc.str('Group'), 'SCSI miniport');
     assert.equal(svc.str('ImagePath'), 'system32\\drivers\\viostor.sys');
     assert.equal(svc.value('ImagePath')?.type, 2, 'REG_EXPAND_SZ');
-    assert.equal(svc.sub('Parameters\\PnpInterface')?.num('5'), 1);
+    assert.equal((await rbVirtio.key(SYS(), '\\ControlSet001\\Services\\viostor\\Parameters\\PnpInterface'))?.num('5'), 1);
     for (const id of ['pci#ven_1af4&dev_1001&subsys_00021af4', 'pci#ven_1af4&dev_1042&subsys_11001af4']) {
       const cdd = await rbVirtio.key(SYS(), `\\ControlSet001\\Control\\CriticalDeviceDatabase\\${id}`);
       assert.equal(cdd?.str('Service'), 'viostor', id);
@@ -334,7 +358,7 @@ describe('phony Windows Server 2019 re-fitted to kvm-virtio', () => {
     // Select\Current = 2 on this disk; ControlSet001 is stale
     const svc = await rb.key(SYS, '\\ControlSet002\\Services\\viostor');
     assert.deepEqual([svc?.num('Start'), svc?.num('Type'), svc?.str('Group')], [0, 1, 'SCSI miniport']);
-    assert.equal(svc?.sub('Parameters'), undefined, 'no NT 5 PnpInterface key');
+    assert.equal(await rb.key(SYS, '\\ControlSet002\\Services\\viostor\\Parameters'), undefined, 'no NT 5 PnpInterface key');
     assert.equal(await rb.key(SYS, '\\ControlSet001\\Services\\viostor'), undefined, 'the stale set is left alone');
     assert.equal(await rb.key(SYS, '\\ControlSet002\\Control\\CriticalDeviceDatabase'), undefined, 'Windows 8 and later have none');
     assert.equal((await rb.key(SYS, '\\ControlSet002\\Services\\VMTools'))?.num('Start'), 4);

@@ -11,11 +11,12 @@
 //
 // Each file's isolation from the other running file: test/support/test-scope.ts.
 import { readdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { DAEMONS, watchedMount } from './support/guard.js';
+// not guard.js: that enters a test scope, and every file's root would nest in the runner's
+import { DAEMONS, DEFAULT_QDISC, LIBVIRT_DOMAIN_DIRS, SERVER_LINE, watchedMount } from './support/watched.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -27,9 +28,9 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const SECONDS: Record<string, number> = {
   deploy: 619, uefi: 191, register: 191, boot: 179, export: 172, lvm: 165, 'network-guest': 157,
   'p2v-agent': 105, 'api-load': 100, 'refit-linux': 92, 'jobs-crash': 74, 'data-disks': 61, jobs: 59,
-  catalog: 56, network: 54, errors: 49, 'network-cut': 43, console: 40, agent: 38, fuzz: 27, oracles: 22,
+  catalog: 56, network: 54, errors: 49, 'network-cut': 43, console: 40, agent: 38, fuzz: 70, oracles: 22,
   fleet: 95, api: 35, machines: 19, 'refit-windows': 19, 'slow-link': 19, 'drivers-db': 18, 'inspect-linux': 18, ntfs: 18,
-  'inspect-rpm-guest': 15, 'inspect-windows': 15, 'read-ahead': 15, 'api-server': 10, guard: 5, 'register-generators': 3,
+  'inspect-rpm-guest': 15, 'inspect-windows': 15, 'read-ahead': 15, 'api-server': 10, guard: 16, 'register-generators': 3,
 };
 /** a file not in the table yet: most new files boot a guest, so it is not put last */
 const NEW_FILE_SECONDS = 90;
@@ -51,9 +52,9 @@ export function order(files: string[]): string[] {
   return [...files].sort((a, b) => estimate(b) - estimate(a) || a.localeCompare(b));
 }
 
-interface Snapshot { loops: string[]; mounts: string[]; daemons: string[]; links: string[]; netns: string[]; qdiscs: string[] }
+interface Snapshot { loops: string[]; mounts: string[]; daemons: string[]; servers: string[]; links: string[]; netns: string[]; qdiscs: string[]; domains: string[] }
 
-/** The whole machine's loops, Ferry/FUSE/namespace mounts (and /run/netns, which `ip netns add` makes one), helper daemons, network links, namespaces and traffic shapers; a read that fails throws. */
+/** The whole machine's loops, Ferry/FUSE/namespace mounts (and /run/netns, which `ip netns add` makes one), helper daemons, `ferry serve`/worker processes, network links, namespaces, traffic shapers and libvirt domains; a read that fails throws. */
 async function machineSnapshot(): Promise<Snapshot> {
   const lines = async (cmd: string, args: string[]) => String((await execa(cmd, args, { stdin: 'ignore' })).stdout).split('\n').filter(Boolean);
   const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n')
@@ -67,7 +68,9 @@ async function machineSnapshot(): Promise<Snapshot> {
     daemons,
     links: (await lines('ip', ['-o', 'link', 'show'])).map(l => l.split(': ')[1].replace(/@.*/, '')),
     netns: (await lines('ip', ['netns', 'list'])).map(l => l.split(' ')[0]),
-    qdiscs: (await lines('tc', ['qdisc', 'show'])).filter(l => !/^qdisc (noqueue|pfifo_fast|fq_codel|mq) /.test(l)),
+    qdiscs: (await lines('tc', ['qdisc', 'show'])).filter(l => !DEFAULT_QDISC.test(l)),
+    servers: String((await execa('pgrep', ['-a', '-r', 'R,S,D,T', '-x', 'node'], { reject: false, stdin: 'ignore' })).stdout).split('\n').filter(l => SERVER_LINE.test(l)),
+    domains: (await Promise.all(LIBVIRT_DOMAIN_DIRS.map(d => readdir(d).catch(() => [] as string[])))).flat().filter(f => f.endsWith('.xml')),
   };
 }
 

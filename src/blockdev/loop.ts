@@ -1,4 +1,5 @@
 // Loop devices, one per partition (this host's loop driver makes no partition nodes).
+import { readFile } from 'node:fs/promises';
 import { throwIfAborted } from '../util/abort.js';
 import { run } from '../util/exec.js';
 import type { Scope } from '../util/scope.js';
@@ -34,4 +35,17 @@ async function detachLoop(dev: string): Promise<void> {
       await new Promise(r => setTimeout(r, 100));
     }
   }
+}
+
+/** A loop device's offset in its backing file (the partition's start). */
+export async function loopOffset(dev: string): Promise<number | undefined> {
+  const name = /\/dev\/(loop\d+)$/.exec(dev)?.[1];
+  if (!name) return undefined;
+  return Number((await readFile(`/sys/block/${name}/loop/offset`, 'utf8')).trim());
+}
+
+/** How a user finds the volume: its partition's byte offset in the disk (the device is a loop over it). */
+export async function volumeWhere(dev: string): Promise<string> {
+  const at = await loopOffset(dev).catch(() => undefined);
+  return at === undefined ? dev : `the partition at byte ${at} of the disk`;
 }

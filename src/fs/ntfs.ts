@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { ntfsDamaged } from '../errors.js';
 import { readBytes, writeBytes } from '../blockdev/disk.js';
 import { exportAsFile, fileBlockdevs } from '../blockdev/qsd.js';
+import { loopOffset, volumeWhere as where } from '../blockdev/loop.js';
 import { withScope, type Scope } from '../util/scope.js';
 import { run } from '../util/exec.js';
 import { treeXattrs } from '../verify/tree.js';
@@ -62,21 +63,8 @@ async function readBootSector(dev: string, devBytes: number): Promise<BootSector
   return { sectorSize, clusterSize, totalSectors, hiddenSectors: b.readUInt32LE(0x1c), mftLcn };
 }
 
-/** How a user finds the volume: its partition's byte offset in the disk (the device is a loop over it). */
-async function where(dev: string): Promise<string> {
-  const at = await loopOffset(dev).catch(() => undefined);
-  return at === undefined ? dev : `the partition at byte ${at} of the disk`;
-}
-
 async function deviceBytes(dev: string): Promise<number> {
   return Number((await run('blockdev', ['--getsize64', dev])).stdout.trim());
-}
-
-/** A loop device's offset in its backing file (the partition's start). */
-async function loopOffset(dev: string): Promise<number | undefined> {
-  const name = /\/dev\/(loop\d+)$/.exec(dev)?.[1];
-  if (!name) return undefined;
-  return Number((await readFile(`/sys/block/${name}/loop/offset`, 'utf8')).trim());
 }
 
 /** Windows fast start-up and hibernation leave hiberfil.sys starting with "hibr" (or "HIBR", "wake"…); a cleared one is zeros. */

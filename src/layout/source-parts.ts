@@ -2,8 +2,8 @@
 // whether Ferry rebuilds it or copies its blocks, and how small it may get.
 // An LVM physical volume is looked into too: each logical volume is a volume
 // of its own, probed and copied like a partition (layout/lvm.ts).
-import { attachLoop } from '../blockdev/loop.js';
-import { lvmPvMissing } from '../errors.js';
+import { attachLoop, volumeWhere } from '../blockdev/loop.js';
+import { fsDamaged, lvmPvMissing, partitionOutsideDisk, ToolError } from '../errors.js';
 import { probeDevice } from '../fs/detect.js';
 import { fsModuleFor } from '../fs/index.js';
 import { looksLikeNtfs } from '../fs/ntfs.js';
@@ -60,8 +60,16 @@ async function probeVolume(scope: Scope, dev: string, work: string, probed?: Awa
   if (!probe.type && await looksLikeNtfs(dev)) probe.type = 'ntfs';
   const module = fsModuleFor(probe.type);
   if (!module) return { method: 'blocks', fsType: probe.type };
-  return { method: 'rebuild', module, facts: await module.probe(scope, dev, work, probe.type!), fsType: probe.type };
+  const facts = await module.probe(scope, dev, work, probe.type!).catch(async (e: unknown) => {
+    // what the file system's own tools or the kernel say of a damaged one: the source's fault, not a tool's
+    if (e instanceof ToolError && DAMAGE.test(e.stderr)) throw fsDamaged(probe.type!, await volumeWhere(dev), e.message.replace(/^\S+ failed/, `${e.tool} failed`));
+    throw e;
+  });
+  return { method: 'rebuild', module, facts, fsType: probe.type };
 }
+
+/** how dumpe2fs, xfs_db, btrfs and mount report a file system that is damaged */
+const DAMAGE = /Structure needs cleaning|bad superblock|superblock is corrupt|checksum does not match|Bad magic number|corrupt/i;
 
 /** The LVs of the PV on dev (partition part): each linear one-range LV probed at its offset; multi-range ones copied as blocks. */
 async function probeLvm(scope: Scope, diskFile: string, dev: string, pvUuid: string | undefined, part: Partition, ss: number, work: string): Promise<Pick<SourcePart, 'method' | 'lvm' | 'why'> | undefined> {
@@ -88,6 +96,11 @@ export async function readSourceLayout(diskFile: string, diskSize: number, work:
   const ss = table?.sectorSize ?? 512;
   const parts: SourcePart[] = [];
   const pvUuids = new Set<string>();
+  // a partition past the disk's end would be read short (a loop stops at the file's end) and copied as if whole
+  for (const part of partitions) {
+    const end = (part.start + part.size) * ss;
+    if (end > diskSize) throw partitionOutsideDisk(part.number, end, diskSize);
+  }
   for (const part of partitions) {
     if (table && isExtended(table, part)) { parts.push({ part, method: 'container' }); continue; }
     parts.push(await withScope(async probeScope => {

@@ -40,7 +40,8 @@ export async function readTable(disk: string): Promise<PartitionTable | undefine
   const r = await run('sfdisk', ['--json', disk], { okCodes: [1] });
   if (r.exitCode !== 0 || !r.stdout.trim()) return undefined;
   const t = (JSON.parse(r.stdout) as SfdiskJson).partitiontable;
-  const partitions = (t.partitions ?? []).map(p => ({
+  // sfdisk lists an MBR slot of size 0 when any of its other bytes is set (a CHS value); like the kernel, that is no partition
+  const partitions = (t.partitions ?? []).filter(p => p.size > 0).map(p => ({
     number: Number(/(\d+)$/.exec(p.node)?.[1] ?? 0),
     start: p.start, size: p.size, type: p.type,
     uuid: p.uuid, name: p.name, attrs: p.attrs, bootable: p.bootable,

@@ -18,7 +18,21 @@
 //     it is mounted outside our root, or a live run journal not in our root
 //     or a job store in another root (a `ferry serve` job's loops) names it; else ours, if it is still there a moment later (harness.ts:
 //     another run may be between its losetup and its first use);
-//   - work dirs are read from our own FERRY_TMP.
+//   - work dirs are read from our own FERRY_TMP;
+//   - a network link (veth, dummy, bridge, tap in this namespace), and a tc
+//     qdisc by the link it sits on, is ours when our root registered it
+//     (netns.ts writes the host end's name into the namespace's registration)
+//     or its name ends in -<our pid>; another's when another root registered it
+//     or its name ends in -<pid> of another live process; else ours unless
+//     another test file is alive (then the runner's end-of-suite check judges);
+//   - a libvirt domain (virsh list --all when libvirtd runs, and the domain
+//     files under /etc/libvirt/qemu and /run/libvirt/qemu, which stay when it
+//     does not) is ours by a path of our root in its XML, another's by a path
+//     elsewhere in /tmp, /var/tmp or the roots' dir, else as a link;
+//   - `ferry serve`, `ferry worker` and `ferry pxe serve` processes are ours by
+//     their marker, as daemons are.
+// Links, namespaces, qdiscs and domains there when the file started are never
+// its leak (the all* lists), as with loops.
 import Database from 'better-sqlite3';
 import { execa } from 'execa';
 import { existsSync, readdirSync } from 'node:fs';
@@ -26,21 +40,25 @@ import { readFile, readdir, readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MARK_VAR, testScope, type TestScope } from './test-scope.js';
+import { DAEMONS, DEFAULT_QDISC, LIBVIRT_DOMAIN_DIRS, SERVER_LINE, under, unescape, watchedMount } from './watched.js';
+
+export { DAEMONS, SERVER_LINE, watchedMount };
 
 export interface MachineState {
   loops: string[]; mounts: string[]; daemons: string[]; workDirs: string[];
   /** every loop on the machine, whoever's: one there before a file started is never that file's leak (whose a
    * loop on a shared fixture is can read differently at start and end: another file may have ended meanwhile) */
   allLoops: string[];
+  /** network links ("NAME (KIND)") and tc qdiscs in this namespace, network namespaces, libvirt domains ("NAME"), ours */
+  links: string[]; qdiscs: string[]; netns: string[]; domains: string[];
+  /** `ferry serve`/`worker`/`pxe serve` processes of ours (pid and command line) */
+  servers: string[];
+  /** the same, whoever's: there at a file's start, never its leak */
+  allLinks: string[]; allQdiscs: string[]; allNetns: string[]; allDomains: string[];
 }
 
-// process names as the kernel keeps them (15 characters: qemu-storage-daemon is 'qemu-storage-da')
-export const DAEMONS = ['qemu-storage-da', 'qemu-nbd', 'nbdkit', 'tgtd', 'qemu-system-x86', 'dnsmasq'];
 
 const TEMP = ['/tmp', '/var/tmp'];
-const under = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
-/** /proc/self/mounts escapes spaces and the like as \ooo */
-const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 
 /** FERRY_TEST_MARK of a process: undefined when it has none, null when it is gone */
 export async function markOf(pid: number): Promise<string | undefined | null> {
@@ -62,12 +80,13 @@ export function daemonIsOurs(mark: string | undefined, cmdline: string, s: TestS
   return cmdline.includes(`${s.root}/`);
 }
 
-/** pid and command line of the processes named `name` (not zombies: a stopped --daemonize qsd is one until init reaps it) that are ours */
-export async function ourProcesses(names: string[], s: TestScope = testScope): Promise<string[]> {
+/** pid and command line of the processes named `name` (not zombies: a stopped --daemonize qsd is one until init reaps it) that are ours (and whose line matches `only`, when given) */
+export async function ourProcesses(names: string[], s: TestScope = testScope, only?: RegExp): Promise<string[]> {
   const out: string[] = [];
   for (const name of names) {
     const r = await execa('pgrep', ['-a', '-x', '-r', 'R,S,D,T', name], { reject: false });
     for (const line of String(r.stdout).split('\n').filter(Boolean)) {
+      if (only && !only.test(line)) continue;
       const pid = Number(line.split(' ')[0]);
       const mark = await markOf(pid);
       if (mark !== null && daemonIsOurs(mark, line, s)) out.push(line);
@@ -171,21 +190,89 @@ export function loopIsOurs(backFile: string, facts: () => LoopFacts, s: TestScop
   return !f.otherFileAlive;
 }
 
+/** Every test process's root: ours and our siblings, and roots nested one level in them (a runner that entered a scope of its own, as test/run.ts once did, puts its files' roots in its root). */
+async function testRoots(s: TestScope): Promise<string[]> {
+  const roots = (await readdir(s.scopes).catch(() => [] as string[])).map(r => join(s.scopes, r));
+  const nested = await Promise.all(roots.map(async r => (await readdir(join(r, 'ferrytests')).catch(() => [] as string[])).map(n => join(r, 'ferrytests', n))));
+  return [...roots, ...nested.flat()];
+}
+
 /** A network namespace (/run/netns/NAME) is ours unless another file registered it or its name ends in another live process's pid. */
 export async function netnsIsOurs(name: string, s: TestScope = testScope): Promise<boolean> {
-  for (const r of await readdir(s.scopes).catch(() => [] as string[])) {
-    const registered = await readFile(join(s.scopes, r, 'netns', name), 'utf8').then(() => true, () => false);
-    if (registered) return under(join(s.scopes, r), s.root);
+  for (const r of await testRoots(s)) {
+    const registered = await readFile(join(r, 'netns', name), 'utf8').then(() => true, () => false);
+    if (registered) return under(r, s.root);
   }
   const pid = Number(/-(\d+)$/.exec(name)?.[1]);
   if (pid && pid !== process.pid && await readFile(`/proc/${pid}/stat`).then(() => true, () => false)) return false;
   return true;
 }
 
-/** A /proc/self/mounts line of the kinds tests make: Ferry's work mounts, FUSE exports, /run/netns and the namespaces in it */
-export function watchedMount(line: string): boolean {
-  const at = unescape(line.split(' ')[1] ?? '');
-  return /ferry-/.test(line) || / fuse(\.\S+)? /.test(line) && !line.includes('/proc/sys/fs/binfmt_misc') || under(at, '/run/netns');
+/** Link names that test roots registered (netns.ts: the host end of a pair), each with whether the root is ours. */
+async function registeredLinks(s: TestScope): Promise<Map<string, boolean>> {
+  const links = new Map<string, boolean>();
+  for (const r of await testRoots(s)) {
+    const dir = join(r, 'netns');
+    for (const ns of await readdir(dir).catch(() => [] as string[])) {
+      for (const name of (await readFile(join(dir, ns), 'utf8').catch(() => '')).split('\n').filter(Boolean)) links.set(name, under(r, s.root));
+    }
+  }
+  return links;
+}
+
+/** A name ending in -<pid>: ours when the pid is ours, another's when that process lives; undefined: no such ending, or a dead pid */
+function ownerByPid(name: string): boolean | undefined {
+  const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+  if (!pid) return undefined;
+  if (pid === process.pid) return true;
+  return existsSync(`/proc/${pid}`) ? false : undefined;
+}
+
+/** A link is ours by a registration or a -<pid> name; with neither, ours unless another test file runs. */
+export function linkIsOurs(name: string, registered: Map<string, boolean>, s: TestScope = testScope): boolean {
+  return registered.get(name) ?? ownerByPid(name) ?? !otherScopeAlive(s);
+}
+
+/** A domain is ours by a path under our root in its XML; another's by one under another temp dir; else by its name, as a link. */
+export function domainIsOurs(name: string, xml: string, s: TestScope = testScope): boolean {
+  const paths = [...xml.matchAll(/(?:file|dev|dir|path)=['"]([^'"]+)['"]|<(?:path|source)>([^<]+)</g)].map(m => m[1] ?? m[2]);
+  const owners = paths.map(p => pathOwner(p, s));
+  if (owners.includes(true)) return true;
+  if (owners.includes(false)) return false;
+  return ownerByPid(name) ?? !otherScopeAlive(s);
+}
+
+/** Every libvirt domain on qemu:///system with its XML: virsh's list when libvirtd runs, and the files it keeps them in (there when it does not run). */
+async function libvirtDomains(): Promise<Map<string, string>> {
+  const domains = new Map<string, string>();
+  for (const dir of ['/etc/libvirt/qemu', '/run/libvirt/qemu']) {
+    for (const f of await readdir(dir).catch(() => [] as string[])) {
+      if (f.endsWith('.xml')) domains.set(f.slice(0, -4), await readFile(join(dir, f), 'utf8').catch(() => ''));
+    }
+  }
+  if ((await execa('pgrep', ['-x', 'libvirtd'], { reject: false })).exitCode === 0) {
+    const r = await execa('virsh', ['-c', 'qemu:///system', 'list', '--all', '--name'], { reject: false, stdin: 'ignore', timeout: 10_000 });
+    for (const name of String(r.stdout).split('\n').map(n => n.trim()).filter(Boolean)) {
+      if (domains.has(name)) continue;
+      domains.set(name, String((await execa('virsh', ['-c', 'qemu:///system', 'dumpxml', name], { reject: false, stdin: 'ignore', timeout: 10_000 })).stdout));
+    }
+  }
+  return domains;
+}
+
+
+/** This namespace's links ("NAME (KIND)"), its non-default qdiscs and the network namespaces, each with whose they are. */
+async function network(s: TestScope) {
+  const registered = await registeredLinks(s);
+  const linkList = JSON.parse(String((await execa('ip', ['-j', '-d', 'link', 'show'], { stdin: 'ignore' })).stdout) || '[]') as { ifname: string; linkinfo?: { info_kind?: string } }[];
+  const allLinks = linkList.map(l => `${l.ifname} (${l.linkinfo?.info_kind ?? 'device'})`);
+  const links = linkList.filter(l => linkIsOurs(l.ifname, registered, s)).map(l => `${l.ifname} (${l.linkinfo?.info_kind ?? 'device'})`);
+  const allQdiscs = String((await execa('tc', ['qdisc', 'show'], { stdin: 'ignore' })).stdout).split('\n').map(l => l.trim()).filter(l => l && !DEFAULT_QDISC.test(l));
+  const qdiscs = allQdiscs.filter(l => linkIsOurs(/ dev (\S+)/.exec(l)?.[1] ?? '', registered, s));
+  const allNetns = String((await execa('ip', ['netns', 'list'], { stdin: 'ignore' })).stdout).split('\n').map(l => l.split(' ')[0]).filter(Boolean);
+  const netns: string[] = [];
+  for (const n of allNetns) if (await netnsIsOurs(n, s)) netns.push(n);
+  return { links, allLinks, qdiscs, allQdiscs, netns, allNetns };
 }
 
 export async function machineState(s: TestScope = testScope): Promise<MachineState> {
@@ -194,9 +281,10 @@ export async function machineState(s: TestScope = testScope): Promise<MachineSta
   for (const l of mountLines) {
     const at = unescape(l.split(' ')[1] ?? '');
     if (!watchedMount(l)) continue;
-    // `ip netns add` bind-mounts /run/netns on itself once for the whole machine, and it stays (netns.ts)
-    if (at === '/run/netns') continue;
-    if (under(at, '/run/netns') ? await netnsIsOurs(at.slice('/run/netns/'.length), s) : pathOwner(at, s) !== false) mounts.push(l);
+    // `ip netns add` bind-mounts /run/netns on itself once for the whole machine, and it stays (netns.ts);
+    // a namespace's own mount in it is counted as the namespace (netns)
+    if (under(at, '/run/netns')) continue;
+    if (pathOwner(at, s) !== false) mounts.push(l);
   }
 
   const loopLines = String((await execa('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { reject: false })).stdout).split('\n').filter(Boolean);
@@ -204,9 +292,12 @@ export async function machineState(s: TestScope = testScope): Promise<MachineSta
   const allLoops = loopLines.map(l => l.trim().split(/\s+/).join(' '));
   let holders: Map<string, (string | undefined)[]> | undefined;
   let others: Set<string> | undefined;
+  const backOf = new Map(loopLines.map(l => { const [dev, ...rest] = l.trim().split(/\s+/); return [dev, rest.join(' ')]; }));
   for (const l of loopLines) {
-    const [dev, ...rest] = l.trim().split(/\s+/);
-    const back = rest.join(' ');
+    const [dev] = l.trim().split(/\s+/);
+    // a loop on a loop (a partition of an exported disk): whose its back-file's loop is
+    let back = backOf.get(dev)!;
+    for (let i = 0; i < 4 && backOf.has(back); i++) back = backOf.get(back)!;
     if (pathOwner(back.replace(/ \(deleted\)$/, ''), s) === undefined) {
       holders ??= await loopHolders();
       others ??= await othersLoops(s);
@@ -221,16 +312,27 @@ export async function machineState(s: TestScope = testScope): Promise<MachineSta
   }
 
   const daemons = await ourProcesses(DAEMONS, s);
+  const servers = await ourProcesses(['node'], s, SERVER_LINE);
   const workDirs = (await readdir(process.env.FERRY_TMP ?? tmpdir()).catch(() => [] as string[])).filter(n => n.startsWith('ferry-'));
-  return { loops, mounts, daemons, workDirs, allLoops };
+  const net = await network(s);
+  const allDomains: string[] = [], domains: string[] = [];
+  for (const [name, xml] of await libvirtDomains()) {
+    allDomains.push(name);
+    if (domainIsOurs(name, xml, s)) domains.push(name);
+  }
+  return { loops, mounts, daemons, workDirs, allLoops, servers, domains, allDomains, ...net };
 }
+
+/** kinds judged against everything on the machine at the start (whoever's), not only against what was ours then */
+const MACHINE_WIDE = { loops: 'allLoops', links: 'allLinks', qdiscs: 'allQdiscs', netns: 'allNetns', domains: 'allDomains' } as const;
 
 /** Differences between two states: what appeared since `before`. */
 export function leftBehind(before: MachineState, after: MachineState): string[] {
   const out: string[] = [];
-  for (const k of ['loops', 'mounts', 'daemons', 'workDirs'] as const) {
+  for (const k of ['loops', 'mounts', 'daemons', 'servers', 'workDirs', 'netns', 'links', 'qdiscs', 'domains'] as const) {
     for (const item of after[k]) {
-      const old = k === 'loops' ? before.allLoops.includes(item.trim().split(/\s+/).join(' ')) : before[k].includes(item);
+      const all = k in MACHINE_WIDE ? before[MACHINE_WIDE[k as keyof typeof MACHINE_WIDE]] : undefined;
+      const old = k === 'loops' ? before.allLoops.includes(item.trim().split(/\s+/).join(' ')) : (all ?? before[k]).includes(item);
       if (!old) out.push(`${k}: ${item}`);
     }
   }

@@ -7,7 +7,8 @@
 // run at once: adding a namespace, and removing one with that check, happen
 // under one lock for all test processes (otherwise a file's `ip netns add` could
 // come between another's listing and its umount). The namespace is registered in
-// the file's scope dir (the guard counts it as this file's, not the other file's).
+// the file's scope dir with the pair's names (the guard counts them as this
+// file's, not the other file's).
 import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -48,6 +49,22 @@ async function withNetnsLock<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /**
+ * Delete a namespace (none: only the check), and unmount /run/netns when it was the last and a test made that mount;
+ * the namespaces left, as `ip netns list` gives them.
+ */
+export async function deleteNetns(ns: string | undefined): Promise<string> {
+  return withNetnsLock(async () => {
+    if (ns) await execa('ip', ['netns', 'del', ns], { reject: false, stdin: 'ignore' });
+    const left = String((await execa('ip', ['netns', 'list'], { stdin: 'ignore' })).stdout).trim();
+    if (!left && await netnsMounted() && await readFile(MOUNTED_BY_TESTS).then(() => true, () => false)) {
+      await execa('umount', ['/run/netns'], { stdin: 'ignore' });
+      await rm(MOUNTED_BY_TESTS, { force: true });
+    }
+    return left;
+  });
+}
+
+/**
  * Make the namespace and the pair, addresses up, lo up inside; refuses a /30 this host already uses.
  * isolated: the namespace alone, no pair (nothing of it is reachable from here, so nothing can clash with another test's).
  */
@@ -68,15 +85,7 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
     async remove() {
       // deleting one end deletes the pair; `ip netns del` alone frees the veth only later, asynchronously
       if (!o.isolated) await execa('ip', ['link', 'del', o.hostIf], { reject: false, stdin: 'ignore' });
-      const others = await withNetnsLock(async () => {
-        if (made) await execa('ip', ['netns', 'del', o.ns], { reject: false, stdin: 'ignore' });
-        const left = String((await execa('ip', ['netns', 'list'], { stdin: 'ignore' })).stdout).trim();
-        if (!left && await netnsMounted() && await readFile(MOUNTED_BY_TESTS).then(() => true, () => false)) {
-          await execa('umount', ['/run/netns'], { stdin: 'ignore' });
-          await rm(MOUNTED_BY_TESTS, { force: true });
-        }
-        return left;
-      });
+      const others = await deleteNetns(made ? o.ns : undefined);
       if (!o.isolated) assert.notEqual((await execa('ip', ['link', 'show', o.hostIf], { reject: false, stdin: 'ignore' })).exitCode, 0, `veth ${o.hostIf} left behind`);
       assert.ok(!others.split('\n').some(l => l.split(' ')[0] === o.ns), `netns ${o.ns} left behind`);
       await rm(registration, { force: true });
@@ -84,7 +93,8 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
   };
   const registration = join(testScope.root, 'netns', o.ns);
   try {
-    await writeFile(registration, '');
+    // the pair's names too: the guard counts the host end (and the other end, until it moves) as this file's
+    await writeFile(registration, o.isolated ? '' : `${o.hostIf}\n${o.nsIf}\n`);
     await withNetnsLock(async () => {
       const mountedBefore = await netnsMounted();
       await sh('ip', ['netns', 'add', o.ns]);
