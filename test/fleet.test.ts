@@ -334,6 +334,62 @@ after(async () => {
     process.stdout.write(`# fleet: cancel across hosts took ${ms} ms\n`);
   });
 
+  it('ferry jobs works on the shared store (--store, or FERRY_STORE with PGPASSFILE): submit --wait, list, show, logs --follow, cancel, retry', async () => {
+    const byFlag = ['--store', storeUrl, '--store-password-file', pwFile];
+    // the other way to name it: the environment, the password from libpq's file; a FERRY_HOME with no ferry.db in it
+    const byEnv = { env: { FERRY_HOME: join(dir, 'home-cli'), FERRY_STORE: storeUrl, PGPASSFILE: join(dir, 'pgpass') } };
+    const smallSpec = join(dir, 'cli-small.json'), bigSpec = join(dir, 'cli-big.json');
+    await writeFile(smallSpec, JSON.stringify({ source: nbdSmall.url, target: join(dir, 'out', 'cli-small.qcow2'), options: { mode: 'block', verify: false } }));
+    await writeFile(bigSpec, JSON.stringify({ source: nbdBig.url, target: join(dir, 'out', 'cli-big.qcow2') }));
+    // --wait: the fleet's workers count as runners, the job ends on one of them
+    const waited = await ferry(['jobs', 'submit', smallSpec, '--wait', '--json', ...byFlag]);
+    assert.equal(waited.exitCode, 0, waited.stderr);
+    const small1 = JSON.parse(waited.stdout) as Job;
+    assert.equal(small1.state, 'done');
+    assert.equal(await pg.psql(`SELECT state FROM jobs WHERE id = '${small1.id}'`), 'done');
+    await execa('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', small, join(dir, 'out', 'cli-small.qcow2')]);
+    const sub = await ferry(['jobs', 'submit', bigSpec], byEnv);
+    assert.equal(sub.exitCode, 0, sub.stderr);
+    const id = sub.stdout.trim();
+    assert.equal(await pg.psql(`SELECT count(*) FROM jobs WHERE id = '${id}'`), '1', 'the job is in PostgreSQL');
+    assert.ok(!existsSync(join(dir, 'home-cli', 'ferry.db')), 'nothing went to an embedded store');
+    const follow = ferryProcess(['jobs', 'logs', id, '--follow'], byEnv);
+    await until('the copy to start (jobs show)', async () => {
+      const r = await ferry(['jobs', 'show', id, '--json', ...byFlag]);
+      assert.equal(r.exitCode, 0, r.stderr);
+      return (JSON.parse(r.stdout) as Job).steps.some(s => s.name === 'copy p1' && s.state === 'running');
+    }, 60_000, 250);
+    const list = await ferry(['jobs', 'list', '--state', 'running', '--json', ...byFlag]);
+    assert.equal(list.exitCode, 0, list.stderr);
+    assert.deepEqual((JSON.parse(list.stdout) as Job[]).map(j => j.id), [id]);
+    const t0 = Date.now();
+    const cancel = await ferry(['jobs', 'cancel', id, '--wait', ...byFlag]);
+    const ms = Date.now() - t0;
+    assert.equal(cancel.exitCode, 0, cancel.stderr);
+    assert.match(cancel.stdout, new RegExp(`job ${id}: cancelled`));
+    assert.ok(ms < 10_000, `the cancel took ${ms} ms`);
+    assert.equal(await pg.psql(`SELECT state FROM jobs WHERE id = '${id}'`), 'cancelled');
+    assert.ok(!(await exists(join(dir, 'out', '.cli-big.qcow2.ferry-partial'))));
+    // the follower ends by itself when the job does, having printed the run's lines as they came
+    const t = setTimeout(() => follow.kill('SIGKILL'), 15_000);
+    const followed = await follow;
+    clearTimeout(t);
+    assert.equal(followed.exitCode, 0, String(followed.stderr));
+    const lines = String(followed.stdout).split('\n');
+    for (const re of [/^submitted: /, /^started on worker w-[abc]/, /^cancel requested$/, /^cancelled on worker w-[abc]: JOB_CANCELLED/]) assert.ok(lines.some(l => re.test(l)), `${re} not in:\n${followed.stdout}`);
+    // the log as PostgreSQL holds it, line for line
+    assert.deepEqual(lines.filter(Boolean), (await pg.psql(`SELECT line FROM job_logs WHERE job_id = '${id}' ORDER BY n`)).split('\n'));
+    const retry = await ferry(['jobs', 'retry', id], byEnv);
+    assert.equal(retry.exitCode, 0, retry.stderr);
+    assert.match(retry.stdout, /: queued/);
+    assert.equal((await ferry(['jobs', 'cancel', id, '--wait', ...byFlag])).exitCode, 0);
+    assert.match(await pg.psql(`SELECT string_agg(line, '|' ORDER BY n) FROM job_logs WHERE job_id = '${id}'`), /retry \(was cancelled: JOB_CANCELLED\)/);
+    const missing = await ferry(['jobs', 'show', 'nosuchjob', ...byFlag]);
+    assert.equal(missing.exitCode, 2);
+    assert.match(missing.stderr, /JOB_NOT_FOUND/);
+    process.stdout.write(`# fleet: ferry jobs cancel --store took ${ms} ms to see the job stop\n`);
+  });
+
   it('store migrate moves an embedded installation into an empty PostgreSQL database: every job, step and log line, compared', async () => {
     const env = { FERRY_HOME: join(dir, 'home-embedded') };
     const ids: string[] = [];
