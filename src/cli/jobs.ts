@@ -13,6 +13,7 @@ import { openJobStore } from '../jobs/sqlite-store.js';
 import type { JobRecord, JobSpec, JobState } from '../jobs/types.js';
 import { openFleetStore } from '../store/kysely-store.js';
 import { cancelInStore, retryInStore, submitToStore } from '../store/frontend.js';
+import type { StoreLocation } from '../store/connection.js';
 import type { AnyJobStore } from '../store/types.js';
 import { commandGroup } from './group.js';
 import { locationOf, storeOptions, type StoreArgs } from './store-options.js';
@@ -30,17 +31,20 @@ export interface JobAccess {
   retry(id: string): Promise<JobRecord>;
 }
 
-/** Open the store that --store / FERRY_STORE names (default: the embedded one), run fn, close it. */
-export async function withJobs<T>(a: StoreArgs, fn: (j: JobAccess) => Promise<T> | T): Promise<T> {
-  const loc = locationOf(a);
+/** The store at loc with the job service's rules on it (the caller closes it). */
+export async function openJobAccess(loc: StoreLocation): Promise<JobAccess & { close(): Promise<void> }> {
   if (loc.dialect === 'postgres') {
     const store = await openFleetStore(loc, { poolSize: 1 });
-    const access: JobAccess = { store, submit: spec => submitToStore(store, spec), cancel: id => cancelInStore(store, id), retry: id => retryInStore(store, id) };
-    try { return await fn(access); } finally { await store.close(); }
+    return { store, submit: spec => submitToStore(store, spec), cancel: id => cancelInStore(store, id), retry: id => retryInStore(store, id), close: () => store.close() };
   }
   const store = openJobStore(loc.home);
-  const access: JobAccess = { store, submit: async spec => submitJob(store, spec), cancel: async id => requestCancel(store, id), retry: async id => retryJob(store, id) };
-  try { return await fn(access); } finally { store.close(); }
+  return { store, submit: async spec => submitJob(store, spec), cancel: async id => requestCancel(store, id), retry: async id => retryJob(store, id), close: async () => store.close() };
+}
+
+/** Open the store that --store / FERRY_STORE names (default: the embedded one), run fn, close it. */
+export async function withJobs<T>(a: StoreArgs, fn: (j: JobAccess) => Promise<T> | T): Promise<T> {
+  const access = await openJobAccess(locationOf(a));
+  try { return await fn(access); } finally { await access.close(); }
 }
 
 async function mustGet(store: AnyJobStore, id: string): Promise<JobRecord> {
