@@ -11,7 +11,7 @@
 // interval), and PostgreSQL's connections per worker (pg_stat_activity by
 // application_name, sampled every 250 ms; the most seen).
 import { execa, type ResultPromise } from 'execa';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { storeLocation } from '../src/store/connection.js';
 import { submitToStore } from '../src/store/frontend.js';
@@ -36,7 +36,9 @@ export async function measureFleet(cli: string, work: string): Promise<FleetBenc
   await mkdir(join(dir, 'out'), { recursive: true });
   const disk = join(dir, 'small.raw');
   const diskMiB = 64;
-  const [pg] = await Promise.all([startPostgres(dir, ['127.0.0.1']), makeSmallDisk(disk, { sizeMiB: diskMiB })]);
+  // the cluster's directory where the postgres user can reach it (the work dir may sit below private ones)
+  const pgParent = await mkdtemp('/var/tmp/ferry-bench-pg-');
+  const [pg] = await Promise.all([startPostgres(pgParent, ['127.0.0.1']), makeSmallDisk(disk, { sizeMiB: diskMiB })]);
   const pw = join(dir, 'pw');
   await writeFile(pw, `${pg.password}\n`, { mode: 0o600 });
   const rounds: FleetRound[] = [];
@@ -104,6 +106,7 @@ export async function measureFleet(cli: string, work: string): Promise<FleetBenc
     }
   } finally {
     await pg.stop();
+    await rm(pgParent, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
   }
   return { jobs, concurrency: 2, diskMiB, rounds, ok: rounds.every(r => r.done === jobs) };
