@@ -21,6 +21,7 @@ import { performance } from 'node:perf_hooks';
 import { measureJobs, reportJobs, type JobsResult } from './jobs.js';
 import { measureDeploy, reportDeploy, type DeployBench } from './deploy.js';
 import { measureConsole, reportConsole, type ConsoleBench } from './console.js';
+import { measureFleet, reportFleet, type FleetBench } from './fleet.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..'); // dist/bench -> repo
 const CLI = join(REPO, 'dist/src/cli/main.js');
@@ -527,7 +528,7 @@ function reportNetwork(r: NetworkResult): string {
   return lines.join('\n');
 }
 
-const PARTS = ['data', 'debian', 'lvm', 'ntfs', 'network', 'inspect', 'jobs', 'deploy', 'console'] as const;
+const PARTS = ['data', 'debian', 'lvm', 'ntfs', 'network', 'inspect', 'jobs', 'deploy', 'console', 'fleet'] as const;
 type Part = typeof PARTS[number];
 
 /** `--only a,b` / `--only=a,b` or FERRY_BENCH_ONLY=a,b: which parts run (default all). */
@@ -560,6 +561,7 @@ async function main(): Promise<void> {
   let jobs: JobsResult | undefined;
   let deploy: DeployBench | undefined;
   let consoleBench: ConsoleBench | undefined;
+  let fleet: FleetBench | undefined;
   try {
     for (const [name, image] of inputs) results.push(await measure(name, image, work));
     if (parts.has('network')) network = await measureNetwork('Debian 12 guest', debian, work);
@@ -572,6 +574,7 @@ async function main(): Promise<void> {
     if (parts.has('jobs')) jobs = await measureJobs(work);
     if (parts.has('deploy')) deploy = await measureDeploy(CLI, debian, (await sourceUsed(debian)).used, work);
     if (parts.has('console')) consoleBench = await measureConsole(work);
+    if (parts.has('fleet')) fleet = await measureFleet(CLI, work);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -581,18 +584,19 @@ async function main(): Promise<void> {
   if (jobs) console.log(reportJobs(jobs));
   if (deploy) console.log(reportDeploy(deploy));
   if (consoleBench) console.log(reportConsole(consoleBench));
+  if (fleet) console.log(reportFleet(fleet));
   // a partial run keeps the figures of the parts it did not run
   const file = join(REPO, 'bench', 'results.json');
   const old = parts.size < PARTS.length
-    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[]; jobs?: JobsResult; deploy?: DeployBench; console?: ConsoleBench }
+    ? JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { results?: InputResult[]; network?: NetworkResult; inspect?: InspectResult[]; jobs?: JobsResult; deploy?: DeployBench; console?: ConsoleBench; fleet?: FleetBench }
     : {};
   const merged = [...(old.results ?? []).filter(o => !results.some(r => r.name === o.name)), ...results];
   await writeFile(file, JSON.stringify({
     date: new Date().toISOString(), cpus: cpus().length, repeat: REPEAT, parts: [...parts],
-    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect, jobs: jobs ?? old.jobs, deploy: deploy ?? old.deploy, console: consoleBench ?? old.console,
+    results: merged, network: network ?? old.network, inspect: inspected.length ? inspected : old.inspect, jobs: jobs ?? old.jobs, deploy: deploy ?? old.deploy, console: consoleBench ?? old.console, fleet: fleet ?? old.fleet,
   }, null, 2) + '\n');
   console.log(`\nwritten ${file}`);
-  if (jobs && !jobs.ok) process.exitCode = 1;
+  if ((jobs && !jobs.ok) || (fleet && !fleet.ok)) process.exitCode = 1;
   const wrong = inspected.filter(r => !r.ferrySane);
   if (wrong.length) {
     console.error(`bench: ferry inspect did not find the expected distro on: ${wrong.map(r => r.name).join(', ')}`);

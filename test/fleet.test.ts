@@ -334,8 +334,65 @@ after(async () => {
     process.stdout.write(`# fleet: cancel across hosts took ${ms} ms\n`);
   });
 
-  it('store migrate moves an embedded installation into an empty PostgreSQL database: every job, step and log line, compared', async () => {
-    const env = { FERRY_HOME: join(dir, 'home-embedded') };
+  it('ferry jobs works on the shared store (--store, or FERRY_STORE with PGPASSFILE): submit --wait, list, show, logs --follow, cancel, retry', async () => {
+    const byFlag = ['--store', storeUrl, '--store-password-file', pwFile];
+    // the other way to name it: the environment, the password from libpq's file; a FERRY_HOME with no ferry.db in it
+    const byEnv = { env: { FERRY_HOME: join(dir, 'home-cli'), FERRY_STORE: storeUrl, PGPASSFILE: join(dir, 'pgpass') } };
+    const smallSpec = join(dir, 'cli-small.json'), bigSpec = join(dir, 'cli-big.json');
+    await writeFile(smallSpec, JSON.stringify({ source: nbdSmall.url, target: join(dir, 'out', 'cli-small.qcow2'), options: { mode: 'block', verify: false } }));
+    await writeFile(bigSpec, JSON.stringify({ source: nbdBig.url, target: join(dir, 'out', 'cli-big.qcow2') }));
+    // --wait: the fleet's workers count as runners, the job ends on one of them
+    const waited = await ferry(['jobs', 'submit', smallSpec, '--wait', '--json', ...byFlag]);
+    assert.equal(waited.exitCode, 0, waited.stderr);
+    const small1 = JSON.parse(waited.stdout) as Job;
+    assert.equal(small1.state, 'done');
+    assert.equal(await pg.psql(`SELECT state FROM jobs WHERE id = '${small1.id}'`), 'done');
+    await execa('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', small, join(dir, 'out', 'cli-small.qcow2')]);
+    const sub = await ferry(['jobs', 'submit', bigSpec], byEnv);
+    assert.equal(sub.exitCode, 0, sub.stderr);
+    const id = sub.stdout.trim();
+    assert.equal(await pg.psql(`SELECT count(*) FROM jobs WHERE id = '${id}'`), '1', 'the job is in PostgreSQL');
+    assert.ok(!existsSync(join(dir, 'home-cli', 'ferry.db')), 'nothing went to an embedded store');
+    const follow = ferryProcess(['jobs', 'logs', id, '--follow'], byEnv);
+    await until('the copy to start (jobs show)', async () => {
+      const r = await ferry(['jobs', 'show', id, '--json', ...byFlag]);
+      assert.equal(r.exitCode, 0, r.stderr);
+      return (JSON.parse(r.stdout) as Job).steps.some(s => s.name === 'copy p1' && s.state === 'running');
+    }, 60_000, 250);
+    const list = await ferry(['jobs', 'list', '--state', 'running', '--json', ...byFlag]);
+    assert.equal(list.exitCode, 0, list.stderr);
+    assert.deepEqual((JSON.parse(list.stdout) as Job[]).map(j => j.id), [id]);
+    const t0 = Date.now();
+    const cancel = await ferry(['jobs', 'cancel', id, '--wait', ...byFlag]);
+    const ms = Date.now() - t0;
+    assert.equal(cancel.exitCode, 0, cancel.stderr);
+    assert.match(cancel.stdout, new RegExp(`job ${id}: cancelled`));
+    assert.ok(ms < 10_000, `the cancel took ${ms} ms`);
+    assert.equal(await pg.psql(`SELECT state FROM jobs WHERE id = '${id}'`), 'cancelled');
+    assert.ok(!(await exists(join(dir, 'out', '.cli-big.qcow2.ferry-partial'))));
+    // the follower ends by itself when the job does, having printed the run's lines as they came
+    const t = setTimeout(() => follow.kill('SIGKILL'), 15_000);
+    const followed = await follow;
+    clearTimeout(t);
+    assert.equal(followed.exitCode, 0, String(followed.stderr));
+    const lines = String(followed.stdout).split('\n');
+    for (const re of [/^submitted: /, /^started on worker w-[abc]/, /^cancel requested$/, /^cancelled on worker w-[abc]: JOB_CANCELLED/]) assert.ok(lines.some(l => re.test(l)), `${re} not in:\n${followed.stdout}`);
+    // the log as PostgreSQL holds it, line for line
+    assert.deepEqual(lines.filter(Boolean), (await pg.psql(`SELECT line FROM job_logs WHERE job_id = '${id}' ORDER BY n`)).split('\n'));
+    const retry = await ferry(['jobs', 'retry', id], byEnv);
+    assert.equal(retry.exitCode, 0, retry.stderr);
+    assert.match(retry.stdout, /: queued/);
+    assert.equal((await ferry(['jobs', 'cancel', id, '--wait', ...byFlag])).exitCode, 0);
+    assert.match(await pg.psql(`SELECT string_agg(line, '|' ORDER BY n) FROM job_logs WHERE job_id = '${id}'`), /retry \(was cancelled: JOB_CANCELLED\)/);
+    const missing = await ferry(['jobs', 'show', 'nosuchjob', ...byFlag]);
+    assert.equal(missing.exitCode, 2);
+    assert.match(missing.stderr, /JOB_NOT_FOUND/);
+    process.stdout.write(`# fleet: ferry jobs cancel --store took ${ms} ms to see the job stop\n`);
+  });
+
+  it('store migrate moves an embedded installation into an empty PostgreSQL database: every job, step, log line, image and driver record, compared', async () => {
+    const home = join(dir, 'home-embedded');
+    const env = { FERRY_HOME: home, FERRY_DRIVERS_DB: join(home, 'drivers-db') };
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) {
       const spec = join(dir, `spec-${i}.json`);
@@ -345,24 +402,74 @@ after(async () => {
       ids.push(r.stdout.trim());
     }
     assert.equal((await ferry(['jobs', 'cancel', ids[1]], { env })).exitCode, 0);
+    // the catalog: a Debian-looking root (mkfs.ext4 -d, no mount) whose OS, kernel and modules the inspection finds, and a disk with none
+    const [module] = String((await execa('find', ['/lib/modules', '-name', 'virtio_blk.ko*'])).stdout).split('\n').filter(Boolean);
+    assert.ok(module, 'this host has a virtio_blk module to import');
+    const kver = module.split('/')[3];
+    const root = join(dir, 'guest-root');
+    const modDir = join(root, 'lib/modules', kver, 'kernel/drivers/block');
+    await mkdir(modDir, { recursive: true });
+    await mkdir(join(root, 'boot'));
+    await mkdir(join(root, 'etc'));
+    await execa('cp', [module, modDir]);
+    await writeFile(join(root, 'etc/os-release'), 'NAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n');
+    await writeFile(join(root, 'etc/debian_version'), '12.7\n');
+    await writeFile(join(root, 'etc/fstab'), '/dev/vda1 / ext4 defaults 0 1\n');
+    await writeFile(join(root, 'boot', `vmlinuz-${kver}`), 'kernel\n');
+    const guest = join(dir, 'guest.raw');
+    await execa('truncate', ['-s', '40M', guest]);
+    await execa('mkfs.ext4', ['-q', '-d', root, guest]);
+    for (const [file, name] of [[guest, 'debian-ish'], [small, 'plain']]) {
+      const r = await ferry(['images', 'add', file, '--name', name, '--tag', 'fleet', '--tag', name], { env });
+      assert.equal(r.exitCode, 0, r.stderr);
+    }
+    // the drivers: the module, as a kernel package holds it
+    const imp = await ferry(['drivers', 'import', root], { env });
+    assert.equal(imp.exitCode, 0, imp.stderr);
     await pg.psql('CREATE DATABASE ferry_moved OWNER ferry');
     const to = `postgres://${pg.user}@127.0.0.1:${pg.port}/ferry_moved`;
-    const r = await ferry(['store', 'migrate', '--from', `sqlite:${env.FERRY_HOME}`, '--to', to, '--store-password-file', pwFile, '--json']);
+    const r = await ferry(['store', 'migrate', '--from', `sqlite:${home}`, '--to', to, '--store-password-file', pwFile, '--json']);
     assert.equal(r.exitCode, 0, r.stderr);
-    // judged by reading both databases with their own clients, not through Ferry
-    const db = new Database(join(env.FERRY_HOME, 'ferry.db'), { readonly: true });
-    const srcJobs = (db.prepare('SELECT id, state, spec, created_at FROM jobs ORDER BY id').all() as Record<string, string>[]).map(j => `${j.id}|${j.state}|${j.spec}|${j.created_at}`);
-    const srcLogs = (db.prepare('SELECT job_id, n, line FROM job_logs ORDER BY job_id, n').all() as Record<string, string>[]).map(l => `${l.job_id}|${l.n}|${l.line}`);
-    db.close();
+    // judged by reading both databases with their own clients, not through Ferry: every column of every table, in byte order
     const psql = async (q: string) => (await execa('runuser', ['-u', 'postgres', '--', 'psql', '-h', pg.socketDir, '-p', String(pg.port), '-U', 'postgres', '-d', 'ferry_moved', '-At', '-F', '|', '-c', q])).stdout.split('\n').filter(Boolean);
-    assert.deepEqual(await psql('SELECT id, state, spec, created_at FROM jobs ORDER BY id'), srcJobs);
-    assert.deepEqual(await psql('SELECT job_id, n, line FROM job_logs ORDER BY job_id, n'), srcLogs);
-    assert.equal(srcJobs.length, 4);
-    assert.ok(srcJobs.some(j => j.startsWith(`${ids[1]}|cancelled|`)));
-    const report = JSON.parse(r.stdout) as { tables: { table: string; same: boolean }[] };
+    const sqlite = (file: string, q: string) => {
+      const db = new Database(file, { readonly: true });
+      try { return (db.prepare(q).raw().all() as unknown[][]).map(row => row.map(v => v ?? '').join('|')); } finally { db.close(); }
+    };
+    const compared: Record<string, number> = {};
+    // text keys in byte order on both sides (SQLite's BINARY, PostgreSQL's "C")
+    const INT_KEYS = ['id', 'idx', 'n', 'image_id', 'os_idx'];
+    const same = async (file: string, from: string, to: string, order: string) => {
+      const cols = (sqlite(file, `SELECT name FROM pragma_table_info('${from}') ORDER BY cid`)).join(', ');
+      const src = sqlite(file, `SELECT ${cols} FROM ${from} ORDER BY ${order}`);
+      const pgOrder = order.split(', ').map(c => INT_KEYS.includes(c) ? c : `${c} COLLATE "C"`).join(', ');
+      assert.deepEqual(await psql(`SELECT ${cols} FROM ${to} ORDER BY ${pgOrder}`), src, `${from} -> ${to}`);
+      compared[to] = src.length;
+    };
+    const ferryDb = join(home, 'ferry.db'), driversDb = join(home, 'drivers-db', 'drivers.db');
+    await same(ferryDb, 'jobs', 'jobs', 'id');
+    await same(ferryDb, 'job_steps', 'job_steps', 'job_id, idx');
+    await same(ferryDb, 'job_logs', 'job_logs', 'job_id, n');
+    await same(ferryDb, 'images', 'images', 'id');
+    await same(ferryDb, 'image_tags', 'image_tags', 'image_id, tag');
+    await same(ferryDb, 'image_os', 'image_os', 'image_id, idx');
+    await same(ferryDb, 'image_kernels', 'image_kernels', 'image_id, os_idx, version');
+    await same(ferryDb, 'image_drivers', 'image_drivers', 'image_id, os_idx, name, kind');
+    await same(driversDb, 'objects', 'driver_objects', 'sha256');
+    await same(driversDb, 'files', 'driver_files', 'id');
+    assert.equal(compared.jobs, 4);
+    assert.equal(compared.images, 2);
+    for (const t of ['image_tags', 'image_os', 'image_kernels', 'image_drivers', 'driver_objects', 'driver_files']) assert.ok(compared[t] >= 1, `${t}: ${compared[t]} rows`);
+    assert.ok((await psql('SELECT id, state FROM jobs')).includes(`${ids[1]}|cancelled`));
+    // the next image or driver row the shared store numbers comes after the copied ones
+    assert.deepEqual(await psql("SELECT nextval('images_id_seq') > max(id) FROM images"), ['t']);
+    assert.deepEqual(await psql("SELECT nextval('driver_files_id_seq') > max(id) FROM driver_files"), ['t']);
+    const report = JSON.parse(r.stdout) as { tables: { table: string; source: number; same: boolean }[] };
     assert.ok(report.tables.every(t => t.same));
+    assert.deepEqual(Object.fromEntries(report.tables.map(t => [t.table, t.source])), compared);
+    process.stdout.write(`# fleet: store migrate moved ${JSON.stringify(compared)}\n`);
     // into a store that is not empty: refused, nothing merged
-    const again = await ferry(['store', 'migrate', '--from', `sqlite:${env.FERRY_HOME}`, '--to', to, '--store-password-file', pwFile]);
+    const again = await ferry(['store', 'migrate', '--from', `sqlite:${home}`, '--to', to, '--store-password-file', pwFile]);
     assert.equal(again.exitCode, 4, again.stderr);
     assert.match(again.stderr, /STORE_NOT_EMPTY/);
   });

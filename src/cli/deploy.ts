@@ -4,13 +4,11 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { openDb } from '../catalog/db.js';
-import { submitJob } from '../jobs/control.js';
-import { openJobStore } from '../jobs/sqlite-store.js';
+import { ferryHome, openDb } from '../catalog/db.js';
 import type { JobSpec } from '../jobs/types.js';
 import { planDeploy } from '../machines/deploy.js';
 import { MachineRegistry } from '../machines/registry.js';
-import { finishJob, waitForJob } from './jobs.js';
+import { finishJob, waitForJob, withJobs } from './jobs.js';
 import { customizationFromArgs, customizeOptions } from './customize-options.js';
 import { customizationToSpec } from '../customize/spec.js';
 import { notRoot, usageError } from '../errors.js';
@@ -28,13 +26,13 @@ function resolveImage(image: string): string {
 }
 
 async function submitAndFollow(spec: JobSpec, a: { json?: boolean; detach?: boolean }): Promise<void> {
-  const store = openJobStore();
-  try {
-    const job = submitJob(store, spec);
+  // the embedded store whatever FERRY_STORE says: the machine registry (and its agents) live in this host's ferry.db
+  await withJobs({ store: `sqlite:${resolve(ferryHome())}` }, async ({ store, submit }) => {
+    const job = await submit(spec);
     if (a.detach) { process.stdout.write(a.json ? JSON.stringify(job, null, 2) + '\n' : `${job.id}\n`); return; }
     if (!a.json) process.stdout.write(`${job.id}\n`);
     finishJob(await waitForJob(store, job.id, !a.json), !!a.json);
-  } finally { store.close(); }
+  });
 }
 
 interface DeployArgs { IMAGE: string; machine: string; disk?: string; 'dry-run': boolean; json: boolean; detach: boolean }

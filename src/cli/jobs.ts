@@ -1,24 +1,56 @@
 // `ferry jobs …`: submit, list, show, logs, cancel, retry. They talk to the
-// job store directly; a running `ferry serve` (or `ferry jobs run-worker`)
-// picks queued jobs up and notices cancel requests by polling it.
+// job store directly, the embedded SQLite or, given --store/FERRY_STORE
+// postgres://…, a fleet's shared PostgreSQL; a running `ferry serve` (or
+// `ferry jobs run-worker`, or a fleet's `ferry worker`) picks queued jobs up
+// and notices cancel requests by polling it.
 import { readFile } from 'node:fs/promises';
 import type { Argv } from 'yargs';
-import { noJobRunner, notRoot, usageError } from '../errors.js';
-import { describeSpec, isFinal, jobExitCode, liveRunners, mustGet, requestCancel, retryJob, submitJob } from '../jobs/control.js';
+import { jobNotFound, noJobRunner, notRoot, usageError } from '../errors.js';
+import { describeSpec, isFinal, jobExitCode, liveRunners, requestCancel, retryJob, submitJob } from '../jobs/control.js';
 import { JobRunner } from '../jobs/runner.js';
 import { parseSpec, resolveSpecPaths } from '../jobs/spec.js';
 import { openJobStore } from '../jobs/sqlite-store.js';
-import type { JobRecord, JobSpec, JobState, JobStore } from '../jobs/types.js';
+import type { JobRecord, JobSpec, JobState } from '../jobs/types.js';
+import { openFleetStore } from '../store/kysely-store.js';
+import { cancelInStore, retryInStore, submitToStore } from '../store/frontend.js';
+import type { StoreLocation } from '../store/connection.js';
+import type { AnyJobStore } from '../store/types.js';
 import { commandGroup } from './group.js';
+import { locationOf, storeOptions, type StoreArgs } from './store-options.js';
 import { table } from './table.js';
 
 const STATES: JobState[] = ['queued', 'running', 'done', 'failed', 'cancelled'];
 const POLL_MS = 500;
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
-function withStore<T>(fn: (s: JobStore) => Promise<T> | T): Promise<T> {
-  const store = openJobStore();
-  return Promise.resolve().then(() => fn(store)).finally(() => store.close());
+/** The job store as these commands use it, either kind, every call awaited; submit/cancel/retry are jobs/control.ts's rules. */
+export interface JobAccess {
+  store: AnyJobStore;
+  submit(spec: unknown): Promise<JobRecord>;
+  cancel(id: string): Promise<JobRecord>;
+  retry(id: string): Promise<JobRecord>;
+}
+
+/** The store at loc with the job service's rules on it (the caller closes it). */
+export async function openJobAccess(loc: StoreLocation): Promise<JobAccess & { close(): Promise<void> }> {
+  if (loc.dialect === 'postgres') {
+    const store = await openFleetStore(loc, { poolSize: 1 });
+    return { store, submit: spec => submitToStore(store, spec), cancel: id => cancelInStore(store, id), retry: id => retryInStore(store, id), close: () => store.close() };
+  }
+  const store = openJobStore(loc.home);
+  return { store, submit: async spec => submitJob(store, spec), cancel: async id => requestCancel(store, id), retry: async id => retryJob(store, id), close: async () => store.close() };
+}
+
+/** Open the store that --store / FERRY_STORE names (default: the embedded one), run fn, close it. */
+export async function withJobs<T>(a: StoreArgs, fn: (j: JobAccess) => Promise<T> | T): Promise<T> {
+  const access = await openJobAccess(locationOf(a));
+  try { return await fn(access); } finally { await access.close(); }
+}
+
+async function mustGet(store: AnyJobStore, id: string): Promise<JobRecord> {
+  const job = await store.get(id);
+  if (!job) throw jobNotFound(id);
+  return job;
 }
 
 const out = (s: string) => process.stdout.write(s);
@@ -60,12 +92,12 @@ const NO_RUNNER_GRACE_MS = 5000;
  * Poll until the job ends; log lines go to stderr as they come. With no
  * runner up for a while the wait ends with NO_JOB_RUNNER (the job stays).
  */
-export async function waitForJob(store: JobStore, id: string, echoLogs: boolean): Promise<JobRecord> {
+export async function waitForJob(store: AnyJobStore, id: string, echoLogs: boolean): Promise<JobRecord> {
   let seen = 0;
   let alone: number | undefined;
   for (let n = 0; ; n++) {
-    const job = mustGet(store, id);
-    for (const l of store.logs(id, seen)) {
+    const job = await mustGet(store, id);
+    for (const l of await store.logs(id, seen)) {
       seen = l.n;
       if (echoLogs) process.stderr.write(`[${id}] ${l.line}\n`);
     }
@@ -88,13 +120,13 @@ export function finishJob(job: JobRecord, json: boolean): void {
 
 /** `ferry convert … --detach`: the same choices as a job, queued; prints the job's id. */
 export async function submitDetached(spec: JobSpec, json: boolean): Promise<void> {
-  const job = await withStore(s => submitJob(s, resolveSpecPaths(spec, process.cwd())));
+  const job = await withJobs({}, j => j.submit(resolveSpecPaths(spec, process.cwd())));
   out(json ? JSON.stringify(job, null, 2) + '\n' : `${job.id}\n`);
 }
 
 function builder(y: Argv): Argv {
   return y
-    .command('submit SPEC', 'queue a job from a spec file (YAML, or JSON by a .json name)', b => b
+    .command('submit SPEC', 'queue a job from a spec file (YAML, or JSON by a .json name)', b => storeOptions(b)
       .positional('SPEC', { type: 'string', demandOption: true })
       .option('wait', { type: 'boolean', default: false, describe: "wait for the job to end and exit with its status (needs 'ferry serve' or 'ferry jobs run-worker' up; NO_JOB_RUNNER otherwise)" })
       .option('json', { type: 'boolean', default: false }),
@@ -102,61 +134,63 @@ function builder(y: Argv): Argv {
       const file = a.SPEC as string;
       const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => { throw usageError(`cannot read the spec ${file}: ${e.code ?? e.message}`); });
       const spec = parseSpec(text, file);
-      await withStore(async s => {
-        const job = submitJob(s, spec);
+      await withJobs(a, async j => {
+        const job = await j.submit(spec);
         if (!a.wait) { out(a.json ? JSON.stringify(job, null, 2) + '\n' : `${job.id}\n`); return; }
         if (!a.json) out(`${job.id}\n`);
-        finishJob(await waitForJob(s, job.id, !a.json), a.json as boolean);
+        finishJob(await waitForJob(j.store, job.id, !a.json), a.json as boolean);
       });
     })
-    .command('list', 'jobs, oldest first', b => b
+    .command('list', 'jobs, oldest first', b => storeOptions(b)
       .option('state', { choices: STATES })
       .option('json', { type: 'boolean', default: false }),
-    a => withStore(s => {
-      const jobs = s.list(a.state ? { state: a.state as JobState } : {});
+    a => withJobs(a, async ({ store }) => {
+      const jobs = await store.list(a.state ? { state: a.state as JobState } : {});
       if (a.json) { out(JSON.stringify(jobs, null, 2) + '\n'); return; }
       if (!jobs.length) return;
       out(table([['ID', 'STATE', 'STEP', 'CREATED', 'SOURCE -> TARGET'],
         ...jobs.map(j => [j.id, j.state, currentStep(j), j.createdAt.replace(/\.\d+Z$/, 'Z'), describeSpec(j.spec)])]));
     }))
-    .command('show ID', 'one job: spec, steps with their times and progress, error', b => b
+    .command('show ID', 'one job: spec, steps with their times and progress, error', b => storeOptions(b)
       .positional('ID', { type: 'string', demandOption: true })
       .option('json', { type: 'boolean', default: false }),
-    a => withStore(s => {
-      const j = mustGet(s, a.ID as string);
+    a => withJobs(a, async ({ store }) => {
+      const j = await mustGet(store, a.ID as string);
       out(a.json ? JSON.stringify(j, null, 2) + '\n' : showText(j));
     }))
-    .command('logs ID', "a job's log", b => b
+    .command('logs ID', "a job's log", b => storeOptions(b)
       .positional('ID', { type: 'string', demandOption: true })
       .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep printing new lines until the job ends' }),
-    a => withStore(async s => {
+    a => withJobs(a, async ({ store }) => {
       const id = a.ID as string;
-      mustGet(s, id);
       let seen = 0;
       for (;;) {
-        const job = mustGet(s, id);
-        for (const l of s.logs(id, seen)) { seen = l.n; out(`${l.line}\n`); }
+        const job = await mustGet(store, id);
+        // the lines after the state was read: a job's last line is written before it ends
+        for (const l of await store.logs(id, seen)) { seen = l.n; out(`${l.line}\n`); }
         if (!a.follow || isFinal(job)) break;
         await sleep(POLL_MS);
       }
     }))
-    .command('cancel ID', 'cancel a queued or running job (its runner stops it within seconds and removes the partial target)', b => b
+    .command('cancel ID', 'cancel a queued or running job (its runner stops it within seconds and removes the partial target)', b => storeOptions(b)
       .positional('ID', { type: 'string', demandOption: true })
       .option('wait', { type: 'boolean', default: false, describe: 'wait until the job has stopped' }),
-    a => withStore(async s => {
-      let j = requestCancel(s, a.ID as string);
-      if (a.wait) j = await waitForJob(s, j.id, false);
+    a => withJobs(a, async ({ store, cancel }) => {
+      let j = await cancel(a.ID as string);
+      if (a.wait) j = await waitForJob(store, j.id, false);
       out(`job ${j.id}: ${j.state === 'running' ? 'cancel requested' : j.state}\n`);
     }))
-    .command('retry ID', 'queue a failed or cancelled job again (it starts from the beginning)', b => b
+    .command('retry ID', 'queue a failed or cancelled job again (it starts from the beginning)', b => storeOptions(b)
       .positional('ID', { type: 'string', demandOption: true }),
-    a => withStore(s => { const j = retryJob(s, a.ID as string); out(`job ${j.id}: ${j.state}\n`); }))
-    .command('run-worker', "run the job runner without the HTTP API ('ferry serve' runs both)", b => b
+    a => withJobs(a, async ({ retry }) => { const j = await retry(a.ID as string); out(`job ${j.id}: ${j.state}\n`); }))
+    .command('run-worker', "run the job runner without the HTTP API ('ferry serve' runs both)", b => storeOptions(b)
       .option('concurrency', { type: 'number', default: 2, describe: 'jobs running at once' })
       .option('per-host', { type: 'number', default: 1, describe: 'jobs reading from one network source host at once' }),
     async a => {
+      const loc = locationOf(a);
+      if (loc.dialect === 'postgres') throw usageError("jobs run-worker runs the embedded store's jobs; for a shared store run 'ferry worker --store …' on each host");
       if (process.getuid?.() !== 0) throw notRoot();
-      const store = openJobStore();
+      const store = openJobStore(loc.home);
       const runner = new JobRunner(store, { concurrency: a.concurrency as number, perHostConcurrency: a['per-host'] as number });
       try {
         await runner.start();

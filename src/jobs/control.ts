@@ -9,6 +9,7 @@ import { sourceHostOf, validateSpec } from './spec.js';
 import { describeDeltaSpec, isDeltaKind } from '../delta/jobs.js';
 import { profileNames } from '../profiles/profiles.js';
 import type { FieldError, JobRecord, JobSpec, JobStore } from './types.js';
+import type { AnyJobStore } from '../store/types.js';
 
 const errorOf = (e: { code: string; message: string; exitCode: number }) => ({ code: e.code, message: e.message, exitCode: e.exitCode });
 
@@ -86,12 +87,12 @@ export function retryJob(store: JobStore, id: string): JobRecord {
 const REMOTE_RUNNER_FRESH_MS = 30_000;
 
 /** The runners that will pick queued jobs up: on this host, processes that still exist; elsewhere, recently seen. */
-export async function liveRunners(store: JobStore): Promise<string[]> {
+export async function liveRunners(store: Pick<AnyJobStore, 'runners' | 'unregisterRunner'>): Promise<string[]> {
   const live: string[] = [];
-  for (const r of store.runners()) {
+  for (const r of await store.runners()) {
     const local = r.id.split(':')[0] === hostname();
     if (local ? await runnerAlive(r.id) : Date.now() - Date.parse(r.seenAt) < REMOTE_RUNNER_FRESH_MS) live.push(r.id);
-    else if (local) store.unregisterRunner(r.id); // died without withdrawing (kill -9)
+    else if (local) await store.unregisterRunner(r.id); // died without withdrawing (kill -9)
   }
   return live;
 }

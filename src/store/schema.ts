@@ -5,7 +5,7 @@
 // hence IF NOT EXISTS); the fleet's own tables (workers, their leftovers) are
 // new on both. Times are ISO-8601 text in UTC on both, so that they compare as
 // strings and move between the stores unchanged.
-import { sql, type Generated, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { sql, type ColumnDefinitionBuilder, type Generated, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 
 export interface JobsTable {
   id: string; state: string; spec: string; source_host: string; error: string | null; result: string | null;
@@ -29,9 +29,35 @@ export interface WorkerLeftoversTable {
   seq: Generated<number>; worker: string; job_id: string; kind: string; res_id: string; pid: number | null; detail: string | null;
 }
 
+/** The image catalog (catalog/db.ts migrations 1 and 5, the embedded ferry.db's own): JSON as text, times as ISO text. */
+export interface ImagesTable {
+  id: Generated<number>; name: string; source: string; kind: string; credentials: string | null; added_at: string;
+  identity: string; inspected_at: string; report: string; recipe: string | null;
+}
+export interface ImageTagsTable { image_id: number; tag: string }
+export interface ImageOsTable {
+  image_id: number; idx: number; type: string; distro: string | null; name: string | null; version: string | null;
+  patch_level: string | null; match_version: string | null; arch: string | null; firmware: string | null;
+}
+export interface ImageKernelsTable { image_id: number; os_idx: number; version: string }
+export interface ImageDriversTable { image_id: number; os_idx: number; name: string; kind: string }
+/**
+ * The substitute-file cache's version database (drivers/store.ts: objects, files). The embedded
+ * installation keeps it in drivers-db/drivers.db beside the objects themselves; the shared store holds
+ * its records as driver_objects and driver_files (the object files stay on the storage they are on).
+ */
+export interface DriverObjectsTable { sha256: string; size: number; stored_at: string }
+export interface DriverFilesTable {
+  id: Generated<number>; sha256: string; component: string; os_family: string; os_release: string; version: string; variant: string;
+  arch: string; patch_levels: string; container: string; container_version: string; path_in_container: string;
+  pinned: number; last_used: string | null; imported_at: string;
+}
+
 export interface StoreDb {
   jobs: JobsTable; job_steps: JobStepsTable; job_logs: JobLogsTable; job_resources: JobResourcesTable;
   job_runners: JobRunnersTable; workers: WorkersTable; worker_leftovers: WorkerLeftoversTable;
+  images: ImagesTable; image_tags: ImageTagsTable; image_os: ImageOsTable; image_kernels: ImageKernelsTable; image_drivers: ImageDriversTable;
+  driver_objects: DriverObjectsTable; driver_files: DriverFilesTable;
 }
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -111,6 +137,68 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('pid', 'integer').addColumn('detail', 'text')
           .execute();
         await db.schema.createIndex('jobs_runner').ifNotExists().on('jobs').column('runner').execute();
+      },
+    },
+    '003-catalog': {
+      async up(db: Kysely<unknown>) {
+        // an embedded ferry.db has these from catalog/db.ts already (IF NOT EXISTS); a shared store gets them here
+        const idKey = serial;
+        await db.schema.createTable('images').ifNotExists()
+          .addColumn('id', idKey, c => c.primaryKey())
+          .addColumn('name', 'text', c => c.notNull().unique())
+          .addColumn('source', 'text', c => c.notNull())
+          .addColumn('kind', 'text', c => c.notNull())
+          .addColumn('credentials', 'text')
+          .addColumn('added_at', 'text', c => c.notNull())
+          .addColumn('identity', 'text', c => c.notNull())
+          .addColumn('inspected_at', 'text', c => c.notNull())
+          .addColumn('report', 'text', c => c.notNull())
+          .addColumn('recipe', 'text')
+          .execute();
+        const imageRef = (c: ColumnDefinitionBuilder) => c.notNull().references('images.id').onDelete('cascade');
+        await db.schema.createTable('image_tags').ifNotExists()
+          .addColumn('image_id', 'integer', imageRef).addColumn('tag', 'text', c => c.notNull())
+          .addPrimaryKeyConstraint('image_tags_pk', ['image_id', 'tag']).execute();
+        await db.schema.createTable('image_os').ifNotExists()
+          .addColumn('image_id', 'integer', imageRef).addColumn('idx', 'integer', c => c.notNull())
+          .addColumn('type', 'text', c => c.notNull())
+          .addColumn('distro', 'text').addColumn('name', 'text').addColumn('version', 'text').addColumn('patch_level', 'text')
+          .addColumn('match_version', 'text').addColumn('arch', 'text').addColumn('firmware', 'text')
+          .addPrimaryKeyConstraint('image_os_pk', ['image_id', 'idx']).execute();
+        await db.schema.createTable('image_kernels').ifNotExists()
+          .addColumn('image_id', 'integer', imageRef).addColumn('os_idx', 'integer', c => c.notNull())
+          .addColumn('version', 'text', c => c.notNull()).execute();
+        await db.schema.createTable('image_drivers').ifNotExists()
+          .addColumn('image_id', 'integer', imageRef).addColumn('os_idx', 'integer', c => c.notNull())
+          .addColumn('name', 'text', c => c.notNull()).addColumn('kind', 'text', c => c.notNull())
+          .addPrimaryKeyConstraint('image_drivers_pk', ['image_id', 'os_idx', 'name', 'kind']).execute();
+        await db.schema.createIndex('image_drivers_name').ifNotExists().on('image_drivers').column('name').execute();
+        await db.schema.createIndex('image_tags_tag').ifNotExists().on('image_tags').column('tag').execute();
+        // the embedded store's driver records live in drivers-db/drivers.db, beside their objects
+        if (dialect === 'sqlite') return;
+        await db.schema.createTable('driver_objects')
+          .addColumn('sha256', 'text', c => c.primaryKey())
+          .addColumn('size', 'bigint', c => c.notNull())
+          .addColumn('stored_at', 'text', c => c.notNull()).execute();
+        await db.schema.createTable('driver_files')
+          .addColumn('id', 'serial', c => c.primaryKey())
+          .addColumn('sha256', 'text', c => c.notNull().references('driver_objects.sha256'))
+          .addColumn('component', 'text', c => c.notNull())
+          .addColumn('os_family', 'text', c => c.notNull().check(sql`os_family IN ('linux', 'windows')`))
+          .addColumn('os_release', 'text', c => c.notNull().defaultTo(''))
+          .addColumn('version', 'text', c => c.notNull())
+          .addColumn('variant', 'text', c => c.notNull().defaultTo(''))
+          .addColumn('arch', 'text', c => c.notNull())
+          .addColumn('patch_levels', 'text', c => c.notNull().defaultTo('[]'))
+          .addColumn('container', 'text', c => c.notNull())
+          .addColumn('container_version', 'text', c => c.notNull().defaultTo(''))
+          .addColumn('path_in_container', 'text', c => c.notNull())
+          .addColumn('pinned', 'integer', c => c.notNull().defaultTo(0))
+          .addColumn('last_used', 'text')
+          .addColumn('imported_at', 'text', c => c.notNull())
+          .addUniqueConstraint('driver_files_key', ['sha256', 'component', 'os_family', 'os_release', 'version', 'variant', 'arch', 'container', 'container_version', 'path_in_container'])
+          .execute();
+        await db.schema.createIndex('driver_files_component').on('driver_files').columns(['component', 'os_family']).execute();
       },
     },
   };
