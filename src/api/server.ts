@@ -261,10 +261,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.addHook('preClose', async () => { for (const end of [...streams]) end(); });
   app.addHook('onClose', async () => hub.close());
 
-  // every job's state and step events, and each running job's progress at most once per period:
-  // one connection for a table of many jobs
-  const progressEveryMs = opts.progressEveryMs ?? 1000;
-  app.get('/events', async (req, reply) => {
+  /** Take a reply over as a server-sent event stream: numbered events; it ends by end(), when the client goes, or at close. */
+  const openStream = (reply: FastifyReply) => {
     reply.hijack();
     const res: ServerResponse = reply.raw;
     res.writeHead(200, {
@@ -273,33 +271,48 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
     });
-    let seq = 0, ended = false, idle = 0;
-    const send = (event: string, data: unknown) => { if (!ended) res.write(`id: ${++seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
+    let seq = 0;
+    const cleanups: (() => void)[] = [];
+    const stream = {
+      ended: false,
+      send(event: string, data: unknown) { if (!stream.ended) res.write(`id: ${++seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`); },
+      keepAlive() { if (!stream.ended) res.write(': keep-alive\n\n'); },
+      onEnd(f: () => void) { cleanups.push(f); },
+      end() {
+        if (stream.ended) return;
+        stream.ended = true;
+        for (const f of cleanups) f();
+        streams.delete(stream.end);
+        res.end();
+      },
+    };
+    streams.add(stream.end);
+    res.on('close', stream.end);
+    return stream;
+  };
+
+  // every job's state and step events, and each running job's progress at most once per period:
+  // one connection for a table of many jobs
+  const progressEveryMs = opts.progressEveryMs ?? 1000;
+  app.get('/events', async (_req, reply) => {
+    const stream = openStream(reply);
+    let idle = 0;
     const pending = new Map<string, ProgressEvent>();
     const unsubscribe = hub.subscribeAll(e => {
       if (e.type === 'log') return;
       if (e.type === 'progress') { pending.set(e.jobId, e); return; }
       // a step or state change makes the latest progress stale
       pending.delete(e.jobId);
-      send(e.type, e);
+      stream.send(e.type, e);
     });
     const timer = setInterval(() => {
-      for (const e of pending.values()) send('progress', e);
+      for (const e of pending.values()) stream.send('progress', e);
       if (pending.size) idle = 0;
-      else if ((idle += progressEveryMs) >= keepAliveMs) { idle = 0; res.write(': keep-alive\n\n'); }
+      else if ((idle += progressEveryMs) >= keepAliveMs) { idle = 0; stream.keepAlive(); }
       pending.clear();
     }, progressEveryMs);
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      clearInterval(timer);
-      unsubscribe();
-      streams.delete(end);
-      res.end();
-    };
-    streams.add(end);
-    res.on('close', end);
-    send('hello', { at: new Date().toISOString() });
+    stream.onEnd(() => { clearInterval(timer); unsubscribe(); });
+    stream.send('hello', { at: new Date().toISOString() });
     return reply;
   });
 
@@ -312,47 +325,29 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     // an EventSource reconnecting to a finished job: 204 tells it to stop retrying
     if (isTerminal(job.state) && req.headers['last-event-id'] !== undefined) return reply.code(204).send();
 
-    reply.hijack();
-    const res: ServerResponse = reply.raw;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
-    let seq = 0, ended = false;
-    const send = (event: string, data: unknown) => { if (!ended) res.write(`id: ${++seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      clearInterval(timer);
-      unsubscribe();
-      streams.delete(end);
-      res.end();
-    };
+    const stream = openStream(reply);
     const finish = (j: JobRecord) => {
-      send('state', { jobId: id, type: 'state', state: j.state, message: j.error?.message, at: j.updatedAt } satisfies ProgressEvent);
-      end();
+      stream.send('state', { jobId: id, type: 'state', state: j.state, message: j.error?.message, at: j.updatedAt } satisfies ProgressEvent);
+      stream.end();
     };
     // subscribe before the snapshot: both happen in this tick, so no event falls between them
     const unsubscribe = hub.subscribe(id, e => {
-      send(e.type, e);
-      if (e.type === 'state' && e.state && isTerminal(e.state)) end();
+      stream.send(e.type, e);
+      if (e.type === 'state' && e.state && isTerminal(e.state)) stream.end();
     });
     // keep-alive; and should the runner's last event have been missed, the store still tells
     const timer = setInterval(() => void (async () => {
       const now = await Promise.resolve(store.get(id)).catch(() => undefined); // a store away for a moment: the next tick asks again
-      if (ended) return;
+      if (stream.ended) return;
       if (now && isTerminal(now.state)) return finish(now);
-      res.write(': keep-alive\n\n');
+      stream.keepAlive();
     })(), keepAliveMs);
-    streams.add(end);
-    res.on('close', end);
+    stream.onEnd(() => { clearInterval(timer); unsubscribe(); });
 
-    send('job', job);
+    stream.send('job', job);
     if (isTerminal(job.state)) return finish(job);
     const last = hub.latestProgress(id);
-    if (last) send('progress', last);
+    if (last) stream.send('progress', last);
     return reply;
   });
 

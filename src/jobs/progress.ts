@@ -3,6 +3,8 @@
 // in the store every few seconds so `ferry jobs show` sees them too.
 
 import type { ProgressSink } from '../util/progress.js';
+import type { StepTracker } from './steps.js';
+import type { ProgressEvent } from './types.js';
 
 export interface ProgressTick { phase: string; bytes: number; total: number; rate?: number; etaSeconds?: number }
 
@@ -35,4 +37,16 @@ export function jobProgress(on: { tick(t: ProgressTick, store: boolean): void; n
     note(message) { on.note(message); },
     end() { if (phase) emit(true); phase = ''; },
   };
+}
+
+/** A running job's sink, as the embedded runner and a fleet worker both use it: events, and the figures on the running step. */
+export function stepProgress(jobId: string, tracker: Pick<StepTracker, 'running' | 'setProgress'>,
+  emit: (e: Omit<ProgressEvent, 'at'>) => void, note: (line: string) => void): ProgressSink {
+  return jobProgress({
+    tick: (t, toStore) => {
+      emit({ jobId, type: 'progress', step: tracker.running?.name ?? t.phase, message: t.phase, bytes: t.bytes, total: t.total, rate: t.rate, etaSeconds: t.etaSeconds });
+      if (toStore) tracker.setProgress({ bytes: t.bytes, total: t.total, rate: t.rate, etaSeconds: t.etaSeconds });
+    },
+    note,
+  });
 }

@@ -13,7 +13,7 @@ import { withNetworkCredentials } from '../sources/secrets.js';
 import { withAbortSignal } from '../util/abort.js';
 import { withResourceJournal, type ResourceJournal } from '../util/scope.js';
 import { requestCancel, retryJob, submitJob } from './control.js';
-import { jobProgress } from './progress.js';
+import { stepProgress } from './progress.js';
 import { reclaimJob, runnerAlive, runnerId } from './reclaim.js';
 import { runJob } from './kinds.js';
 import { partialOf, StepTracker } from './steps.js';
@@ -188,13 +188,7 @@ export class JobRunner {
     log(job.steps.some(s => s.state !== 'pending') ? `resuming (run ${job.attempts})` : `started (run ${job.attempts})`);
     const steps = new StepTracker(id, job.steps, s => this.store.update(id, { steps: s }),
       s => this.emit({ jobId: id, type: 'step', step: s.name, message: s.state }), log);
-    const progress = jobProgress({
-      tick: (t, toStore) => {
-        this.emit({ jobId: id, type: 'progress', step: steps.running?.name ?? t.phase, message: t.phase, bytes: t.bytes, total: t.total, rate: t.rate, etaSeconds: t.etaSeconds });
-        if (toStore) steps.setProgress({ bytes: t.bytes, total: t.total, rate: t.rate, etaSeconds: t.etaSeconds });
-      },
-      note: log,
-    });
+    const progress = stepProgress(id, steps, e => this.emit(e), log);
     const journal: ResourceJournal = {
       hold: r => this.store.holdResource(id, r),
       release: r => this.store.releaseResource(id, r),

@@ -19,7 +19,7 @@ import { withNetworkCredentials } from '../sources/secrets.js';
 import { withAbortSignal } from '../util/abort.js';
 import { run } from '../util/exec.js';
 import { withResourceJournal, type ResourceJournal } from '../util/scope.js';
-import { jobProgress } from '../jobs/progress.js';
+import { stepProgress } from '../jobs/progress.js';
 import { reclaimOne } from '../jobs/reclaim.js';
 import { runJob } from '../jobs/kinds.js';
 import { partialOf, StepTracker } from '../jobs/steps.js';
@@ -265,13 +265,7 @@ export class FleetWorker {
     }
     const tracker = new StepTracker(id, steps, s => { const copy = structuredClone(s); write(() => this.store.update(id, { steps: copy }, { ifRunner: me })); },
       s => this.emit({ jobId: id, type: 'step', step: s.name, message: s.state }), log);
-    const progress = jobProgress({
-      tick: (t, toStore) => {
-        this.emit({ jobId: id, type: 'progress', step: tracker.running?.name ?? t.phase, message: t.phase, bytes: t.bytes, total: t.total, rate: t.rate, etaSeconds: t.etaSeconds });
-        if (toStore) tracker.setProgress({ bytes: t.bytes, total: t.total, rate: t.rate, etaSeconds: t.etaSeconds });
-      },
-      note: log,
-    });
+    const progress = stepProgress(id, tracker, e => this.emit(e), log);
     const journal: ResourceJournal = {
       hold: res => write(() => this.store.holdResource(id, res)),
       release: res => write(() => this.store.releaseResource(id, res)),
