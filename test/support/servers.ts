@@ -143,6 +143,8 @@ export interface NbdkitOptions {
   tlsCertsDir?: string;
   /** listen on this port (a restart on the port a killed server had) instead of a free one */
   port?: number;
+  /** listen on this address (default 127.0.0.1) */
+  bind?: string;
   /** limit the server's bandwidth (nbdkit's rate filter, bits per second: '400M') */
   rate?: string;
 }
@@ -156,16 +158,17 @@ export interface NbdkitOptions {
 export async function startNbdkit(o: NbdkitOptions): Promise<Server> {
   const name = o.exportName ?? 'disk';
   const port = o.port ?? await freePort();
-  const args = ['--foreground', '--exit-with-parent', '--read-only', '-i', '127.0.0.1', '-p', String(port)];
+  const bind = o.bind ?? '127.0.0.1';
+  const args = ['--foreground', '--exit-with-parent', '--read-only', '-i', bind, '-p', String(port)];
   if (o.tlsPskFile) args.push('--tls=require', `--tls-psk=${o.tlsPskFile}`);
   if (o.tlsCertsDir) args.push('--tls=require', `--tls-certificates=${o.tlsCertsDir}`);
   if (o.rate) args.push('--filter=rate');
   args.push('--filter=exportname', 'file', o.file, `exportname=${name}`, 'exportname-strict=true', 'exportname-list=explicit');
   if (o.rate) args.push(`rate=${o.rate}`);
   const child = execa('nbdkit', args, { reject: false, stdin: 'ignore', buffer: true });
-  const url = `${o.tlsPskFile || o.tlsCertsDir ? 'nbds' : 'nbd'}://127.0.0.1:${port}/${name}`;
+  const url = `${o.tlsPskFile || o.tlsCertsDir ? 'nbds' : 'nbd'}://${bind}:${port}/${name}`;
   const server = track(url, child, () => stopChild(child));
-  return whenListening(server, child, { port }, `nbdkit ${url}`);
+  return whenListening(server, child, { port, host: bind }, `nbdkit ${url}`);
 }
 
 export interface IscsiOptions {
