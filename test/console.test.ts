@@ -253,8 +253,12 @@ describe('the console', () => {
     await page.waitForURL(/#\/jobs\/[^/]+$/);
     const id = decodeURIComponent(page.url().split('#/jobs/')[1]);
     doneId = id;
-    await page.goto(`${serve!.base}/#/jobs`);
     const row = `#jobs tr[data-job="${id}"]`;
+    // drawn anew until the row is there (a CI run once saw a first render without it)
+    for (let i = 0; i < 6; i++) {
+      await go('#/jobs');
+      if (await page.waitForSelector(row, { timeout: 5000 }).then(() => true, () => false)) break;
+    }
     await page.waitForSelector(row);
     // the bar as the page shows it, read until the job ends: each step's copy has its own total
     const values: { step: string; max: number; value: number }[] = [];
