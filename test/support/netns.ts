@@ -26,9 +26,8 @@ const sh = (cmd: string, args: string[]) => execa(cmd, args, { stdin: 'ignore' }
 /** whether /run/netns is a mount point (`ip netns add` makes it one) */
 export const netnsMounted = async () => (await readFile('/proc/self/mounts', 'utf8')).split('\n').some(l => l.split(' ')[1] === '/run/netns');
 
-// shared by every test process (their roots' parent dir): the lock, and the mark that a test made /run/netns a mount point
+// shared by every test process (their roots' parent dir): the lock
 const LOCK = join(testScope.scopes, '.netns-lock');
-const MOUNTED_BY_TESTS = join(testScope.scopes, '.netns-mounted-by-tests');
 
 /** Run fn while holding the machine-wide namespace lock (a dir; one left by a dead process is taken over). */
 async function withNetnsLock<T>(fn: () => Promise<T>): Promise<T> {
@@ -56,10 +55,9 @@ export async function deleteNetns(ns: string | undefined): Promise<string> {
   return withNetnsLock(async () => {
     if (ns) await execa('ip', ['netns', 'del', ns], { reject: false, stdin: 'ignore' });
     const left = String((await execa('ip', ['netns', 'list'], { stdin: 'ignore' })).stdout).trim();
-    if (!left && await netnsMounted() && await readFile(MOUNTED_BY_TESTS).then(() => true, () => false)) {
-      await execa('umount', ['/run/netns'], { stdin: 'ignore' });
-      await rm(MOUNTED_BY_TESTS, { force: true });
-    }
+    // no namespace left: the bind mount `ip netns add` made goes too, whoever made it (a killed test run
+    // leaves it with no one to take it down; the next `ip netns add` makes it again)
+    if (!left && await netnsMounted()) await execa('umount', ['/run/netns'], { stdin: 'ignore' });
     return left;
   });
 }
@@ -96,10 +94,8 @@ export async function makeNetnsLink(o: { ns: string; hostIf: string; nsIf: strin
     // the pair's names too: the guard counts the host end (and the other end, until it moves) as this file's
     await writeFile(registration, o.isolated ? '' : `${o.hostIf}\n${o.nsIf}\n`);
     await withNetnsLock(async () => {
-      const mountedBefore = await netnsMounted();
       await sh('ip', ['netns', 'add', o.ns]);
       made = true;
-      if (!mountedBefore && await netnsMounted()) await writeFile(MOUNTED_BY_TESTS, '');
     });
     if (!o.isolated) {
       await sh('ip', ['link', 'add', o.hostIf, 'type', 'veth', 'peer', 'name', o.nsIf]);
